@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+EK     := $(BIN)/edgekit
+DEMO   := runs/demo
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+# Reinstall only when the package's declared dependencies change.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+# The main job on the offline default: lenet5 on scikit-learn's digits.
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(EK) train lenet5 --out $(DEMO)
+	$(EK) export $(DEMO) --onnx --torchscript --int8
+	$(EK) predict $(DEMO)/export/model.int8.onnx $(DEMO)/sample.png
+	$(EK) bench $(DEMO)/export/model.onnx $(DEMO)/export/model.int8.onnx $(DEMO)/export/model.ts
+	$(EK) summary $(DEMO)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+	$(BIN)/ruff check .
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest benchmarks --benchmark-only
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .benchmarks

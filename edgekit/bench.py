@@ -1,0 +1,141 @@
+"""Latency of artifacts on this machine, and a description of the machine.
+
+Timings are for whatever machine runs this; `machine_info()` records which one, including
+whether an aarch64 Python is running under qemu-user emulation (then times are not Pi times).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edgekit import __version__
+
+
+def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20, threads: int | None = None,
+          batch: int = 1) -> dict:
+    """Time `runs` inferences of each artifact after `warmup` untimed ones.
+
+    Args:
+        paths: artifacts (.onnx, .ts) to load with edgekit.runtime.
+        threads: intra-op threads for every backend; None = the number of cores.
+        batch: inputs per inference; held-out samples shipped with the export when present.
+
+    Returns:
+        {"machine": ..., "settings": ..., "results": [per-artifact latency stats in ms]}.
+    """
+    from edgekit.runtime import load
+
+    threads = threads or os.cpu_count() or 1
+    runners = [load(p, threads=threads) for p in paths]  # fail on a bad path before timing
+    results = []
+    for runner in runners:
+        x = _input(runner, batch)
+        for _ in range(warmup):
+            runner.run(x)
+        times = np.empty(runs)
+        for i in range(runs):
+            t0 = time.perf_counter()
+            runner.run(x)
+            times[i] = time.perf_counter() - t0
+        precision = "int8" if ".int8." in runner.path.name else "fp32"
+        results.append({"artifact": str(runner.path), "file": runner.path.name,
+                        "backend": runner.backend, "precision": precision,
+                        "bytes": runner.path.stat().st_size, **latency_stats(times * 1e3)})
+    return {
+        "edgekit_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "settings": {"runs": runs, "warmup": warmup, "threads": threads, "batch": batch},
+        "results": results,
+    }
+
+
+def latency_stats(ms: np.ndarray) -> dict:
+    """Percentiles and spread of latencies given in milliseconds."""
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {"runs": len(ms), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
+            "mean_ms": float(ms.mean()), "std_ms": float(ms.std()), "min_ms": float(ms.min())}
+
+
+def machine_info() -> dict:
+    """What this machine is: architecture, CPU, cores, OS, and the versions that set speed."""
+    cpuinfo = _read("/proc/cpuinfo")
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    cpu = (fields.get("model name") or fields.get("Model") or platform.processor()
+           or fields.get("Hardware") or "unknown")
+    arch = platform.machine()
+    # Under qemu-user, /proc/cpuinfo is the host's: an x86 vendor on an ARM Python.
+    emulated = arch in ("aarch64", "arm64", "armv7l") and "vendor_id" in fields
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    for name in ("onnxruntime", "torch"):
+        if name in sys.modules:  # report what this run used, without importing anything new
+            versions[name] = sys.modules[name].__version__
+    return {
+        "arch": arch,
+        "cpu": cpu,
+        "board": _read("/proc/device-tree/model").strip("\x00\n ") or None,  # e.g. Raspberry Pi 4
+        "cores": os.cpu_count(),
+        "os": f"{platform.system()} {platform.release()}",
+        "emulated": emulated,
+        "versions": versions,
+    }
+
+
+def format_table(report: dict) -> str:
+    m = report["machine"]
+    head = (f"{m['arch']} {m['cpu']}, {m['cores']} cores"
+            + (" (EMULATED: not real ARM timings)" if m["emulated"] else "")
+            + f"; batch {report['settings']['batch']}, {report['settings']['threads']} threads, "
+            f"{report['settings']['runs']} runs")
+    rows = [("artifact", "backend", "p50 ms", "p90 ms", "p99 ms")]
+    rows += [(r["file"], r["backend"], f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}",
+              f"{r['p99_ms']:.3f}") for r in report["results"]]
+    return head + "\n" + table(rows)
+
+
+def table(rows: list[tuple]) -> str:
+    """Plain-text table; the first row is the header, numbers right-aligned."""
+    rows = [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+
+    def fmt(row, header=False):
+        return "  ".join(c.rjust(w) if not header and _numeric(c) else c.ljust(w)
+                         for c, w in zip(row, widths, strict=True)).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(rows[0], header=True), sep, *(fmt(r) for r in rows[1:])])
+
+
+def _numeric(cell: str) -> bool:
+    try:
+        float(cell.rstrip("%"))
+    except ValueError:
+        return cell == "-"
+    return True
+
+
+def _input(runner, batch: int) -> np.ndarray:
+    samples = runner.path.with_name("samples.npz")
+    if samples.is_file():
+        with np.load(samples, allow_pickle=False) as z:
+            x = z["x"]
+        if len(x):
+            return np.resize(x, (batch, *x.shape[1:])).astype(np.float32)
+    return runner.example_input(batch)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""

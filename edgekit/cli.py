@@ -1,0 +1,144 @@
+"""The `edgekit` command: each subcommand parses its arguments and calls one library function.
+
+Heavy imports (torch, onnx) happen inside the commands that need them, so `predict` and `bench`
+on .onnx files run on a machine without torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError
+
+
+class Group(click.Group):
+    """Turns EdgekitError into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgekitError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgekit")
+def main():
+    """Train a model from a recipe, export it to ONNX/TorchScript (int8), run and bench it."""
+
+
+@main.command("recipes")
+def recipes_cmd():
+    """List the bundled recipes."""
+    from edgekit.bench import table
+    from edgekit.recipe import list_recipes, load_recipe
+
+    rows = [("recipe", "model", "dataset", "description")]
+    for name in list_recipes():
+        r = load_recipe(name)
+        rows.append((name, r.model.name, r.data.name, r.description))
+    click.echo(table(rows))
+
+
+@main.command("train")
+@click.argument("recipe")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, e.g. --set train.epochs=5 (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run directory to create (default runs/RECIPE-TIMESTAMP).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def train_cmd(recipe, overrides, out, no_progress):
+    """Train RECIPE (a bundled name or a .yaml path) and write a run directory."""
+    import json
+
+    from edgekit.recipe import load_recipe
+    from edgekit.train import train
+
+    run = train(load_recipe(recipe, overrides), out, progress=not no_progress)
+    m = json.loads((run / "metrics.json").read_text())
+    click.echo(f"run: {run}")
+    click.echo(f"test accuracy {m['test_accuracy']:.2%} on {m['test_samples']} held-out samples "
+               f"({len(m['history'])} epochs, {m['train_seconds']:.1f} s on {m['device']})")
+    if "sample" in m:
+        click.echo(f"held-out image: {run / m['sample']['file']} (label {m['sample']['label']})")
+
+
+@main.command("export")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--onnx", is_flag=True, help="Write model.onnx (fp32).")
+@click.option("--torchscript", is_flag=True, help="Write model.ts (fp32, traced and frozen).")
+@click.option("--int8", is_flag=True, help="Write model.int8.onnx (static QDQ, calibrated).")
+@click.option("--max-int8-drop", type=float, default=None,
+              help="Accuracy points int8 may lose (default: the recipe's export.max_int8_drop).")
+def export_cmd(run, onnx, torchscript, int8, max_int8_drop):
+    """Export RUN's model and verify every artifact against PyTorch."""
+    from edgekit.export import export, report_markdown
+
+    report = export(run, onnx=onnx, torchscript=torchscript, int8=int8,
+                    max_int8_drop=max_int8_drop)
+    click.echo(report_markdown(report).rstrip())
+    click.echo(f"artifacts: {run / 'export'}")
+
+
+@main.command("predict")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("image", required=False, type=click.Path(path_type=Path))
+@click.option("--sample", type=int, default=None,
+              help="Use held-out sample N shipped with the export instead of an image.")
+@click.option("-k", "--top", "k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="How many labels to show.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads.")
+def predict_cmd(artifact, image, sample, k, threads):
+    """Classify IMAGE (or --sample N) with ARTIFACT (.onnx or .ts) and print top-k labels."""
+    from edgekit.runtime import load, sample_input
+
+    if (image is None) == (sample is None):
+        raise EdgekitError("give either an IMAGE or --sample N, not both or neither")
+    runner = load(artifact, threads=threads)
+    if image is not None:
+        top, title = runner.classify_image(image, k), str(image)
+    else:
+        x, label = sample_input(artifact, sample)
+        top, title = runner.classify(x[None], k)[0], f"held-out sample {sample} (label {label})"
+    click.echo(f"{title} -> {artifact.name}")
+    for rank, (name, p) in enumerate(top, 1):
+        click.echo(f"  {rank}. {name:<12} {p:8.2%}")
+
+
+@main.command("bench")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op threads (default: all cores).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="JSON report (default: bench.json beside the first artifact).")
+def bench_cmd(artifacts, runs, warmup, threads, batch, out):
+    """Measure p50/p90/p99 latency of ARTIFACTS on this machine."""
+    from edgekit.bench import bench, format_table
+    from edgekit.fileio import write_json
+
+    report = bench(list(artifacts), runs=runs, warmup=warmup, threads=threads, batch=batch)
+    out = out or artifacts[0].with_name("bench.json")
+    write_json(out, report)
+    click.echo(format_table(report))
+    click.echo(f"wrote {out}")
+
+
+@main.command("summary")
+@click.argument("run", type=click.Path(path_type=Path))
+def summary_cmd(run):
+    """Print accuracy, size and latency of RUN's model and artifacts as one table."""
+    from edgekit.summary import summarize
+
+    click.echo(summarize(run))
+
+
+if __name__ == "__main__":
+    main()

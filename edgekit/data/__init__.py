@@ -1,0 +1,61 @@
+"""Dataset registry: `@register_dataset("name")` on a builder `(DataConfig) -> DataSplits`.
+
+A dataset hands out model-ready numpy arrays prepared by `edgekit.runtime.preprocess`, plus the
+preprocessing spec itself, so training and the runtime prepare inputs identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgekit.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+register_dataset = DATASETS.register
+
+
+@dataclass
+class ArraySplit:
+    """One split held in memory; a map-style dataset for torch's DataLoader."""
+
+    x: np.ndarray  # (N, C, H, W) float32, already preprocessed
+    y: np.ndarray  # (N,) int64 class indices
+    images: list = field(default_factory=list)  # raw PIL images, where the data are images
+
+    def __post_init__(self):
+        assert len(self.x) == len(self.y), (self.x.shape, self.y.shape)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.int64]:
+        return self.x[i], self.y[i]
+
+
+@dataclass
+class DataSplits:
+    train: ArraySplit
+    test: ArraySplit
+    labels: list[str]  # class index -> name
+    preprocess: dict  # the runtime spec, see edgekit.runtime.preprocess
+    task: str = "classification"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input without the batch dimension, e.g. (1, 32, 32)."""
+        return tuple(self.train.x.shape[1:])
+
+
+def build_dataset(cfg) -> DataSplits:
+    """Build the dataset named by `cfg.name` (a DataConfig). Unknown names list the choices."""
+    return DATASETS.get(cfg.name)(cfg)
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()
+
+
+# Builders register themselves on import.
+from edgekit.data import digits  # noqa: E402, F401

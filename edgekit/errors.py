@@ -1,0 +1,5 @@
+"""The one exception type that edgekit shows to users as a single line."""
+
+
+class EdgekitError(ValueError):
+    """Bad user input or a failed check: the CLI prints the message and exits non-zero."""

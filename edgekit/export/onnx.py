@@ -1,0 +1,52 @@
+"""PyTorch -> ONNX fp32 with torch.onnx (dynamo), checked by onnx.checker, manifest embedded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgekit.manifest import EMBED_KEY
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def export_onnx(model, example, path: Path, opset: int, manifest: dict) -> Path:
+    """Export `model` (eval mode, CPU) to `path` with a dynamic batch dimension.
+
+    Args:
+        example: one input batch (B, ...) used to trace the graph.
+        manifest: embedded as metadata_props[EMBED_KEY].
+    """
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(
+        model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), optimize=True,
+        verbose=False,
+    )
+    embed(program.model_proto, manifest)
+    check(program.model_proto)
+    program.save(str(path))
+    return path
+
+
+def embed(proto, manifest: dict) -> None:
+    """Set the edgekit manifest in an ONNX ModelProto's metadata_props (replacing any)."""
+    import onnx
+
+    props = {p.key: p.value for p in proto.metadata_props}
+    props[EMBED_KEY] = json.dumps(manifest, sort_keys=True)
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
+
+
+def check(proto_or_path) -> None:
+    """onnx.checker with full shape inference; raises onnx's ValidationError on a bad model."""
+    import onnx
+
+    proto = proto_or_path
+    if isinstance(proto, (str, Path)):
+        proto = onnx.load(str(proto))
+    onnx.checker.check_model(proto, full_check=True)

@@ -1,0 +1,220 @@
+"""Recipes: dataclass defaults, YAML overrides, `--set` overrides, one validation for all.
+
+Defaults live here and only here. A recipe file overrides some of them; `--set key=value`
+overrides go through the same checks (unknown keys and wrong types are errors). The resolved
+recipe, every default filled in, is saved beside the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from edgekit.errors import EdgekitError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "lenet5"
+    dropout: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: str = "data"  # where downloadable datasets live (unused by the offline ones)
+    image_size: int = 32  # models see image_size x image_size inputs
+    test_fraction: float = 0.2  # held out for test accuracy, fixed by split_seed
+    split_seed: int = 0
+    batch_size: int = 64
+    workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision, used on CUDA only
+    shift: int = 0  # augmentation: random translation by up to this many pixels (images)
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 18
+    calibration_samples: int = 256  # training images fed through the model to set int8 ranges
+    calibration_method: str = "minmax"
+    per_channel: bool = True
+    parity_atol: float = 1e-4  # max |fp32 artifact - PyTorch| on held-out inputs
+    max_int8_drop: float = 1.0  # accuracy points int8 may lose against fp32
+    samples: int = 16  # held-out inputs shipped with the artifacts (predict --sample)
+
+
+@dataclass
+class Recipe:
+    name: str = "unnamed"
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Values restricted to a fixed set: key -> allowed values.
+CHOICES = {
+    "train.optimizer": ("sgd", "adam", "adamw"),
+    "train.schedule": ("none", "cosine"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "export.calibration_method": ("minmax", "entropy", "percentile"),
+}
+POSITIVE = {"data.image_size", "data.batch_size", "train.epochs", "train.lr", "export.opset",
+            "export.calibration_samples", "export.samples"}
+NON_NEGATIVE = {"data.workers", "train.momentum", "train.weight_decay", "train.shift",
+                "train.label_smoothing", "model.dropout", "export.parity_atol",
+                "export.max_int8_drop"}
+FRACTION = {"data.test_fraction"}
+
+
+def recipes_dir() -> Path:
+    """The folder of bundled recipes (`recipes/` in the repo, `edgekit.recipes` when installed)."""
+    return Path(str(resources.files("edgekit.recipes")))
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Load a bundled recipe by name, or a YAML file by path, and apply `--set` overrides.
+
+    Args:
+        name_or_path: "lenet5" (a file in recipes/) or "path/to/recipe.yaml".
+        overrides: "section.key=value" strings; values are parsed as YAML scalars.
+
+    Returns:
+        The validated Recipe with every default filled in.
+
+    Raises:
+        EdgekitError: unknown recipe, unreadable YAML, unknown key, wrong type or bad value.
+    """
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise EdgekitError(f"recipe file {name_or_path!r} does not exist")
+    else:
+        path = recipes_dir() / f"{name_or_path}.yaml"
+        if not path.is_file():
+            choices = ", ".join(list_recipes())
+            raise EdgekitError(
+                f"unknown recipe {name_or_path!r}; expected one of: {choices} (or a .yaml path)"
+            )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise EdgekitError(f"recipe {str(path)!r} is not valid YAML: {_one_line(e)}") from None
+    if not isinstance(raw, dict):
+        raise EdgekitError(f"recipe {str(path)!r} must be a mapping, got {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    for item in overrides:
+        apply_override(raw, item)
+    return from_dict(raw)
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Set `section.key=value` in the raw recipe dict (validated later with the rest)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise EdgekitError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise EdgekitError(f"--set {item!r}: {part!r} is not a section")
+        node = child
+    try:
+        node[leaf] = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        node[leaf] = value
+
+
+def from_dict(raw: dict) -> Recipe:
+    """Build a Recipe from a plain dict, rejecting unknown keys, wrong types and bad values."""
+    recipe = _build(Recipe, raw, prefix="")
+    _check_values(recipe)
+    return recipe
+
+
+def _build(cls, raw, prefix: str):
+    if not isinstance(raw, dict):
+        raise EdgekitError(f"{prefix.rstrip('.') or 'recipe'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise EdgekitError(
+                f"unknown recipe key {prefix + str(key)!r}; expected one of: "
+                + ", ".join(prefix + n for n in names)
+            )
+    kwargs = {}
+    for name, value in raw.items():
+        typ = hints[name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = _build(typ, value, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_type(prefix + name, value, typ)
+    return cls(**kwargs)
+
+
+def _check_type(key: str, value, typ):
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }[typ]
+    if not ok(value):
+        raise EdgekitError(f"{key}: expected {typ.__name__}, got {value!r}")
+    return float(value) if typ is float else value
+
+
+def _check_values(recipe: Recipe) -> None:
+    flat = {
+        f"{section}.{k}": v
+        for section, values in recipe.to_dict().items()
+        if isinstance(values, dict)
+        for k, v in values.items()
+    }
+    for key, allowed in CHOICES.items():
+        if flat[key] not in allowed:
+            raise EdgekitError(f"{key}: expected one of {', '.join(allowed)}, got {flat[key]!r}")
+    for key in POSITIVE:
+        if not flat[key] > 0:
+            raise EdgekitError(f"{key}: expected a value > 0, got {flat[key]!r}")
+    for key in NON_NEGATIVE:
+        if not flat[key] >= 0:
+            raise EdgekitError(f"{key}: expected a value >= 0, got {flat[key]!r}")
+    for key in FRACTION:
+        if not 0 < flat[key] < 1:
+            raise EdgekitError(f"{key}: expected a fraction between 0 and 1, got {flat[key]!r}")
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())

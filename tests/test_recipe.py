@@ -1,0 +1,106 @@
+import dataclasses
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgekit.errors import EdgekitError
+from edgekit.recipe import Recipe, from_dict, list_recipes, load_recipe
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_bundled_recipe_is_valid(name):
+    recipe = load_recipe(name)
+    assert recipe.name == name
+    assert recipe.description, "every bundled recipe says what it is"
+    assert from_dict(yaml.safe_load(recipe.to_yaml())) == recipe
+
+
+def test_lenet5_is_the_offline_default():
+    recipe = load_recipe("lenet5")
+    assert (recipe.model.name, recipe.data.name) == ("lenet5", "digits")
+
+
+def test_defaults_fill_what_a_recipe_leaves_out(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("train:\n  epochs: 3\n")
+    recipe = load_recipe(str(path))
+    assert recipe.name == "mine"
+    assert recipe.train.epochs == 3
+    assert recipe.train.lr == Recipe().train.lr
+    assert recipe.export == Recipe().export
+
+
+def test_overrides_are_parsed_as_yaml_scalars():
+    recipe = load_recipe("lenet5", ["train.epochs=5", "train.lr=0.01", "train.amp=false",
+                                    "train.optimizer=sgd", "export.max_int8_drop=2"])
+    assert recipe.train.epochs == 5
+    assert recipe.train.lr == 0.01
+    assert recipe.train.amp is False
+    assert recipe.train.optimizer == "sgd"
+    assert recipe.export.max_int8_drop == 2.0 and isinstance(recipe.export.max_int8_drop, float)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=5", "unknown recipe key 'train.epoch'; expected one of: train.epochs,"),
+    ("trian.epochs=5", "unknown recipe key 'trian'"),
+    ("train.epochs=abc", "train.epochs: expected int, got 'abc'"),
+    ("train.epochs=2.5", "train.epochs: expected int, got 2.5"),
+    ("train.epochs=true", "train.epochs: expected int, got True"),
+    ("train.amp=1", "train.amp: expected bool, got 1"),
+    ("train.epochs=0", "train.epochs: expected a value > 0, got 0"),
+    ("train.optimizer=lbfgs", "train.optimizer: expected one of sgd, adam, adamw, got 'lbfgs'"),
+    ("data.test_fraction=1.5", "data.test_fraction: expected a fraction between 0 and 1"),
+    ("train.shift=-1", "train.shift: expected a value >= 0, got -1"),
+    ("train", "--set 'train': expected KEY=VALUE"),
+    ("train=5", "train: expected a mapping, got 5"),
+    ("train.epochs.x=5", "'epochs' is not a section"),
+])
+def test_bad_override_is_named(override, message):
+    with pytest.raises(EdgekitError) as err:
+        load_recipe("lenet5", [override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_recipe_lists_the_valid_ones():
+    with pytest.raises(EdgekitError, match=r"unknown recipe 'nope'; expected one of: .*lenet5"):
+        load_recipe("nope")
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(EdgekitError, match="does not exist"):
+        load_recipe(str(tmp_path / "missing.yaml"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train: [1, 2\n", "is not valid YAML"),
+    ("- a\n- b\n", "must be a mapping"),
+    ("model:\n  name: lenet5\n  depth: 3\n", "unknown recipe key 'model.depth'"),
+])
+def test_bad_recipe_file(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(EdgekitError, match=message):
+        load_recipe(str(path))
+
+
+@given(st.integers(min_value=1, max_value=10**6))
+def test_any_positive_epoch_count_round_trips(n):
+    assert load_recipe("lenet5", [f"train.epochs={n}"]).train.epochs == n
+
+
+@given(st.text(alphabet=st.characters(categories=["L"]), min_size=1, max_size=8))
+def test_words_are_never_accepted_as_numbers(word):
+    if word.lower() in {"true", "false", "yes", "no", "on", "off", "y", "n", "null", "nan"}:
+        word += "x"
+    with pytest.raises(EdgekitError, match="train.lr: expected float"):
+        load_recipe("lenet5", [f"train.lr={word}"])
+
+
+def test_every_field_has_a_default():
+    recipe = Recipe()
+    for section in ("model", "data", "train", "export"):
+        for f in dataclasses.fields(getattr(recipe, section)):
+            assert f.default is not dataclasses.MISSING, f"{section}.{f.name}"

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from edgekit.data import DATASETS, build_dataset, list_datasets
+from edgekit.errors import EdgekitError
+from edgekit.models import MODELS, build_model, list_models
+from edgekit.recipe import DataConfig
+from edgekit.registry import Registry
+
+
+def test_registry_registers_and_lists():
+    reg = Registry("widget")
+
+    @reg.register("b")
+    def b():
+        return "B"
+
+    reg.register("a")(lambda: "A")
+    assert reg.names() == ["a", "b"]
+    assert reg.get("b") is b
+    assert "a" in reg and "c" not in reg
+
+
+def test_registry_rejects_a_duplicate_name():
+    reg = Registry("widget")
+    reg.register("a")(lambda: 1)
+    with pytest.raises(ValueError, match="widget 'a' is already registered"):
+        reg.register("a")(lambda: 2)
+
+
+def test_unknown_name_lists_the_choices():
+    with pytest.raises(EdgekitError, match=r"unknown model 'resnet9000'; expected one of: .*lenet5"):
+        MODELS.get("resnet9000")
+    with pytest.raises(ValueError, match=r"unknown dataset 'imagenet22k'; expected one of: .*digits"):
+        DATASETS.get("imagenet22k")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_builds_and_runs(name):
+    import torch
+
+    model = build_model(name, num_classes=7, in_channels=1).eval()
+    with torch.inference_mode():
+        out = model(torch.randn(3, 1, 32, 32))
+    assert out.shape == (3, 7)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", list_datasets())
+def test_every_dataset_builds_splits_with_a_contract(name):
+    data = build_dataset(DataConfig(name=name))
+    assert len(data.train) > len(data.test) > 0
+    x, y = data.train[0]
+    assert x.dtype == np.float32 and x.shape == data.input_shape
+    assert 0 <= int(y) < len(data.labels)
+    assert data.preprocess["kind"] == "image"
+    assert list(data.input_shape[1:]) == data.preprocess["size"]
+
+
+def test_digits_split_is_fixed_stratified_and_normalized():
+    a = build_dataset(DataConfig(name="digits"))
+    b = build_dataset(DataConfig(name="digits"))
+    assert len(a.train) + len(a.test) == 1797
+    assert len(a.test) == 360
+    np.testing.assert_array_equal(a.test.y, b.test.y)
+    np.testing.assert_array_equal(a.test.x, b.test.x)
+    assert np.bincount(a.test.y).min() >= 35  # every digit is held out, ~36 each
+    assert abs(float(a.train.x.mean())) < 0.01 and abs(float(a.train.x.std()) - 1) < 0.01
+    other = build_dataset(DataConfig(name="digits", split_seed=1))
+    assert not np.array_equal(a.test.y, other.test.y)
