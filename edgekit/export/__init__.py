@@ -52,10 +52,10 @@ def export(run: str | Path, *, onnx: bool = True, torchscript: bool = True, int8
     from edgekit.export.torchscript import export_torchscript
     from edgekit.train import load_run
 
-    if not (onnx or torchscript):
-        raise EdgekitError("nothing to export: pass --onnx and/or --torchscript")
     if int8 and not onnx:
         raise EdgekitError("--int8 quantizes the ONNX model: add --onnx")
+    if not (onnx or torchscript):
+        raise EdgekitError("nothing to export: pass --onnx and/or --torchscript")
     recipe, model, _ = load_run(run)
     cfg = recipe.export
     max_drop = cfg.max_int8_drop if max_int8_drop is None else max_int8_drop

@@ -1,0 +1,172 @@
+"""The real CLI in subprocesses: train -> export -> predict -> bench -> summary, and bad input."""
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from conftest import edgekit
+
+pytestmark = pytest.mark.slow
+
+
+def test_version_and_help_on_every_command():
+    assert edgekit("--version").stdout.strip().startswith("edgekit, version ")
+    for cmd in ("recipes", "train", "export", "predict", "bench", "summary"):
+        out = edgekit(cmd, "--help").stdout
+        assert out.startswith(f"Usage: python -m edgekit {cmd}"), out
+
+
+def test_recipes_lists_the_bundled_recipes():
+    out = edgekit("recipes").stdout
+    assert "lenet5" in out and "digits" in out
+
+
+def test_train_writes_a_complete_run(tiny_run):
+    names = {p.name for p in tiny_run.iterdir()}
+    assert {"recipe.yaml", "model.safetensors", "metrics.json", "curves.png", "train.log",
+            "sample.png", "export"} <= names
+    resolved = yaml.safe_load((tiny_run / "recipe.yaml").read_text())
+    assert resolved["train"]["epochs"] == 2  # the --set override, saved
+    assert resolved["export"]["opset"] == 18  # and the defaults, filled in
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2
+    assert 0.5 < metrics["test_accuracy"] <= 1.0
+    assert (tiny_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_writes_verified_artifacts_and_manifest(tiny_run):
+    out = tiny_run / "export"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["artifacts"]) == {"model.onnx", "model.int8.onnx", "model.ts"}
+    for name, entry in manifest["artifacts"].items():
+        assert entry["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["file"]: r for r in report["artifacts"]}
+    assert all(r["passed"] for r in rows.values())
+    assert rows["model.onnx"]["max_abs_diff"] <= 1e-3
+    assert rows["model.int8.onnx"]["bytes"] < rows["model.onnx"]["bytes"] / 2
+    assert "| model.int8.onnx | onnx | int8 |" in (out / "report.md").read_text()
+    with np.load(out / "samples.npz", allow_pickle=False) as z:
+        assert z["x"].shape == (16, 1, 32, 32) and z["y"].shape == (16,)
+
+
+@pytest.mark.parametrize("artifact", ["model.onnx", "model.int8.onnx", "model.ts"])
+def test_predict_an_image(tiny_run, artifact):
+    out = edgekit("predict", tiny_run / "export" / artifact, tiny_run / "sample.png", "-k", "3")
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].endswith(f"-> {artifact}")
+    assert len(lines) == 4 and lines[1].lstrip().startswith("1. ")
+    probs = [float(line.split()[-1].rstrip("%")) for line in lines[1:]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 100.01
+
+
+def test_predict_a_shipped_sample(tiny_run):
+    out = edgekit("predict", tiny_run / "export" / "model.onnx", "--sample", "0", "-k", "1")
+    assert "held-out sample 0 (label " in out.stdout
+
+
+def test_bench_writes_stats_and_machine(tiny_run, tmp_path):
+    export = tiny_run / "export"
+    out = edgekit("bench", export / "model.onnx", export / "model.int8.onnx", export / "model.ts",
+                  "--runs", "20", "--warmup", "2", "--out", tmp_path / "b.json")
+    assert "p50 ms" in out.stdout and "model.int8.onnx" in out.stdout
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["machine"]["arch"] and report["machine"]["cores"] >= 1
+    assert "onnxruntime" in report["machine"]["versions"]
+    for r in report["results"]:
+        assert r["runs"] == 20
+        assert 0 < r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+    assert [r["backend"] for r in report["results"]] == ["onnxruntime"] * 2 + ["torchscript"]
+
+
+def test_summary_prints_one_table(tiny_run):
+    edgekit("bench", tiny_run / "export" / "model.onnx", "--runs", "5", "--warmup", "1")
+    out = edgekit("summary", tiny_run).stdout
+    for name in ("pytorch (trained)", "model.onnx", "model.int8.onnx", "model.ts", "p50 ms"):
+        assert name in out
+
+
+def bad(*args, cwd=None):
+    proc = edgekit(*args, check=False, cwd=cwd)
+    assert proc.returncode != 0, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_unknown_recipe(tmp_path):
+    line = bad("train", "lenet6", "--out", tmp_path / "r")
+    assert line.startswith("error: unknown recipe 'lenet6'; expected one of:") and "lenet5" in line
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=3", "error: unknown recipe key 'train.epoch'"),
+    ("train.epochs=three", "error: train.epochs: expected int, got 'three'"),
+])
+def test_bad_set_writes_nothing(tmp_path, override, message):
+    line = bad("train", "lenet5", "--set", override, "--out", tmp_path / "r")
+    assert line.startswith(message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_refuses_an_existing_run(tiny_run):
+    line = bad("train", "lenet5", "--out", tiny_run)
+    assert "already exists" in line
+
+
+def test_missing_run_directory(tmp_path):
+    assert "does not exist" in bad("export", tmp_path / "nope", "--onnx")
+    assert "does not exist" not in bad("export", tmp_path, "--onnx")  # exists, but not a run
+    assert "is not a run directory" in bad("export", tmp_path, "--onnx")
+    assert not (tmp_path / "export").exists()
+
+
+def test_export_needs_a_format(tiny_run):
+    assert "nothing to export" in bad("export", tiny_run)
+    assert "--int8 quantizes the ONNX model" in bad("export", tiny_run, "--int8")
+
+
+def test_artifact_that_is_not_a_model(tiny_run, tmp_path):
+    fake = tmp_path / "model.onnx"
+    fake.write_bytes(b"\x00garbage" * 100)
+    assert "is not a valid ONNX model" in bad("predict", fake, tiny_run / "sample.png")
+    fake_ts = tmp_path / "model.ts"
+    fake_ts.write_bytes(b"PK\x03\x04nope")
+    assert "is not a valid TorchScript model" in bad("predict", fake_ts, "--sample", "0")
+    weights = tiny_run / "model.safetensors"
+    assert "unknown format '.safetensors'" in bad("predict", weights, tiny_run / "sample.png")
+    assert "does not exist" in bad("bench", tmp_path / "missing.onnx")
+
+
+def test_image_that_is_not_an_image(tiny_run, tmp_path):
+    text = tmp_path / "digit.png"
+    text.write_text("this is not a PNG")
+    line = bad("predict", tiny_run / "export" / "model.onnx", text)
+    assert line.startswith(f"error: '{text}' is not an image")
+    assert "does not exist" in bad("predict", tiny_run / "export" / "model.onnx",
+                                   tmp_path / "missing.png")
+
+
+def test_predict_argument_errors(tiny_run):
+    onnx = tiny_run / "export" / "model.onnx"
+    assert "either an IMAGE or --sample" in bad("predict", onnx)
+    assert "--sample 99: expected 0 to 15" in bad("predict", onnx, "--sample", "99")
+
+
+def test_failed_check_keeps_the_previous_export(tiny_run, tmp_path):
+    """An export whose parity check fails leaves the old export untouched and no temp files."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = {p.name: p.read_bytes() for p in (run / "export").iterdir()}
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["export"]["parity_atol"] = 0.0  # onnxruntime's fp32 is never bit-exact with torch
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    line = bad("export", run, "--onnx", "--torchscript")
+    assert line.startswith("error: export check failed: model.onnx differs from PyTorch by")
+    assert "nothing was written" in line
+    assert {p.name: p.read_bytes() for p in (run / "export").iterdir()} == before
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
