@@ -44,9 +44,10 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
     import torch
     from tqdm import tqdm
 
-    from edgekit.data import build_dataset
-    from edgekit.models import build_model
+    from edgekit.data import DATASETS, build_dataset
+    from edgekit.models import MODELS, build_model
 
+    MODELS.get(recipe.model.name), DATASETS.get(recipe.data.name)  # fail before any work
     run = Path(out) if out else Path("runs") / f"{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if run.exists():
         raise EdgekitError(f"run directory {str(run)!r} already exists; choose another --out")
@@ -128,16 +129,16 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
                      "python": platform.python_version()},
         "history": history,
     }
+    if data.test.images:  # a held-out image to try `edgekit predict` on
+        metrics["sample"] = {"file": "sample.png", "label": data.labels[int(data.test.y[0])]}
     with atomic_dir(run) as stage:
         _save_weights(model, stage / WEIGHTS)
         write_text(stage / "recipe.yaml", recipe.to_yaml())
         write_json(stage / "metrics.json", metrics)
         write_text(stage / "train.log", "\n".join(log) + "\n")
         _plot_curves(history, stage / "curves.png", recipe.name)
-        if data.test.images:
-            metrics["sample"] = {"file": "sample.png", "label": data.labels[int(data.test.y[0])]}
+        if "sample" in metrics:
             data.test.images[0].save(stage / "sample.png")
-            write_json(stage / "metrics.json", metrics)
     return run
 
 

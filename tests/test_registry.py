@@ -69,3 +69,16 @@ def test_digits_split_is_fixed_stratified_and_normalized():
     assert abs(float(a.train.x.mean())) < 0.01 and abs(float(a.train.x.std()) - 1) < 0.01
     other = build_dataset(DataConfig(name="digits", split_seed=1))
     assert not np.array_equal(a.test.y, other.test.y)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.name=resnet9", "unknown model 'resnet9'; expected one of: "),
+    ("data.name=imagenet", "unknown dataset 'imagenet'; expected one of: "),
+])
+def test_train_rejects_unknown_names_before_any_work(tmp_path, override, message):
+    from edgekit.recipe import load_recipe
+    from edgekit.train import train
+
+    with pytest.raises(EdgekitError, match=message):
+        train(load_recipe("lenet5", [override]), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
