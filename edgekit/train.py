@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
 
     Args:
         out: the run directory to create; default runs/NAME-YYYYmmdd-HHMMSS.
-        progress: show a progress bar on stderr.
+        progress: report progress on stderr: a progress bar on a terminal, else a line per epoch.
 
     Returns:
         The run directory.
@@ -57,8 +58,8 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
     np.random.seed(cfg.seed)
 
     data = build_dataset(recipe.data)
-    model = build_model(recipe.model.name, num_classes=len(data.labels),
-                        in_channels=data.input_shape[0], dropout=recipe.model.dropout).to(device)
+    model = build_model(recipe.model.name, input_shape=data.input_shape,
+                        num_outputs=len(data.labels), dropout=recipe.model.dropout).to(device)
     loader = torch.utils.data.DataLoader(
         data.train, batch_size=recipe.data.batch_size, shuffle=True, drop_last=False,
         num_workers=recipe.data.workers, generator=torch.Generator().manual_seed(cfg.seed),
@@ -75,8 +76,8 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
 
     history, log = [], []
     start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=f"train {recipe.name}", unit="step", disable=not progress,
-               dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(total=total_steps, desc=f"train {recipe.name}", unit="step", dynamic_ncols=True,
+               disable=not (progress and sys.stderr.isatty()), mininterval=0.5)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
@@ -109,6 +110,8 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
         log.append(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in row.items()))
         bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.3f}", test_acc=f"{test_acc:.3f}")
+        if progress and bar.disable:  # a log file or CI: no carriage-return animation
+            print(log[-1], file=sys.stderr, flush=True)
     bar.close()
 
     metrics = {
@@ -189,8 +192,8 @@ def load_run(run: str | Path):
         raise EdgekitError(f"{str(run)!r} is not a run directory (missing {', '.join(missing)})")
     recipe = from_dict(yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8")))
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-    model = build_model(recipe.model.name, num_classes=len(metrics["labels"]),
-                        in_channels=metrics["input_shape"][0], dropout=recipe.model.dropout)
+    model = build_model(recipe.model.name, input_shape=metrics["input_shape"],
+                        num_outputs=len(metrics["labels"]), dropout=recipe.model.dropout)
     model.load_state_dict(load_file(run / WEIGHTS))
     return recipe, model.eval(), metrics
 

@@ -40,7 +40,7 @@ def test_unknown_name_lists_the_choices():
 def test_every_model_builds_and_runs(name):
     import torch
 
-    model = build_model(name, num_classes=7, in_channels=1).eval()
+    model = build_model(name, input_shape=(1, 32, 32), num_outputs=7).eval()
     with torch.inference_mode():
         out = model(torch.randn(3, 1, 32, 32))
     assert out.shape == (3, 7)
@@ -82,3 +82,9 @@ def test_train_rejects_unknown_names_before_any_work(tmp_path, override, message
     with pytest.raises(EdgekitError, match=message):
         train(load_recipe("lenet5", [override]), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_model_rejects_an_input_shape_it_cannot_take():
+    with pytest.raises(EdgekitError, match=r"lenet5 takes images of shape \(C, 32, 32\), got "
+                                           r"\(1, 28, 28\); set data.image_size=32"):
+        build_model("lenet5", input_shape=(1, 28, 28), num_outputs=10)

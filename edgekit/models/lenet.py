@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgekit.errors import EdgekitError
 from edgekit.models import register_model
 
 
@@ -28,5 +29,9 @@ class LeNet5(nn.Module):
 
 
 @register_model("lenet5")
-def lenet5(num_classes: int, in_channels: int, dropout: float = 0.0) -> nn.Module:
-    return LeNet5(num_classes, in_channels, dropout)
+def lenet5(input_shape: tuple[int, ...], num_outputs: int, dropout: float = 0.0) -> nn.Module:
+    if len(input_shape) != 3 or input_shape[1:] != (32, 32):
+        raise EdgekitError(
+            f"lenet5 takes images of shape (C, 32, 32), got {input_shape}; set data.image_size=32"
+        )
+    return LeNet5(num_outputs, input_shape[0], dropout)
