@@ -107,7 +107,7 @@ def predict_cmd(artifact, image, sample, k, threads):
         top, title = runner.classify(x[None], k)[0], f"held-out sample {sample} (label {label})"
     click.echo(f"{title} -> {artifact.name}")
     for rank, (name, p) in enumerate(top, 1):
-        click.echo(f"  {rank}. {name:<12} {p:8.2%}")
+        click.echo(f"  {rank}. {name:<12} {p:.4f}")
 
 
 @main.command("bench")
