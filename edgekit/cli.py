@@ -73,7 +73,7 @@ def train_cmd(recipe, overrides, out, no_progress):
 @click.option("--onnx", is_flag=True, help="Write model.onnx (fp32).")
 @click.option("--torchscript", is_flag=True, help="Write model.ts (fp32, traced and frozen).")
 @click.option("--int8", is_flag=True, help="Write model.int8.onnx (static QDQ, calibrated).")
-@click.option("--max-int8-drop", type=float, default=None,
+@click.option("--max-int8-drop", type=click.FloatRange(min=0), default=None,
               help="Accuracy points int8 may lose (default: the recipe's export.max_int8_drop).")
 def export_cmd(run, onnx, torchscript, int8, max_int8_drop):
     """Export RUN's model and verify every artifact against PyTorch."""

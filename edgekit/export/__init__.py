@@ -65,8 +65,8 @@ def export(run: str | Path, *, onnx: bool = True, torchscript: bool = True, int8
         input_shape=[None, *data.input_shape], preprocess=data.preprocess, labels=data.labels,
     )
     test_x, test_y = data.test.x, data.test.y
-    with torch.inference_mode():
-        reference = model(torch.from_numpy(test_x)).numpy()  # (N, K) PyTorch fp32 logits
+    with torch.inference_mode():  # (N, K) PyTorch fp32 logits
+        reference = batched(lambda xb: model(torch.from_numpy(xb)).numpy(), test_x)
     ref_acc = float((reference.argmax(1) == test_y).mean())
     example = torch.from_numpy(data.train.x[:1])
 
@@ -119,7 +119,7 @@ def verify(path: Path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, ref_
     from edgekit.runtime import load
 
     fmt, precision = ARTIFACTS[path.name]
-    outputs = np.concatenate([load(path).run(x[i:i + 256]) for i in range(0, len(x), 256)])
+    outputs = batched(load(path).run, x)
     acc = float((outputs.argmax(1) == y).mean())
     diff = float(np.abs(outputs - reference).max())
     scale = max(1.0, float(np.abs(reference).max()))
@@ -139,6 +139,11 @@ def verify(path: Path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, ref_
     if row["passed"]:
         row["why"] = ""
     return row
+
+
+def batched(fn, x: np.ndarray, size: int = 256) -> np.ndarray:
+    """fn over x in batches of `size`, outputs concatenated: bounded memory on big test sets."""
+    return np.concatenate([fn(x[i:i + size]) for i in range(0, len(x), size)])
 
 
 def report_markdown(report: dict) -> str:
