@@ -8,6 +8,8 @@ recipe, every default filled in, is saved beside the run.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -84,12 +86,14 @@ CHOICES = {
     "train.device": ("auto", "cpu", "cuda"),
     "export.calibration_method": ("minmax", "entropy", "percentile"),
 }
-POSITIVE = {"data.image_size", "data.batch_size", "train.epochs", "train.lr", "export.opset",
+POSITIVE = {"data.image_size", "data.batch_size", "train.epochs", "train.lr",
             "export.calibration_samples", "export.samples"}
 NON_NEGATIVE = {"data.workers", "train.momentum", "train.weight_decay", "train.shift",
-                "train.label_smoothing", "model.dropout", "export.parity_atol",
-                "export.max_int8_drop"}
-FRACTION = {"data.test_fraction"}
+                "export.parity_atol", "export.max_int8_drop"}
+# key -> (low, high): low <= value < high
+RANGES = {"data.test_fraction": (1e-9, 1.0), "model.dropout": (0.0, 1.0),
+          "train.label_smoothing": (0.0, 1.0), "export.opset": (17, 24)}
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def recipes_dir() -> Path:
@@ -115,7 +119,8 @@ def load_recipe(name_or_path: str, overrides: typing.Sequence[str] = ()) -> Reci
         EdgekitError: unknown recipe, unreadable YAML, unknown key, wrong type or bad value.
     """
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
+    # A path names a file; a bare word is a bundled recipe, even if a file of that name exists.
+    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
         if not path.is_file():
             raise EdgekitError(f"recipe file {name_or_path!r} does not exist")
     else:
@@ -127,7 +132,7 @@ def load_recipe(name_or_path: str, overrides: typing.Sequence[str] = ()) -> Reci
             )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise EdgekitError(f"recipe {str(path)!r} is not valid YAML: {_one_line(e)}") from None
     if not isinstance(raw, dict):
         raise EdgekitError(f"recipe {str(path)!r} must be a mapping, got {type(raw).__name__}")
@@ -184,15 +189,23 @@ def _build(cls, raw, prefix: str):
 
 
 def _check_type(key: str, value, typ):
+    if typ is float:
+        # YAML 1.1 reads 1e-3 (no dot) as a string: accept any finite number float() takes.
+        try:
+            number = float(value) if isinstance(value, (str, int, float)) else math.nan
+        except ValueError:
+            number = math.nan
+        if isinstance(value, bool) or not math.isfinite(number):
+            raise EdgekitError(f"{key}: expected float, got {value!r}")
+        return number
     ok = {
         bool: lambda v: isinstance(v, bool),
         int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
         str: lambda v: isinstance(v, str),
     }[typ]
     if not ok(value):
         raise EdgekitError(f"{key}: expected {typ.__name__}, got {value!r}")
-    return float(value) if typ is float else value
+    return value
 
 
 def _check_values(recipe: Recipe) -> None:
@@ -211,9 +224,12 @@ def _check_values(recipe: Recipe) -> None:
     for key in NON_NEGATIVE:
         if not flat[key] >= 0:
             raise EdgekitError(f"{key}: expected a value >= 0, got {flat[key]!r}")
-    for key in FRACTION:
-        if not 0 < flat[key] < 1:
-            raise EdgekitError(f"{key}: expected a fraction between 0 and 1, got {flat[key]!r}")
+    for key, (low, high) in RANGES.items():
+        if not low <= flat[key] < high:
+            what = "a fraction between 0 and 1" if low == 1e-9 else f"{low} <= value < {high}"
+            raise EdgekitError(f"{key}: expected {what}, got {flat[key]!r}")
+    if not NAME.fullmatch(recipe.name):
+        raise EdgekitError(f"name: expected letters, digits, '_', '-' or '.', got {recipe.name!r}")
 
 
 def _one_line(e: Exception) -> str:

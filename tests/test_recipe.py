@@ -56,12 +56,44 @@ def test_overrides_are_parsed_as_yaml_scalars():
     ("train", "--set 'train': expected KEY=VALUE"),
     ("train=5", "train: expected a mapping, got 5"),
     ("train.epochs.x=5", "'epochs' is not a section"),
+    ("train.lr=inf", "train.lr: expected float, got 'inf'"),
+    ("train.lr=.nan", "train.lr: expected float, got nan"),
+    ("train.lr=true", "train.lr: expected float, got True"),
+    ("model.dropout=1.5", "model.dropout: expected 0.0 <= value < 1.0, got 1.5"),
+    ("train.label_smoothing=2", "train.label_smoothing: expected 0.0 <= value < 1.0, got 2.0"),
+    ("export.opset=7", "export.opset: expected 17 <= value < 24, got 7"),
+    ("name=../../etc", "name: expected letters, digits, '_', '-' or '.', got '../../etc'"),
 ])
 def test_bad_override_is_named(override, message):
     with pytest.raises(EdgekitError) as err:
         load_recipe("lenet5", [override])
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["1e-3", "1.0e-3", "0.001", "1E-3"])
+def test_float_in_any_notation(text, tmp_path):
+    # YAML 1.1 reads "1e-3" as a string; users write learning rates that way.
+    assert load_recipe("lenet5", [f"train.lr={text}"]).train.lr == 0.001
+    path = tmp_path / "r.yaml"
+    path.write_text(f"train:\n  lr: {text}\n")
+    assert load_recipe(str(path)).train.lr == 0.001
+
+
+def test_a_file_in_the_working_directory_does_not_shadow_a_bundled_recipe(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lenet5").write_text("not: [a recipe")
+    assert load_recipe("lenet5").model.name == "lenet5"
+    (tmp_path / "mine.yaml").write_text("train: {epochs: 2}\n")
+    assert load_recipe("mine.yaml").train.epochs == 2
+
+
+def test_recipe_file_that_is_not_text(tmp_path):
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(EdgekitError, match="is not valid YAML"):
+        load_recipe(str(path))
 
 
 def test_unknown_recipe_lists_the_valid_ones():
