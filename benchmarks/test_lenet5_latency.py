@@ -22,7 +22,7 @@ ARTIFACTS = ["model.onnx", "model.int8.onnx", "model.ts"]
 def run(tmp_path_factory):
     run = train(load_recipe("lenet5", ["train.epochs=3"]), tmp_path_factory.mktemp("b") / "run",
                 progress=False)
-    export(run, onnx=True, torchscript=True, int8=True, max_int8_drop=100)
+    export(run, ["onnx", "onnx-int8", "torchscript"], max_int8_drop=100)
     return run
 
 

@@ -15,7 +15,7 @@ def test_lenet5_digits_accuracy_survives_int8(tmp_path):
     run = train(load_recipe("lenet5"), tmp_path / "run", progress=False)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.97
-    report = export(run, onnx=True, torchscript=True, int8=True)
+    report = export(run, ["onnx", "onnx-int8", "torchscript"])
     rows = {r["file"]: r for r in report["artifacts"]}
     assert report["pytorch"]["accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert rows["model.onnx"]["accuracy"] == pytest.approx(metrics["test_accuracy"])

@@ -11,30 +11,55 @@ passed, so a failed export leaves the previous export (or nothing) in place:
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_dir, write_json, write_text
 from edgekit.manifest import make_manifest, with_files
-
-# file name -> (format, precision)
-ARTIFACTS = {
-    "model.onnx": ("onnx", "fp32"),
-    "model.int8.onnx": ("onnx", "int8"),
-    "model.ts": ("torchscript", "fp32"),
-}
+from edgekit.registry import Registry
 
 
-def export(run: str | Path, *, onnx: bool = True, torchscript: bool = True, int8: bool = True,
-           max_int8_drop: float | None = None) -> dict:
+@dataclass(frozen=True)
+class Format:
+    """One artifact kind. `module` has `write(ctx, path, manifest)`; `needs` are written first."""
+
+    file: str
+    format: str
+    precision: str
+    module: str
+    needs: tuple[str, ...] = ()
+
+
+@dataclass
+class ExportContext:
+    """What every format's `write` may use."""
+
+    model: Any  # nn.Module in eval mode on CPU
+    example: Any  # torch.Tensor (1, ...) to trace with
+    cfg: Any  # the recipe's ExportConfig
+    calibration: np.ndarray  # (N, ...) training inputs that set int8 ranges
+    stage: Path  # the folder being written; earlier artifacts are there
+
+
+FORMATS: Registry = Registry("export format")
+FORMATS.register("onnx")(Format("model.onnx", "onnx", "fp32", "edgekit.export.onnx"))
+FORMATS.register("onnx-int8")(
+    Format("model.int8.onnx", "onnx", "int8", "edgekit.export.quantize", needs=("onnx",)))
+FORMATS.register("torchscript")(
+    Format("model.ts", "torchscript", "fp32", "edgekit.export.torchscript"))
+
+
+def export(run: str | Path, formats: list[str], max_int8_drop: float | None = None) -> dict:
     """Export a trained run and verify each artifact on the held-out split.
 
     Args:
         run: a run directory written by `edgekit train`.
-        onnx, torchscript: which fp32 formats to write.
-        int8: also write a static int8 ONNX model (needs onnx=True).
+        formats: names in FORMATS ("onnx", "onnx-int8", "torchscript").
         max_int8_drop: accuracy points int8 may lose against PyTorch fp32; None takes the
             recipe's export.max_int8_drop.
 
@@ -42,66 +67,78 @@ def export(run: str | Path, *, onnx: bool = True, torchscript: bool = True, int8
         The report (also written as report.json / report.md).
 
     Raises:
-        EdgekitError: bad flags, a missing run, or an artifact that fails its check.
+        EdgekitError: unknown or missing formats, a missing or damaged run, data that no
+            longer match training's, or an artifact that fails its check.
     """
     import torch
 
     from edgekit.data import build_dataset
-    from edgekit.export.onnx import INPUT_NAME, export_onnx
-    from edgekit.export.quantize import quantize_onnx
-    from edgekit.export.torchscript import export_torchscript
+    from edgekit.export.onnx import INPUT_NAME
     from edgekit.train import load_run
 
-    if int8 and not onnx:
-        raise EdgekitError("--int8 quantizes the ONNX model: add --onnx")
-    if not (onnx or torchscript):
-        raise EdgekitError("nothing to export: pass --onnx and/or --torchscript")
-    recipe, model, _ = load_run(run)
+    if not formats:
+        raise EdgekitError("nothing to export: pass --onnx, --int8 and/or --torchscript")
+    for name in formats:
+        for need in FORMATS.get(name).needs:
+            if need not in formats:
+                raise EdgekitError(f"export format {name!r} is made from {need!r}: add it")
+    recipe, model, metrics = load_run(run)
     cfg = recipe.export
     max_drop = cfg.max_int8_drop if max_int8_drop is None else max_int8_drop
     data = build_dataset(recipe.data)
+    if data.fingerprint() != metrics.get("data_fingerprint"):
+        raise EdgekitError(
+            f"the data built from {str(Path(run) / 'recipe.yaml')!r} differ from those the run "
+            "was trained and tested on (split, preprocessing or labels changed); retrain"
+        )
+    # The contract is what training recorded, not what today's data code would say.
     manifest = make_manifest(
         recipe=recipe.name, model=recipe.model.name, task=data.task, input_name=INPUT_NAME,
-        input_shape=[None, *data.input_shape], preprocess=data.preprocess, labels=data.labels,
+        input_shape=[None, *metrics["input_shape"]], preprocess=metrics["preprocess"],
+        labels=metrics["labels"],
     )
     test_x, test_y = data.test.x, data.test.y
     with torch.inference_mode():  # (N, K) PyTorch fp32 logits
         reference = batched(lambda xb: model(torch.from_numpy(xb)).numpy(), test_x)
     ref_acc = float((reference.argmax(1) == test_y).mean())
-    example = torch.from_numpy(data.train.x[:1])
+    pick = np.random.default_rng(recipe.data.split_seed).permutation(len(data.train))
+    calibration = data.train.x[pick[:cfg.calibration_samples]]
 
-    run = Path(run)
-    with atomic_dir(run / "export") as stage:
-        written = []
-        if onnx:
-            written.append(export_onnx(model, example, stage / "model.onnx", cfg.opset, manifest))
-        if int8:
-            rng = np.random.default_rng(recipe.data.split_seed)
-            pick = rng.permutation(len(data.train))[:cfg.calibration_samples]
-            written.append(quantize_onnx(
-                stage / "model.onnx", stage / "model.int8.onnx", data.train.x[pick],
-                cfg.calibration_method, cfg.per_channel, manifest,
-            ))
-        if torchscript:
-            written.append(export_torchscript(model, example, stage / "model.ts", manifest))
+    fmts: list[Format] = []  # each after the formats it is made from
 
-        rows = [verify(p, test_x, test_y, reference, ref_acc, cfg.parity_atol, max_drop)
-                for p in written]
+    def add(name: str) -> None:
+        fmt = FORMATS.get(name)
+        for need in fmt.needs:
+            add(need)
+        if fmt not in fmts:
+            fmts.append(fmt)
+
+    for name in formats:
+        add(name)
+    with atomic_dir(Path(run) / "export") as stage:
+        ctx = ExportContext(model, torch.from_numpy(data.train.x[:1]), cfg, calibration, stage)
+        for fmt in fmts:
+            own = {**manifest, "artifact": {"file": fmt.file, "format": fmt.format,
+                                            "precision": fmt.precision}}
+            importlib.import_module(fmt.module).write(ctx, stage / fmt.file, own)
+
+        rows = [verify(stage / fmt.file, fmt, test_x, test_y, reference, ref_acc,
+                       cfg.parity_atol, max_drop) for fmt in fmts]
         report = {
             "run": str(run), "recipe": recipe.name, "model": recipe.model.name,
             "test_samples": len(test_y),
             "pytorch": {"accuracy": ref_acc},
             "thresholds": {"parity_atol": cfg.parity_atol, "max_int8_drop": max_drop},
-            "calibration": {"samples": min(cfg.calibration_samples, len(data.train)),
-                            "method": cfg.calibration_method, "per_channel": cfg.per_channel},
+            "onnx_opset": cfg.opset,
+            "calibration": {"samples": len(calibration), "method": cfg.calibration_method,
+                            "per_channel": cfg.per_channel},
             "artifacts": rows,
         }
         failed = [r for r in rows if not r["passed"]]
         if failed:
             raise EdgekitError("export check failed: " + "; ".join(r["why"] for r in failed)
                                + " (nothing was written)")
-        files = {p.name: dict(zip(("format", "precision"), ARTIFACTS[p.name], strict=True))
-                 for p in written}
+        files = {f.file: {"format": f.format, "precision": f.precision} for f in fmts}
         write_json(stage / "manifest.json", with_files(manifest, stage, files))
         _save_samples(stage / "samples.npz", test_x[:cfg.samples], test_y[:cfg.samples])
         write_json(stage / "report.json", report)
@@ -109,8 +146,8 @@ def export(run: str | Path, *, onnx: bool = True, torchscript: bool = True, int8
     return report
 
 
-def verify(path: Path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, ref_acc: float,
-           atol: float, max_drop: float) -> dict:
+def verify(path: Path, fmt: Format, x: np.ndarray, y: np.ndarray, reference: np.ndarray,
+           ref_acc: float, atol: float, max_drop: float) -> dict:
     """Run an artifact through edgekit.runtime on the held-out inputs and compare with PyTorch.
 
     fp32 artifacts must match the PyTorch logits within `atol` (scaled by the logits' range);
@@ -118,18 +155,18 @@ def verify(path: Path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, ref_
     """
     from edgekit.runtime import load
 
-    fmt, precision = ARTIFACTS[path.name]
     outputs = batched(load(path).run, x)
     acc = float((outputs.argmax(1) == y).mean())
     diff = float(np.abs(outputs - reference).max())
     scale = max(1.0, float(np.abs(reference).max()))
     row = {
-        "file": path.name, "format": fmt, "precision": precision, "bytes": path.stat().st_size,
+        "file": path.name, "format": fmt.format, "precision": fmt.precision,
+        "bytes": path.stat().st_size,
         "accuracy": acc, "accuracy_drop_points": round((ref_acc - acc) * 100, 4),
         "max_abs_diff": diff,
         "top1_agreement": float((outputs.argmax(1) == reference.argmax(1)).mean()),
     }
-    if precision == "fp32":
+    if fmt.precision == "fp32":
         row["passed"] = diff <= atol * scale
         row["why"] = f"{path.name} differs from PyTorch by {diff:.3g} (allowed {atol * scale:.3g})"
     else:

@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgekit.errors import EdgekitError
 from edgekit.manifest import EMBED_KEY
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+
+
+def write(ctx, path: Path, manifest: dict) -> None:
+    """Format hook for edgekit.export: fp32 ONNX of ctx.model."""
+    export_onnx(ctx.model, ctx.example, path, ctx.cfg.opset, manifest)
 
 
 def export_onnx(model, example, path: Path, opset: int, manifest: dict) -> Path:
@@ -26,9 +32,16 @@ def export_onnx(model, example, path: Path, opset: int, manifest: dict) -> Path:
         output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), optimize=True,
         verbose=False,
     )
-    embed(program.model_proto, manifest)
-    check(program.model_proto)
-    program.save(str(path))
+    import onnx
+
+    proto = program.model_proto  # a fresh ModelProto on each access: take it once
+    got = {o.domain: o.version for o in proto.opset_import}.get("")
+    if got != opset:
+        raise EdgekitError(f"export.opset: torch.onnx wrote opset {got}, not {opset}; "
+                           "choose an opset between 17 and 23")
+    embed(proto, manifest)
+    check(proto)
+    onnx.save(proto, str(path))
     return path
 
 

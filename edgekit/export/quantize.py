@@ -25,6 +25,12 @@ class ArrayReader:
         return next(self._batches, None)
 
 
+def write(ctx, path: Path, manifest: dict) -> None:
+    """Format hook for edgekit.export: int8 from the fp32 model.onnx already in ctx.stage."""
+    quantize_onnx(ctx.stage / "model.onnx", path, ctx.calibration, ctx.cfg.calibration_method,
+                  ctx.cfg.per_channel, manifest)
+
+
 def quantize_onnx(fp32: Path, out: Path, calibration: np.ndarray, method: str,
                   per_channel: bool, manifest: dict) -> Path:
     """Write a static int8 QDQ model of `fp32` to `out`.

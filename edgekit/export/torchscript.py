@@ -9,6 +9,11 @@ from pathlib import Path
 from edgekit.manifest import EMBED_KEY
 
 
+def write(ctx, path: Path, manifest: dict) -> None:
+    """Format hook for edgekit.export: traced, frozen TorchScript of ctx.model."""
+    export_torchscript(ctx.model, ctx.example, path, manifest)
+
+
 def export_torchscript(model, example, path: Path, manifest: dict) -> Path:
     """Trace `model` (eval mode, CPU) on `example` (B, ...), freeze it and save it to `path`.
 
