@@ -18,6 +18,7 @@ FORMAT_VERSION = 1
 EMBED_KEY = "edgekit.manifest"  # ONNX metadata_props key and TorchScript extra-file name
 REQUIRED = ("format_version", "task", "recipe", "model", "input", "preprocess", "labels")
 TASKS = ("classification",)
+PREPROCESS_KEYS = {"image": ("mode", "size", "resample", "scale", "mean", "std")}
 
 
 def make_manifest(*, recipe: str, model: str, task: str, input_name: str, input_shape: list,
@@ -56,6 +57,20 @@ def validate(manifest: dict, source: str) -> dict:
         )
     if manifest["task"] not in TASKS:
         raise EdgekitError(f"{source}: task {manifest['task']!r}; expected one of {TASKS}")
+    inp = manifest["input"]
+    if not (isinstance(inp, dict) and isinstance(inp.get("name"), str)
+            and isinstance(inp.get("shape"), list) and inp.get("dtype") == "float32"):
+        raise EdgekitError(f"{source}: manifest input must give name, shape and dtype float32")
+    labels = manifest["labels"]
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+        raise EdgekitError(f"{source}: manifest labels must be a non-empty list of strings")
+    pre = manifest["preprocess"]
+    if not isinstance(pre, dict) or pre.get("kind") not in PREPROCESS_KEYS:
+        raise EdgekitError(f"{source}: manifest preprocess kind must be one of "
+                           f"{', '.join(PREPROCESS_KEYS)}")
+    missing = [k for k in PREPROCESS_KEYS[pre["kind"]] if k not in pre]
+    if missing:
+        raise EdgekitError(f"{source}: manifest preprocess is missing {', '.join(missing)}")
     return manifest
 
 
@@ -82,8 +97,20 @@ def from_json(text: str, source: str) -> dict:
 
 
 def beside(artifact: Path) -> dict | None:
-    """The manifest.json next to an artifact, if any."""
-    path = Path(artifact).with_name("manifest.json")
+    """The manifest.json next to an artifact, if it lists that file; None otherwise.
+
+    Raises:
+        EdgekitError: the file is listed but its sha256 differs (damaged or replaced).
+    """
+    artifact = Path(artifact)
+    path = artifact.with_name("manifest.json")
     if not path.is_file():
         return None
-    return from_json(path.read_text(encoding="utf-8"), str(path))
+    manifest = from_json(path.read_text(encoding="utf-8"), str(path))
+    entry = manifest.get("artifacts", {}).get(artifact.name)
+    if entry is None:
+        return None
+    if entry.get("sha256") != sha256(artifact):
+        raise EdgekitError(f"{str(artifact)!r} does not match the sha256 in {path.name}: the "
+                           "file is damaged or was replaced; copy or export it again")
+    return manifest

@@ -94,6 +94,25 @@ def embedded_or_beside(path: Path, embedded: str | None) -> dict | None:
     return mf.beside(path)
 
 
+def predict(artifact: str | Path, image: str | Path | None = None, sample: int | None = None,
+            k: int = 3, threads: int | None = None) -> tuple[str, list[tuple[str, float]]]:
+    """Classify an image file, or held-out sample N shipped beside the artifact.
+
+    Returns:
+        (what was classified, top-k (label, probability) best first).
+
+    Raises:
+        EdgekitError: both or neither of image/sample, or any load/input error.
+    """
+    if (image is None) == (sample is None):
+        raise EdgekitError("give either an IMAGE or --sample N, not both or neither")
+    runner = load(artifact, threads=threads)
+    if image is not None:
+        return str(image), runner.classify_image(image, k)
+    x, label = sample_input(artifact, sample)
+    return f"held-out sample {sample} (label {label})", runner.classify(x[None], k)[0]
+
+
 def sample_input(artifact: str | Path, index: int) -> tuple[np.ndarray, str]:
     """Held-out input `index` from the samples.npz shipped beside an artifact: (x, true label)."""
     path = Path(artifact).with_name("samples.npz")

@@ -31,9 +31,22 @@ class OnnxRunner(Runner):
             raise EdgekitError(f"{str(path)!r} is not a valid ONNX model: {msg}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         super().__init__(path, embedded_or_beside(path, meta.get(EMBED_KEY)))
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        self.input_shape = list(inp.shape)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)":
+            got = ", ".join(f"{i.name}: {i.type}" for i in inputs)
+            raise EdgekitError(f"{str(path)!r} takes ({got}); edgekit runs models with one "
+                               "float32 input")
+        self.input_name = inputs[0].name
+        self.input_shape = list(inputs[0].shape)
+        classes = outputs[0].shape[-1] if outputs[0].shape else None
+        if self.manifest and isinstance(classes, int) and classes != len(self.manifest["labels"]):
+            raise EdgekitError(f"{str(path)!r} has {classes} outputs but its manifest names "
+                               f"{len(self.manifest['labels'])} labels")
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x})[0]
+        try:
+            return self.session.run(None, {self.input_name: x})[0]
+        except Exception as e:  # onnxruntime's InvalidArgument/Fail: wrong shape, bad model
+            msg = " ".join(str(e).split())[:300]
+            raise EdgekitError(f"{self.path.name}: inference failed on input {x.shape}: "
+                               f"{msg}") from None

@@ -41,7 +41,7 @@ def load_image(path: str | Path):
         with Image.open(path) as img:
             img.load()
             return img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise EdgekitError(
             f"{str(path)!r} is not an image Pillow can read (PNG, JPEG, ...): {e}"
         ) from None

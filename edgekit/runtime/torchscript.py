@@ -42,5 +42,10 @@ class TorchScriptRunner(Runner):
         self.input_shape = shape
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        with self._torch.inference_mode():
-            return self.module(self._torch.from_numpy(x)).float().numpy()
+        try:
+            with self._torch.inference_mode():
+                return self.module(self._torch.from_numpy(x)).float().numpy()
+        except RuntimeError as e:  # TorchScript's shape/type errors carry a long trace
+            msg = " ".join(str(e).split())[:300]
+            raise EdgekitError(f"{self.path.name}: inference failed on input {x.shape}: "
+                               f"{msg}") from None
