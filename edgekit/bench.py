@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
+from edgekit.table import table
 
 
 def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20, threads: int | None = None,
@@ -44,7 +45,7 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20, threads: i
             t0 = time.perf_counter()
             runner.run(x)
             times[i] = time.perf_counter() - t0
-        precision = "int8" if ".int8." in runner.path.name else "fp32"
+        precision = (runner.manifest or {}).get("artifact", {}).get("precision", "unknown")
         results.append({"artifact": str(runner.path), "file": runner.path.name,
                         "backend": runner.backend, "precision": precision,
                         "bytes": runner.path.stat().st_size, **latency_stats(times * 1e3)})
@@ -74,8 +75,11 @@ def machine_info() -> dict:
     cpu = (fields.get("model name") or fields.get("Model") or platform.processor()
            or fields.get("Hardware") or "unknown")
     arch = platform.machine()
-    # Under qemu-user, /proc/cpuinfo is the host's: an x86 vendor on an ARM Python.
-    emulated = arch in ("aarch64", "arm64", "armv7l") and "vendor_id" in fields
+    # qemu-user reports the guest's machine through uname but cannot hide the host kernel's
+    # own architecture (/proc/sys/kernel/arch); older qemu also shows the host's cpuinfo.
+    kernel_arch = _read("/proc/sys/kernel/arch").strip()
+    emulated = bool(kernel_arch and kernel_arch != arch) or (
+        arch in ("aarch64", "arm64", "armv7l") and "vendor_id" in fields)
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     for name in ("onnxruntime", "torch"):
         if name in sys.modules:  # report what this run used, without importing anything new
@@ -101,27 +105,6 @@ def format_table(report: dict) -> str:
     rows += [(r["file"], r["backend"], f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}",
               f"{r['p99_ms']:.3f}") for r in report["results"]]
     return head + "\n" + table(rows)
-
-
-def table(rows: list[tuple]) -> str:
-    """Plain-text table; the first row is the header, numbers right-aligned."""
-    rows = [tuple(str(c) for c in r) for r in rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-
-    def fmt(row, header=False):
-        return "  ".join(c.rjust(w) if not header and _numeric(c) else c.ljust(w)
-                         for c, w in zip(row, widths, strict=True)).rstrip()
-
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(rows[0], header=True), sep, *(fmt(r) for r in rows[1:])])
-
-
-def _numeric(cell: str) -> bool:
-    try:
-        float(cell.rstrip("%"))
-    except ValueError:
-        return cell == "-"
-    return True
 
 
 def _input(runner, batch: int) -> np.ndarray:

@@ -14,16 +14,35 @@ import click
 from edgekit import __version__
 from edgekit.errors import EdgekitError
 
+# Modules that only the `train` extra installs: the base install is the Pi runtime.
+TRAIN_EXTRA = {"torch", "torchvision", "onnx", "onnxscript", "sklearn", "tqdm", "matplotlib",
+               "safetensors"}
+
 
 class Group(click.Group):
-    """Turns EdgekitError into one line on stderr and exit status 1."""
+    """Turns user-facing failures into one line on stderr and exit status 1.
+
+    EdgekitError (bad input, failed check), OSError (a path that can't be written or read) and
+    a missing training extra; anything else is a bug and keeps its traceback.
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except EdgekitError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+            fail(str(e))
+        except OSError as e:
+            fail(f"{e.strerror or e}: {e.filename!r}" if e.filename else str(e))
+        except ImportError as e:
+            if (e.name or "").partition(".")[0] not in TRAIN_EXTRA:
+                raise
+            fail(f"`edgekit {ctx.invoked_subcommand}` needs the training extra "
+                 f"(pip install 'edgekit[train]'): no module named {e.name!r}")
+
+
+def fail(message: str):
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(1)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,8 +54,8 @@ def main():
 @main.command("recipes")
 def recipes_cmd():
     """List the bundled recipes."""
-    from edgekit.bench import table
     from edgekit.recipe import list_recipes, load_recipe
+    from edgekit.table import table
 
     rows = [("recipe", "model", "dataset", "description")]
     for name in list_recipes():
@@ -79,8 +98,11 @@ def export_cmd(run, onnx, torchscript, int8, max_int8_drop):
     """Export RUN's model and verify every artifact against PyTorch."""
     from edgekit.export import export, report_markdown
 
-    report = export(run, onnx=onnx, torchscript=torchscript, int8=int8,
-                    max_int8_drop=max_int8_drop)
+    if int8 and not onnx:
+        raise EdgekitError("--int8 quantizes the ONNX model: add --onnx")
+    formats = [name for name, on in (("onnx", onnx), ("onnx-int8", int8),
+                                      ("torchscript", torchscript)) if on]
+    report = export(run, formats, max_int8_drop=max_int8_drop)
     click.echo(report_markdown(report).rstrip())
     click.echo(f"artifacts: {run / 'export'}")
 
@@ -95,16 +117,9 @@ def export_cmd(run, onnx, torchscript, int8, max_int8_drop):
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads.")
 def predict_cmd(artifact, image, sample, k, threads):
     """Classify IMAGE (or --sample N) with ARTIFACT (.onnx or .ts) and print top-k labels."""
-    from edgekit.runtime import load, sample_input
+    from edgekit.runtime import predict
 
-    if (image is None) == (sample is None):
-        raise EdgekitError("give either an IMAGE or --sample N, not both or neither")
-    runner = load(artifact, threads=threads)
-    if image is not None:
-        top, title = runner.classify_image(image, k), str(image)
-    else:
-        x, label = sample_input(artifact, sample)
-        top, title = runner.classify(x[None], k)[0], f"held-out sample {sample} (label {label})"
+    title, top = predict(artifact, image, sample, k, threads)
     click.echo(f"{title} -> {artifact.name}")
     for rank, (name, p) in enumerate(top, 1):
         click.echo(f"  {rank}. {name:<12} {p:.4f}")
@@ -124,8 +139,10 @@ def bench_cmd(artifacts, runs, warmup, threads, batch, out):
     from edgekit.bench import bench, format_table
     from edgekit.fileio import write_json
 
-    report = bench(list(artifacts), runs=runs, warmup=warmup, threads=threads, batch=batch)
     out = out or artifacts[0].with_name("bench.json")
+    if out.is_dir():  # checked before timing, so no measurement is lost
+        raise EdgekitError(f"--out {str(out)!r} is a directory; expected a .json file path")
+    report = bench(list(artifacts), runs=runs, warmup=warmup, threads=threads, batch=batch)
     write_json(out, report)
     click.echo(format_table(report))
     click.echo(f"wrote {out}")

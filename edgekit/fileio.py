@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from edgekit.errors import EdgekitError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -38,27 +40,41 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 
 @contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a staging directory that replaces `path` (a directory) only if the block succeeds.
+def atomic_dir(path: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
+    """Yield a staging directory that becomes `path` only if the block succeeds.
 
-    An existing `path` is swapped out and removed after the new one is in place, so a failure
-    at any point leaves either the old directory or the new one, never a mix.
+    With replace=True an existing `path` is swapped out and removed after the new one is in
+    place, so a failure at any point leaves either the old directory or the new one, never a
+    mix. With replace=False an existing `path` is an error, checked before and after the block.
     """
     path = Path(path)
+    if not replace and path.exists():
+        raise EdgekitError(f"{str(path)!r} already exists; choose another name")
     path.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(stage, 0o777 & ~_umask())
+    old = None
     try:
         yield stage
-        old = None
-        if path.exists():
+        if not replace:
+            try:
+                os.mkdir(path)  # claim the name: fails if another process took it meanwhile
+            except FileExistsError:
+                raise EdgekitError(f"{str(path)!r} appeared while this ran; not replacing it") \
+                    from None
+        elif path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
-        os.replace(stage, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        os.replace(stage, path)  # rename(2) may replace the empty directory claimed above
+    except BaseException:
+        if old is not None and not path.exists():
+            os.replace(old, path)  # put the previous directory back
+            old = None
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgekit.bench import table
 from edgekit.errors import EdgekitError
+from edgekit.table import table
 
 
 def summarize(run: str | Path) -> str:
@@ -19,13 +19,14 @@ def summarize(run: str | Path) -> str:
     metrics = _load(run / "metrics.json", "a run directory (run `edgekit train`)")
     report = _load(run / "export" / "report.json", "an export (run `edgekit export`)")
     bench_path = run / "export" / "bench.json"
-    bench = json.loads(bench_path.read_text()) if bench_path.is_file() else None
+    bench = _load(bench_path, "a benchmark") if bench_path.is_file() else None
     p50 = {r["file"]: r["p50_ms"] for r in bench["results"]} if bench else {}
 
     weights = run / "model.safetensors"
+    size = f"{weights.stat().st_size / 1024:.1f}" if weights.is_file() else "-"
     rows = [("model", "format", "precision", "accuracy", "size KB", "p50 ms"),
             ("pytorch (trained)", "safetensors", "fp32", f"{report['pytorch']['accuracy']:.2%}",
-             f"{weights.stat().st_size / 1024:.1f}", "-")]
+             size, "-")]
     for a in report["artifacts"]:
         ms = p50.get(a["file"])
         rows.append((a["file"], a["format"], a["precision"], f"{a['accuracy']:.2%}",
@@ -43,4 +44,7 @@ def summarize(run: str | Path) -> str:
 def _load(path: Path, what: str) -> dict:
     if not path.is_file():
         raise EdgekitError(f"{str(path.parent)!r} is not {what}: {path.name} is missing")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgekitError(f"{str(path)!r} is damaged: {e}") from None

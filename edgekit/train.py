@@ -43,21 +43,59 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
         EdgekitError: `out` already exists, or the recipe names an unknown model/dataset.
     """
     import torch
-    from tqdm import tqdm
 
     from edgekit.data import DATASETS, build_dataset
-    from edgekit.models import MODELS, build_model
+    from edgekit.models import MODELS
 
     MODELS.get(recipe.model.name), DATASETS.get(recipe.data.name)  # fail before any work
     run = Path(out) if out else Path("runs") / f"{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    if run.exists():
-        raise EdgekitError(f"run directory {str(run)!r} already exists; choose another --out")
+    # Staging first: an existing or unwritable run directory fails now, not after training.
+    with atomic_dir(run, replace=False) as stage:
+        data = build_dataset(recipe.data)
+        start = time.perf_counter()
+        model, history, amp = fit(recipe, data, progress)
+        metrics = {
+            "recipe": recipe.name,
+            "model": recipe.model.name,
+            "dataset": recipe.data.name,
+            "test_accuracy": history[-1]["test_accuracy"],
+            "test_samples": len(data.test),
+            "train_samples": len(data.train),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "train_seconds": time.perf_counter() - start,
+            "device": str(next(model.parameters()).device),
+            "amp": amp,
+            # The data contract export must reproduce (checked there via the fingerprint).
+            "input_shape": list(data.input_shape),
+            "labels": data.labels,
+            "preprocess": data.preprocess,
+            "data_fingerprint": data.fingerprint(),
+            "versions": {"edgekit": __version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+            "history": history,
+        }
+        if data.test.images:  # a held-out image to try `edgekit predict` on
+            metrics["sample"] = {"file": "sample.png", "label": data.labels[int(data.test.y[0])]}
+            data.test.images[0].save(stage / "sample.png")
+        _save_weights(model, stage / WEIGHTS)
+        write_text(stage / "recipe.yaml", recipe.to_yaml())
+        write_json(stage / "metrics.json", metrics)
+        write_text(stage / "train.log", "\n".join(_log_line(h) for h in history) + "\n")
+        _plot_curves(history, stage / "curves.png", recipe.name)
+    return run
+
+
+def fit(recipe: Recipe, data, progress: bool = True):
+    """The training loop. Returns (model, per-epoch history, AMP dtype name or None)."""
+    import torch
+    from tqdm import tqdm
+
+    from edgekit.models import build_model
+
     cfg = recipe.train
     device = _device(cfg.device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-
-    data = build_dataset(recipe.data)
     model = build_model(recipe.model.name, input_shape=data.input_shape,
                         num_outputs=len(data.labels), dropout=recipe.model.dropout).to(device)
     loader = torch.utils.data.DataLoader(
@@ -74,8 +112,7 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
-    history, log = [], []
-    start = time.perf_counter()
+    history = []
     bar = tqdm(total=total_steps, desc=f"train {recipe.name}", unit="step", dynamic_ncols=True,
                disable=not (progress and sys.stderr.isatty()), mininterval=0.5)
     for epoch in range(1, cfg.epochs + 1):
@@ -103,46 +140,18 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
                 f"training diverged at epoch {epoch} (loss {loss_sum}); lower train.lr"
             )
         test_loss, test_acc = evaluate(model, data.test, recipe.data.batch_size, device)
-        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-               "test_loss": test_loss, "test_accuracy": test_acc,
-               "seconds": time.perf_counter() - t0}
-        history.append(row)
-        log.append(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in row.items()))
-        bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.3f}", test_acc=f"{test_acc:.3f}")
+        history.append({"epoch": epoch, "train_loss": loss_sum / seen,
+                        "train_accuracy": correct / seen, "test_loss": test_loss,
+                        "test_accuracy": test_acc, "seconds": time.perf_counter() - t0})
+        bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.3f}", test_acc=f"{test_acc:.3f}")
         if progress and bar.disable:  # a log file or CI: no carriage-return animation
-            print(log[-1], file=sys.stderr, flush=True)
+            print(_log_line(history[-1]), file=sys.stderr, flush=True)
     bar.close()
+    return model, history, str(amp_dtype).removeprefix("torch.") if amp else None
 
-    metrics = {
-        "recipe": recipe.name,
-        "model": recipe.model.name,
-        "dataset": recipe.data.name,
-        "test_accuracy": history[-1]["test_accuracy"],
-        "test_samples": len(data.test),
-        "train_samples": len(data.train),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "train_seconds": time.perf_counter() - start,
-        "device": str(device),
-        "amp": str(amp_dtype).removeprefix("torch.") if amp else None,
-        "input_shape": list(data.input_shape),
-        "labels": data.labels,
-        "preprocess": data.preprocess,
-        "versions": {"edgekit": __version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
-        "history": history,
-    }
-    if data.test.images:  # a held-out image to try `edgekit predict` on
-        metrics["sample"] = {"file": "sample.png", "label": data.labels[int(data.test.y[0])]}
-    with atomic_dir(run) as stage:
-        _save_weights(model, stage / WEIGHTS)
-        write_text(stage / "recipe.yaml", recipe.to_yaml())
-        write_json(stage / "metrics.json", metrics)
-        write_text(stage / "train.log", "\n".join(log) + "\n")
-        _plot_curves(history, stage / "curves.png", recipe.name)
-        if "sample" in metrics:
-            data.test.images[0].save(stage / "sample.png")
-    return run
+
+def _log_line(row: dict) -> str:
+    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
 
 
 def random_shift(x, pad: int):
@@ -190,11 +199,17 @@ def load_run(run: str | Path):
     missing = [f for f in ("recipe.yaml", WEIGHTS, "metrics.json") if not (run / f).is_file()]
     if missing:
         raise EdgekitError(f"{str(run)!r} is not a run directory (missing {', '.join(missing)})")
-    recipe = from_dict(yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8")))
-    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-    model = build_model(recipe.model.name, input_shape=metrics["input_shape"],
-                        num_outputs=len(metrics["labels"]), dropout=recipe.model.dropout)
-    model.load_state_dict(load_file(run / WEIGHTS))
+    try:
+        recipe = from_dict(yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8")))
+        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+        model = build_model(recipe.model.name, input_shape=metrics["input_shape"],
+                            num_outputs=len(metrics["labels"]), dropout=recipe.model.dropout)
+        model.load_state_dict(load_file(run / WEIGHTS))
+    except EdgekitError as e:
+        raise EdgekitError(f"run {str(run)!r}: {e}") from None
+    except Exception as e:  # corrupt YAML/JSON/safetensors, or weights of another model
+        msg = " ".join(str(e).split())[:300]
+        raise EdgekitError(f"run {str(run)!r} is damaged: {type(e).__name__}: {msg}") from None
     return recipe, model.eval(), metrics
 
 

@@ -176,3 +176,91 @@ def test_failed_check_keeps_the_previous_export(tiny_run, tmp_path):
     assert "nothing was written" in line
     assert {p.name: p.read_bytes() for p in (run / "export").iterdir()} == before
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+
+
+def test_out_that_cannot_be_a_directory_fails_before_training(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    line = bad("train", "lenet5", "--out", blocker / "run")
+    assert line.startswith("error: ") and "afile" in line
+    assert "epoch=" not in line
+
+
+def test_bench_out_that_is_a_directory_fails_before_timing(tiny_run, tmp_path):
+    line = bad("bench", tiny_run / "export" / "model.onnx", "--out", tmp_path)
+    assert line == f"error: --out '{tmp_path}' is a directory; expected a .json file path"
+
+
+def test_decompression_bomb_is_refused(tiny_run, tmp_path):
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 400 M pixels, a few KB on disk
+    line = bad("predict", tiny_run / "export" / "model.onnx", bomb)
+    assert line.startswith(f"error: '{bomb}' is not an image Pillow can read")
+
+
+@pytest.mark.parametrize("damage", ["metrics.json", "model.safetensors", "recipe.yaml"])
+def test_damaged_run_is_named(tiny_run, tmp_path, damage):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / damage).write_bytes(b"\x00\x01 not what it should be {")
+    line = bad("export", run, "--onnx")
+    assert line.startswith(f"error: run '{run}'")
+    assert sorted(p.name for p in (run / "export").iterdir()) == sorted(
+        p.name for p in (tiny_run / "export").iterdir())
+
+
+def test_export_refuses_data_that_differ_from_training(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["data"]["split_seed"] = 3  # another held-out split: "test" accuracy would be inflated
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    line = bad("export", run, "--onnx")
+    assert "differ from those the run was trained and tested on" in line
+
+
+def test_artifacts_carry_their_own_manifest(tiny_run, tmp_path):
+    """A model file copied alone (no manifest.json beside it) still predicts."""
+    for name in ("model.onnx", "model.int8.onnx", "model.ts"):
+        shutil.copy(tiny_run / "export" / name, tmp_path / name)
+        out = edgekit("predict", tmp_path / name, tiny_run / "sample.png", "-k", "1").stdout
+        with_manifest = edgekit("predict", tiny_run / "export" / name, tiny_run / "sample.png",
+                                "-k", "1").stdout
+        assert out.splitlines()[1:] == with_manifest.splitlines()[1:]
+
+
+def test_manifest_beside_a_foreign_or_changed_model(tiny_run, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    export = tmp_path / "export"
+    shutil.copytree(tiny_run / "export", export)
+    # A model of someone else's, with int64 input, dropped beside an edgekit manifest.
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["ids"], ["out"], to=TensorProto.FLOAT)], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, export / "ids.onnx")
+    line = bad("predict", export / "ids.onnx", tiny_run / "sample.png")
+    assert "takes (ids: tensor(int64)); edgekit runs models with one float32 input" in line
+    # An edgekit model whose bytes no longer match manifest.json and carry no manifest inside.
+    stripped = onnx.load(export / "model.onnx")
+    del stripped.metadata_props[:]
+    onnx.save(stripped, export / "model.onnx")
+    line = bad("predict", export / "model.onnx", tiny_run / "sample.png")
+    assert "does not match the sha256 in manifest.json" in line
+
+
+def test_wrong_input_shape_is_one_line(tiny_run):
+    proc = subprocess.run(
+        [sys.executable, "-c",
+         "import numpy as np, edgekit.runtime as rt\n"
+         f"r = rt.load({str(tiny_run / 'export' / 'model.onnx')!r})\n"
+         "r.run(np.zeros((1, 3, 28, 28), np.float32))"],
+        capture_output=True, text=True)
+    assert "edgekit.errors.EdgekitError: model.onnx: inference failed on input (1, 3, 28, 28)" \
+        in proc.stderr

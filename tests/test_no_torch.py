@@ -16,7 +16,8 @@ BLOCK = textwrap.dedent("""
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             if name.partition(".")[0] in BLOCKED:
-                raise ImportError(f"No module named {name!r} (blocked by the test)")
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)",
+                                          name=name)
             return None
     sys.meta_path.insert(0, Block())
 """)
@@ -69,3 +70,13 @@ def test_torchscript_without_torch_says_what_to_do(tiny_run):
     assert proc.returncode == 1
     assert proc.stderr.strip() == ("error: model.ts is TorchScript, which needs torch; install "
                                    "it, or run the .onnx artifact instead")
+
+
+def test_training_commands_name_the_missing_extra(tiny_run, tmp_path):
+    proc = cli_blocked("train", "lenet5", "--out", tmp_path / "run")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("error: `edgekit train` needs the training extra "
+                                   "(pip install 'edgekit[train]'): no module named 'torch'")
+    assert not (tmp_path / "run").exists()
+    proc = cli_blocked("export", tiny_run, "--onnx")
+    assert proc.returncode == 1 and "`edgekit export` needs the training extra" in proc.stderr

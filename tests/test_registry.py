@@ -4,7 +4,7 @@ import pytest
 from edgekit.data import DATASETS, build_dataset, list_datasets
 from edgekit.errors import EdgekitError
 from edgekit.models import MODELS, build_model, list_models
-from edgekit.recipe import DataConfig
+from edgekit.recipe import DataConfig, list_recipes, load_recipe
 from edgekit.registry import Registry
 
 
@@ -36,15 +36,24 @@ def test_unknown_name_lists_the_choices():
         DATASETS.get("imagenet")
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_every_model_builds_and_runs(name):
+@pytest.mark.parametrize("recipe", list_recipes())
+def test_every_recipe_model_runs_on_its_own_data(recipe):
     import torch
 
-    model = build_model(name, input_shape=(1, 32, 32), num_outputs=7).eval()
+    r = load_recipe(recipe)
+    data = build_dataset(r.data)
+    model = build_model(r.model.name, input_shape=data.input_shape,
+                        num_outputs=len(data.labels)).eval()
     with torch.inference_mode():
-        out = model(torch.randn(3, 1, 32, 32))
-    assert out.shape == (3, 7)
+        out = model(torch.from_numpy(data.train.x[:3]))
+    assert out.shape == (3, len(data.labels))
     assert torch.isfinite(out).all()
+
+
+def test_every_model_and_dataset_is_used_by_a_recipe():
+    recipes = [load_recipe(r) for r in list_recipes()]
+    assert set(list_models()) <= {r.model.name for r in recipes}
+    assert set(list_datasets()) <= {r.data.name for r in recipes}
 
 
 @pytest.mark.parametrize("name", list_datasets())

@@ -6,6 +6,8 @@ preprocessing spec itself, so training and the runtime prepare inputs identicall
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +48,13 @@ class DataSplits:
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one input without the batch dimension, e.g. (1, 32, 32)."""
         return tuple(self.train.x.shape[1:])
+
+    def fingerprint(self) -> str:
+        """A hash of the splits and the preprocessing: export checks it matches training's."""
+        h = hashlib.sha256(json.dumps([self.labels, self.preprocess], sort_keys=True).encode())
+        for a in (self.train.y, self.test.y, self.test.x):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
 
 
 def build_dataset(cfg) -> DataSplits:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.data import ArraySplit, DataSplits, register_dataset
+from edgekit.errors import EdgekitError
 from edgekit.runtime.preprocess import image_spec, image_to_array
 
 
@@ -22,10 +23,14 @@ def digits(cfg) -> DataSplits:
     bunch = load_digits()
     pixels = np.round(bunch.images * (255 / 16)).astype(np.uint8)  # (1797, 8, 8)
     labels = bunch.target.astype(np.int64)
-    idx_train, idx_test = train_test_split(
-        np.arange(len(labels)), test_size=cfg.test_fraction, random_state=cfg.split_seed,
-        stratify=labels,
-    )
+    try:
+        idx_train, idx_test = train_test_split(
+            np.arange(len(labels)), test_size=cfg.test_fraction, random_state=cfg.split_seed,
+            stratify=labels,
+        )
+    except ValueError as e:  # a split too small to hold every class
+        raise EdgekitError(f"data.test_fraction={cfg.test_fraction} does not split the "
+                           f"{len(labels)} digits into train and test: {e}") from None
     images = [Image.fromarray(p) for p in pixels]
     size = (cfg.image_size, cfg.image_size)
 
