@@ -14,8 +14,10 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 
 def dry_run(folder: Path, target: str) -> str:
     """What `make TARGET` would run, without running it."""
-    return subprocess.run(["make", "-n", target], cwd=folder, capture_output=True, text=True,
-                          check=True).stdout
+    # Under `make test` the outer make's variables would turn this into a sub-make.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    return subprocess.run(["make", "--no-print-directory", "-n", target], cwd=folder, env=env,
+                          capture_output=True, text=True, check=True).stdout
 
 
 @pytest.fixture
