@@ -155,6 +155,18 @@ def test_image_that_is_not_an_image(tiny_run, tmp_path):
     assert line.startswith(f"error: '{text}' is not an image")
     assert "does not exist" in bad("predict", tiny_run / "export" / "model.onnx",
                                    tmp_path / "missing.png")
+    line = bad("predict", tiny_run / "export" / "model.onnx", tmp_path)
+    assert line == (f"error: image '{tmp_path}' is not a file; expected an image file "
+                    "(PNG, JPEG, ...)")
+
+
+def test_folders_where_files_are_expected(tmp_path):
+    line = bad("train", tmp_path, "--out", tmp_path / "r")
+    assert line == f"error: recipe file '{tmp_path}' is not a file; expected a .yaml recipe"
+    folder = tmp_path / "model.onnx"
+    folder.mkdir()
+    line = bad("bench", folder)
+    assert line == f"error: artifact '{folder}' is not a file; expected a .onnx or .ts file"
 
 
 def test_predict_argument_errors(tiny_run):
@@ -189,6 +201,17 @@ def test_out_that_cannot_be_a_directory_fails_before_training(tmp_path):
 def test_bench_out_that_is_a_directory_fails_before_timing(tiny_run, tmp_path):
     line = bad("bench", tiny_run / "export" / "model.onnx", "--out", tmp_path)
     assert line == f"error: --out '{tmp_path}' is a directory; expected a .json file path"
+
+
+def test_bench_out_that_cannot_be_written_fails_before_timing(tiny_run, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    proc = edgekit("bench", tiny_run / "export" / "model.onnx", "--out", blocker / "b.json",
+                   check=False)
+    assert proc.returncode == 1 and proc.stdout == ""  # no timing table: nothing was measured
+    assert proc.stderr.startswith("error: cannot write there (a file stands where its folder")
+    assert proc.stderr.rstrip().endswith(f"'{blocker / 'b.json'}'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 def test_decompression_bomb_is_refused(tiny_run, tmp_path):

@@ -104,6 +104,9 @@ def test_unknown_recipe_lists_the_valid_ones():
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(EdgekitError, match="does not exist"):
         load_recipe(str(tmp_path / "missing.yaml"))
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(EdgekitError, match="'.*dir.yaml' is not a file; expected a .yaml recipe"):
+        load_recipe(str(tmp_path / "dir.yaml"))
 
 
 @pytest.mark.parametrize("text, message", [

@@ -72,7 +72,8 @@ def load(path: str | Path, threads: int | None = None) -> Runner:
     """
     path = Path(path)
     if not path.is_file():
-        raise EdgekitError(f"artifact {str(path)!r} does not exist")
+        why = "is not a file" if path.exists() else "does not exist"
+        raise EdgekitError(f"artifact {str(path)!r} {why}; expected a {' or '.join(BACKENDS)} file")
     if path.suffix not in BACKENDS:
         raise EdgekitError(
             f"artifact {str(path)!r}: unknown format {path.suffix or '(no suffix)'!r}; "

@@ -36,7 +36,8 @@ def load_image(path: str | Path):
 
     path = Path(path)
     if not path.is_file():
-        raise EdgekitError(f"image {str(path)!r} does not exist")
+        why = "is not a file" if path.exists() else "does not exist"
+        raise EdgekitError(f"image {str(path)!r} {why}; expected an image file (PNG, JPEG, ...)")
     try:
         with Image.open(path) as img:
             img.load()
