@@ -136,17 +136,15 @@ def predict_cmd(artifact, image, sample, k, threads):
               help="JSON report (default: bench.json beside the first artifact).")
 def bench_cmd(artifacts, runs, warmup, threads, batch, out):
     """Measure p50/p90/p99 latency of ARTIFACTS on this machine."""
-    import json
-
     from edgekit.bench import bench, format_table
-    from edgekit.fileio import atomic_path
+    from edgekit.fileio import atomic_path, json_text
 
     out = out or artifacts[0].with_name("bench.json")
     if out.is_dir():  # checked before timing, so no measurement is lost
         raise EdgekitError(f"--out {str(out)!r} is a directory; expected a .json file path")
     with atomic_path(out) as tmp:  # claimed first: an unwritable --out fails before timing
         report = bench(list(artifacts), runs=runs, warmup=warmup, threads=threads, batch=batch)
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json_text(report), encoding="utf-8")
     click.echo(format_table(report))
     click.echo(f"wrote {out}")
 

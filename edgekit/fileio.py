@@ -40,8 +40,18 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_text(obj) -> str:
+    """How edgekit writes JSON files: indented, keys in insertion order, newline at the end."""
+    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text(path, json_text(obj))
+
+
+def not_a_file(path: Path) -> str:
+    """Why `path`, which is not a regular file, can't be read as one."""
+    return "is not a file" if path.exists() else "does not exist"
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from edgekit.errors import EdgekitError
+from edgekit.fileio import not_a_file
 
 
 @dataclass
@@ -122,8 +123,8 @@ def load_recipe(name_or_path: str, overrides: typing.Sequence[str] = ()) -> Reci
     # A path names a file; a bare word is a bundled recipe, even if a file of that name exists.
     if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
         if not path.is_file():
-            why = "is not a file" if path.exists() else "does not exist"
-            raise EdgekitError(f"recipe file {name_or_path!r} {why}; expected a .yaml recipe")
+            raise EdgekitError(f"recipe file {name_or_path!r} {not_a_file(path)}; "
+                               "expected a .yaml recipe")
     else:
         path = recipes_dir() / f"{name_or_path}.yaml"
         if not path.is_file():

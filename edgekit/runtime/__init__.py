@@ -12,6 +12,7 @@ import numpy as np
 
 from edgekit import manifest as mf
 from edgekit.errors import EdgekitError
+from edgekit.fileio import not_a_file
 from edgekit.runtime import preprocess
 
 BACKENDS = {".onnx": "onnxruntime", ".ts": "torchscript"}
@@ -72,8 +73,8 @@ def load(path: str | Path, threads: int | None = None) -> Runner:
     """
     path = Path(path)
     if not path.is_file():
-        why = "is not a file" if path.exists() else "does not exist"
-        raise EdgekitError(f"artifact {str(path)!r} {why}; expected a {' or '.join(BACKENDS)} file")
+        raise EdgekitError(f"artifact {str(path)!r} {not_a_file(path)}; "
+                           f"expected a {' or '.join(BACKENDS)} file")
     if path.suffix not in BACKENDS:
         raise EdgekitError(
             f"artifact {str(path)!r}: unknown format {path.suffix or '(no suffix)'!r}; "

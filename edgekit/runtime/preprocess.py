@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.fileio import not_a_file
 
 RESAMPLE = ("nearest", "bilinear", "bicubic")
 
@@ -36,8 +37,8 @@ def load_image(path: str | Path):
 
     path = Path(path)
     if not path.is_file():
-        why = "is not a file" if path.exists() else "does not exist"
-        raise EdgekitError(f"image {str(path)!r} {why}; expected an image file (PNG, JPEG, ...)")
+        raise EdgekitError(f"image {str(path)!r} {not_a_file(path)}; "
+                           "expected an image file (PNG, JPEG, ...)")
     try:
         with Image.open(path) as img:
             img.load()
