@@ -7,8 +7,6 @@ whether an aarch64 Python is running under qemu-user emulation (then times are n
 from __future__ import annotations
 
 import os
-import platform
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
+from edgekit.machine import machine_info
 from edgekit.table import table
 
 
@@ -38,17 +37,11 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20, threads: i
     results = []
     for runner in runners:
         x = _input(runner, batch)
-        for _ in range(warmup):
-            runner.run(x)
-        times = np.empty(runs)
-        for i in range(runs):
-            t0 = time.perf_counter()
-            runner.run(x)
-            times[i] = time.perf_counter() - t0
+        ms = measure(runner.run, x, runs=runs, warmup=warmup)
         precision = (runner.manifest or {}).get("artifact", {}).get("precision", "unknown")
         results.append({"artifact": str(runner.path), "file": runner.path.name,
                         "backend": runner.backend, "precision": precision,
-                        "bytes": runner.path.stat().st_size, **latency_stats(times * 1e3)})
+                        "bytes": runner.path.stat().st_size, **latency_stats(ms)})
     return {
         "edgekit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -58,41 +51,29 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20, threads: i
     }
 
 
+def measure(fn, *args, runs: int = 200, warmup: int = 20) -> np.ndarray:
+    """The timing harness every edgekit figure comes from (bench, export auto-tuning).
+
+    Calls `fn(*args)` `warmup` times untimed, then `runs` times, each timed on its own.
+
+    Returns:
+        (runs,) latencies in milliseconds.
+    """
+    for _ in range(warmup):
+        fn(*args)
+    times = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        fn(*args)
+        times[i] = time.perf_counter() - t0
+    return times * 1e3
+
+
 def latency_stats(ms: np.ndarray) -> dict:
     """Percentiles and spread of latencies given in milliseconds."""
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     return {"runs": len(ms), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
             "mean_ms": float(ms.mean()), "std_ms": float(ms.std()), "min_ms": float(ms.min())}
-
-
-def machine_info() -> dict:
-    """What this machine is: architecture, CPU, cores, OS, and the versions that set speed."""
-    cpuinfo = _read("/proc/cpuinfo")
-    fields = {}
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    cpu = (fields.get("model name") or fields.get("Model") or platform.processor()
-           or fields.get("Hardware") or "unknown")
-    arch = platform.machine()
-    # qemu-user reports the guest's machine through uname but cannot hide the host kernel's
-    # own architecture (/proc/sys/kernel/arch); older qemu also shows the host's cpuinfo.
-    kernel_arch = _read("/proc/sys/kernel/arch").strip()
-    emulated = bool(kernel_arch and kernel_arch != arch) or (
-        arch in ("aarch64", "arm64", "armv7l") and "vendor_id" in fields)
-    versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for name in ("onnxruntime", "torch"):
-        if name in sys.modules:  # report what this run used, without importing anything new
-            versions[name] = sys.modules[name].__version__
-    return {
-        "arch": arch,
-        "cpu": cpu,
-        "board": _read("/proc/device-tree/model").strip("\x00\n ") or None,  # e.g. Raspberry Pi 4
-        "cores": os.cpu_count(),
-        "os": f"{platform.system()} {platform.release()}",
-        "emulated": emulated,
-        "versions": versions,
-    }
 
 
 def format_table(report: dict) -> str:
@@ -115,10 +96,3 @@ def _input(runner, batch: int) -> np.ndarray:
         if len(x):
             return np.resize(x, (batch, *x.shape[1:])).astype(np.float32)
     return runner.example_input(batch)
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(errors="replace")
-    except OSError:
-        return ""

@@ -1,0 +1,36 @@
+"""Machine facts parsed from recorded /proc/cpuinfo text (no dependence on this machine)."""
+
+from pathlib import Path
+
+from edgekit import machine
+
+CPUINFO = Path(__file__).parent / "data" / "cpuinfo"
+
+
+def test_x86_host_features_from_a_recorded_cpuinfo():
+    text = (CPUINFO / "x86_64-amd-epyc-zen5.txt").read_text()
+    isa = machine.isa_features(text, "x86_64")
+    assert isa["avx2"] and isa["avx512"] and isa["vnni"] and isa["avx512_vnni"]
+    assert not isa["avx_vnni_int8"] and not isa["amx"]
+    assert machine.cpu_name(text, "x86_64") == "AMD EPYC"
+    assert not machine.is_emulated("x86_64", text, "x86_64")
+
+
+def test_emulation_is_seen_through_the_kernel_arch():
+    assert machine.is_emulated("aarch64", "", "x86_64")
+    assert not machine.is_emulated("aarch64", "", "aarch64")
+
+
+def test_throttle_word_decodes_each_bit():
+    assert machine.throttle_state("0x0") == {"throttled": "0x0", "throttle_flags": []}
+    state = machine.throttle_state("0x50005")
+    assert state["throttle_flags"] == ["under-voltage", "throttled", "under-voltage occurred",
+                                       "throttling occurred"]
+    assert machine.throttle_state("junk")["throttled"] is None
+
+
+def test_this_machine_reports_every_fact():
+    facts = machine.machine_info()
+    keys = {"arch", "cpu", "cores", "isa", "board", "pi", "os", "emulated", "versions"}
+    assert keys <= set(facts)
+    assert facts["cores"] >= 1 and isinstance(facts["isa"], dict)
