@@ -74,6 +74,7 @@ def export(run: str | Path, formats: list[str], max_int8_drop: float | None = No
 
     from edgekit.data import build_dataset
     from edgekit.export.onnx import INPUT_NAME
+    from edgekit.tasks import get_task
     from edgekit.train import load_run
 
     if not formats:
@@ -100,7 +101,8 @@ def export(run: str | Path, formats: list[str], max_int8_drop: float | None = No
     test_x, test_y = data.test.x, data.test.y
     with torch.inference_mode():  # (N, K) PyTorch fp32 logits
         reference = batched(lambda xb: model(torch.from_numpy(xb)).numpy(), test_x)
-    ref_acc = float((reference.argmax(1) == test_y).mean())
+    task = get_task(data.task)
+    ref_acc = task.score(reference, test_y)
     pick = np.random.default_rng(recipe.data.split_seed).permutation(len(data.train))
     calibration = data.train.x[pick[:cfg.calibration_samples]]
 
@@ -123,7 +125,7 @@ def export(run: str | Path, formats: list[str], max_int8_drop: float | None = No
             importlib.import_module(fmt.module).write(ctx, stage / fmt.file, own)
 
         rows = [verify(stage / fmt.file, fmt, test_x, test_y, reference, ref_acc,
-                       cfg.parity_atol, max_drop) for fmt in fmts]
+                       cfg.parity_atol, max_drop, task) for fmt in fmts]
         report = {
             "run": str(run), "recipe": recipe.name, "model": recipe.model.name,
             "test_samples": len(test_y),
@@ -147,24 +149,27 @@ def export(run: str | Path, formats: list[str], max_int8_drop: float | None = No
 
 
 def verify(path: Path, fmt: Format, x: np.ndarray, y: np.ndarray, reference: np.ndarray,
-           ref_acc: float, atol: float, max_drop: float) -> dict:
+           ref_acc: float, atol: float, max_drop: float, task=None) -> dict:
     """Run an artifact through edgekit.runtime on the held-out inputs and compare with PyTorch.
 
     fp32 artifacts must match the PyTorch logits within `atol` (scaled by the logits' range);
-    int8 artifacts must keep accuracy within `max_drop` points of PyTorch fp32.
+    int8 artifacts must keep the task's metric (accuracy) within `max_drop` points of PyTorch
+    fp32. `task` (edgekit.tasks; classification when None) scores and decodes the outputs.
     """
     from edgekit.runtime import load
+    from edgekit.tasks import get_task
 
+    task = task or get_task("classification")
     outputs = batched(load(path).run, x)
-    acc = float((outputs.argmax(1) == y).mean())
+    acc = task.score(outputs, y)
     diff = float(np.abs(outputs - reference).max())
     scale = max(1.0, float(np.abs(reference).max()))
     row = {
         "file": path.name, "format": fmt.format, "precision": fmt.precision,
         "bytes": path.stat().st_size,
-        "accuracy": acc, "accuracy_drop_points": round((ref_acc - acc) * 100, 4),
+        "accuracy": acc, "accuracy_drop_points": round(task.worse_by(ref_acc, acc), 4),
         "max_abs_diff": diff,
-        "top1_agreement": float((outputs.argmax(1) == reference.argmax(1)).mean()),
+        "top1_agreement": float((task.decode(outputs) == task.decode(reference)).mean()),
     }
     if fmt.precision == "fp32":
         row["passed"] = diff <= atol * scale
