@@ -167,8 +167,10 @@ def test_folders_where_files_are_expected(tmp_path):
     assert line == f"error: recipe file '{tmp_path}' is not a file; expected a .yaml recipe"
     folder = tmp_path / "model.onnx"
     folder.mkdir()
-    line = bad("bench", folder)
-    assert line == f"error: artifact '{folder}' is not a file; expected a .onnx or .ts file"
+    line = bad("bench", folder)  # a folder is fine for bench if it is a run: this one is not
+    assert line == (f"error: '{folder}' is a directory but not a run or export directory (no "
+                    "export/report.json); expected an artifact file (.onnx, .ts) or a run "
+                    "exported with `edgekit export`")
 
 
 def test_predict_argument_errors(tiny_run):
