@@ -11,3 +11,7 @@ class Interrupted(EdgekitError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class EdgekitWarning(UserWarning):
+    """Input that runs but may give meaningless results (NaN/inf): the CLI prints one line."""
