@@ -2,6 +2,14 @@
 
 A dataset hands out model-ready numpy arrays prepared by `edgekit.runtime.preprocess`, plus the
 preprocessing spec itself, so training and the runtime prepare inputs identically.
+
+    digits         scikit-learn's 8x8 digits, shipped inside the package: the offline default
+    mnist, fashion-mnist, cifar10   torchvision's, from data.root or downloaded
+    imagefolder    a folder of class folders at data.root
+
+A builder whose data are neither on disk nor downloadable raises DataUnavailable; when the
+recipe names a `data.fallback`, `build_dataset` builds that instead and says why in
+`DataSplits.note`.
 """
 
 from __future__ import annotations
@@ -12,10 +20,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgekit.errors import EdgekitError
 from edgekit.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
 register_dataset = DATASETS.register
+
+
+class DataUnavailable(EdgekitError):
+    """The dataset is not on disk and can't be downloaded (a recipe's fallback may step in)."""
 
 
 @dataclass
@@ -32,7 +45,8 @@ class ArraySplit:
     def __len__(self) -> int:
         return len(self.y)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.int64]:
+    def __getitem__(self, i):
+        """Sample i, or the batch (x[i], y[i]) for a list of indices."""
         return self.x[i], self.y[i]
 
     def image(self, i: int):
@@ -42,7 +56,7 @@ class ArraySplit:
 
 @dataclass
 class DataSplits:
-    train: ArraySplit
+    train: ArraySplit  # or any split with x, y, __len__, __getitem__, image (data.images)
     test: ArraySplit
     labels: list[str]  # class index -> name
     preprocess: dict  # the runtime spec, see edgekit.runtime.preprocess
@@ -57,15 +71,37 @@ class DataSplits:
 
     def fingerprint(self) -> str:
         """A hash of the splits and the preprocessing: export checks it matches training's."""
+        if "_fingerprint" not in self.__dict__:  # computed once: it reads every test input
+            self.__dict__["_fingerprint"] = self._hash()
+        return self.__dict__["_fingerprint"]
+
+    def _hash(self) -> str:
         h = hashlib.sha256(json.dumps([self.labels, self.preprocess], sort_keys=True).encode())
-        for a in (self.train.y, self.test.y, self.test.x):
-            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(np.ascontiguousarray(self.train.y).tobytes())
+        h.update(np.ascontiguousarray(self.test.y).tobytes())
+        x = self.test.x
+        for i in range(0, len(x), 1024):  # in chunks: the same bytes, bounded memory
+            h.update(np.ascontiguousarray(x[i:i + 1024]).tobytes())
         return h.hexdigest()[:16]
 
 
 def build_dataset(cfg) -> DataSplits:
-    """Build the dataset named by `cfg.name` (a DataConfig). Unknown names list the choices."""
-    data = DATASETS.get(cfg.name)(cfg)
+    """Build the dataset named by `cfg.name` (a DataConfig), or its fallback if it can't be had.
+
+    Raises:
+        EdgekitError: unknown name (listing the choices), or data neither on disk nor
+            downloadable with no fallback named (DataUnavailable: names where it looked).
+    """
+    builder = DATASETS.get(cfg.name)
+    try:
+        data = builder(cfg)
+    except DataUnavailable as e:
+        if not cfg.fallback or cfg.fallback == cfg.name:
+            raise
+        data = DATASETS.get(cfg.fallback)(cfg)
+        data.name = cfg.fallback
+        data.note = (f"{e}; training on the offline {cfg.fallback} dataset instead, as "
+                     f"the recipe's data.fallback says")
     data.name = data.name or cfg.name
     return data
 
@@ -75,4 +111,4 @@ def list_datasets() -> list[str]:
 
 
 # Builders register themselves on import.
-from edgekit.data import digits  # noqa: E402, F401
+from edgekit.data import digits, folder, vision  # noqa: E402, F401

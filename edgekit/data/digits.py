@@ -2,20 +2,21 @@
 
 The offline default dataset: no download. Each 8x8 image (values 0-16) becomes an 8-bit
 grayscale image, exactly what a user would save as a PNG, then goes through the same
-preprocessing as any image on the Pi (resize to image_size, scale, normalize).
+preprocessing as any image on the Pi (resize to image_size, scale, normalize). A fixed,
+stratified split holds data.test_fraction out (360 of 1,797 by default).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from edgekit.data import ArraySplit, DataSplits, register_dataset
+from edgekit.data import register_dataset
+from edgekit.data.images import image_splits
 from edgekit.errors import EdgekitError
-from edgekit.runtime.preprocess import image_spec, image_to_array
 
 
 @register_dataset("digits")
-def digits(cfg) -> DataSplits:
+def digits(cfg):
     from PIL import Image
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -32,17 +33,6 @@ def digits(cfg) -> DataSplits:
         raise EdgekitError(f"data.test_fraction={cfg.test_fraction} does not split the "
                            f"{len(labels)} digits into train and test: {e}") from None
     images = [Image.fromarray(p) for p in pixels]
-    size = (cfg.image_size, cfg.image_size)
-
-    # Mean/std of the training images after resizing and scaling to [0, 1].
-    plain = image_spec("L", size, mean=[0.0], std=[1.0])
-    train_plain = np.stack([image_to_array(images[i], plain) for i in idx_train])
-    spec = image_spec("L", size, mean=[round(float(train_plain.mean()), 4)],
-                      std=[round(float(train_plain.std()), 4)])
-
-    def split(idx: np.ndarray) -> ArraySplit:
-        x = np.stack([image_to_array(images[i], spec) for i in idx])  # (N, 1, S, S)
-        return ArraySplit(x=x, y=labels[idx], images=[images[i] for i in idx])
-
-    return DataSplits(train=split(idx_train), test=split(idx_test),
-                      labels=[str(d) for d in range(10)], preprocess=spec)
+    return image_splits(([images[i] for i in idx_train], labels[idx_train]),
+                        ([images[i] for i in idx_test], labels[idx_test]),
+                        [str(d) for d in range(10)], cfg, native_mode="L")

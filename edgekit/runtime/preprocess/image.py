@@ -36,8 +36,12 @@ SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", "
 
 
 def image_spec(mode: str, size: tuple[int, int], mean: list[float], std: list[float],
-               resample: str = "bilinear") -> dict:
-    """Preprocessing for images: convert to `mode`, resize to (H, W), scale to [0, 1], normalize."""
+               resample: str = "bilinear", resize: int = 0) -> dict:
+    """Preprocessing for images: convert to `mode`, resize to (H, W), scale to [0, 1], normalize.
+
+    With `resize` > 0 the shorter side is resized to `resize` (aspect kept) and the center
+    (H, W) cropped, as torchvision's Resize(resize) + CenterCrop(size) do.
+    """
     if mode not in MODES:
         raise ValueError(f"image mode {mode!r}; expected L or RGB")
     if resample not in RESAMPLE:
@@ -45,9 +49,14 @@ def image_spec(mode: str, size: tuple[int, int], mean: list[float], std: list[fl
     channels = MODES[mode]
     if len(mean) != channels or len(std) != channels:
         raise ValueError(f"mean/std need {channels} values for mode {mode}")
-    return {"kind": "image", "mode": mode, "size": [int(size[0]), int(size[1])],
+    spec = {"kind": "image", "mode": mode, "size": [int(size[0]), int(size[1])],
             "resample": resample, "scale": 1 / 255, "mean": [float(m) for m in mean],
             "std": [float(s) for s in std]}
+    if resize:
+        if resize < max(size):
+            raise ValueError(f"resize {resize} is smaller than the crop {size}")
+        spec["resize"] = int(resize)
+    return spec
 
 
 def load_image(path: str | Path):
@@ -112,7 +121,14 @@ def image_to_array(img, spec: dict) -> np.ndarray:
     img = to_8bit(img)
     if img.mode != spec["mode"]:
         img = img.convert(spec["mode"])
-    if img.size != (w, h):
+    if spec.get("resize"):  # shorter side to `resize`, then the center (h, w)
+        short, (iw, ih) = spec["resize"], img.size
+        nw, nh = (short, int(short * ih / iw)) if iw <= ih else (int(short * iw / ih), short)
+        if (nw, nh) != (iw, ih):
+            img = img.resize((nw, nh), resample)
+        left, top = int(round((nw - w) / 2.0)), int(round((nh - h) / 2.0))
+        img = img.crop((left, top, left + w, top + h))
+    elif img.size != (w, h):
         img = img.resize((w, h), resample)
     x = np.asarray(img, dtype=np.float32) * np.float32(spec["scale"])  # (H, W) or (H, W, C)
     x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)  # (C, H, W)
@@ -150,6 +166,10 @@ class ImageKind(Kind):
                                    f"mode {spec['mode']}")
         if not all(s > 0 for s in spec["std"]):
             raise EdgekitError(f"{where} std {spec['std']!r}; expected positive numbers")
+        resize = spec.get("resize", max(size))
+        if not (type(resize) is int and resize >= max(size)):
+            raise EdgekitError(f"{where} resize {resize!r}; expected an int >= the size "
+                               f"{max(size)} (the shorter side before the center crop)")
 
     def read(self, path: Path, spec: dict):
         return load_image(path)
