@@ -2,7 +2,9 @@
 
 A builder takes keyword arguments `input_shape` (one input without the batch dimension, e.g.
 (1, 32, 32) for images or (T, F) for sequences), `num_outputs` and `dropout`, and raises
-EdgekitError for an input shape it cannot take.
+EdgekitError for an input shape it cannot take. Names that are not registered but are
+torchvision classification models (alexnet, vgg16, googlenet, inception_v3, ...) are built by
+edgekit.models.zoo, with input channels and size adapted.
 
 `prepare_model` is what training and `load_run` call: the model, plus a recipe's pretrained
 weights and frozen backbone, and the names of the head's parameters (the last Linear layer,
@@ -26,13 +28,24 @@ def build_model(name: str, *, input_shape: tuple[int, ...], num_outputs: int,
         EdgekitError: an unknown name (listing the valid ones), or an input it can't take.
     """
     check_model_name(name)
-    return MODELS.get(name)(input_shape=tuple(input_shape), num_outputs=num_outputs,
-                            dropout=dropout)
+    kwargs = {"input_shape": tuple(input_shape), "num_outputs": num_outputs, "dropout": dropout}
+    if name in MODELS:
+        return MODELS.get(name)(**kwargs)
+    from edgekit.models.zoo import torchvision_model
+
+    return torchvision_model(name, **kwargs)
 
 
 def check_model_name(name: str) -> None:
-    """Raise EdgekitError unless `name` is a registered model."""
-    MODELS.get(name)
+    """Raise EdgekitError unless `name` is registered or a torchvision classification model."""
+    if name in MODELS:
+        return
+    from edgekit.models.zoo import torchvision_names
+
+    if name not in torchvision_names():
+        raise EdgekitError(f"unknown model {name!r}; expected one of: {', '.join(list_models())} "
+                           "or a torchvision classification model (alexnet, vgg16, googlenet, "
+                           "inception_v3, resnet50, efficientnet_b0, ...)")
 
 
 def prepare_model(cfg, input_shape, num_outputs: int, load_weights: bool = True):
@@ -82,4 +95,4 @@ def list_models() -> list[str]:
 
 
 # Builders register themselves on import.
-from edgekit.models import lenet  # noqa: E402, F401
+from edgekit.models import handbook, lenet, zoo  # noqa: E402, F401
