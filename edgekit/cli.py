@@ -77,7 +77,8 @@ def recipes_cmd():
     rows = [("recipe", "model", "dataset", "description")]
     for name in list_recipes():
         r = load_recipe(name)
-        rows.append((name, r.model.name, r.data.name, r.description))
+        data = r.data.name + (f" (else {r.data.fallback})" if r.data.fallback else "")
+        rows.append((name, r.model.name, data, r.description))
     click.echo(table(rows))
 
 

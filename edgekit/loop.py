@@ -56,6 +56,7 @@ class Progress:
     best: dict | None = None  # {"epoch", "metric", "state" (only with early stopping)}
     seconds: float = 0.0
     world: int = 1  # processes that trained (a mid-epoch resume needs the same number)
+    stopped_early: bool = False  # early stopping ended training (a resume has nothing to do)
 
 
 def fit(recipe, data, progress: bool = True, run: Path | None = None,
@@ -110,7 +111,7 @@ def fit(recipe, data, progress: bool = True, run: Path | None = None,
     amp_dtype = select_amp(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     aux_weight = getattr(model, "aux_weight", AUX_WEIGHT)
-    frozen = [m for m in getattr(model, "frozen_modules", ())]
+    frozen = list(getattr(model, "frozen_modules", ()))
 
     p = Progress(world=world.size)
     if checkpoint is not None:
@@ -143,13 +144,14 @@ def fit(recipe, data, progress: bool = True, run: Path | None = None,
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=p.epoch * steps_per_epoch + p.step,
                desc=f"train {recipe.name}", unit="step", dynamic_ncols=True, mininterval=0.5,
                disable=not (progress and world.main and sys.stderr.isatty()))
-    stopped_early = False
     with _StopOnSignal(quiet=not world.main) as stop:
-        for epoch in range(p.epoch + 1, cfg.epochs + 1):
+        for epoch in range(p.epoch + 1, 0 if p.stopped_early else cfg.epochs + 1):
             t0 = time.perf_counter()
             order = epoch_order(len(data.train), cfg.seed, epoch, world)[p.step * per_rank:]
+            # Whole batches by index: one fancy-indexing read per batch, not one per sample.
+            batches = [order[i:i + per_rank] for i in range(0, len(order), per_rank)]
             loader = torch.utils.data.DataLoader(
-                data.train, batch_size=per_rank, sampler=order, num_workers=workers,
+                data.train, batch_size=None, sampler=batches, num_workers=workers,
                 pin_memory=pin, generator=torch.Generator().manual_seed(cfg.seed + epoch))
             net.train()
             for m in frozen:  # a frozen backbone keeps its BatchNorm statistics too
@@ -207,7 +209,7 @@ def fit(recipe, data, progress: bool = True, run: Path | None = None,
                     p.best["state"] = ckpt.to_cpu(
                         {k: v.clone() for k, v in model.state_dict().items()})
             elif cfg.early_stop and epoch - p.best["epoch"] >= cfg.early_stop:
-                stopped_early = True
+                p.stopped_early = True
             bar.set_postfix(epoch=epoch, loss=f"{p.history[-1]['train_loss']:.3f}",
                             test=task.format(metric))
             if progress and world.main and bar.disable:  # a log file or CI: one line an epoch
@@ -215,13 +217,13 @@ def fit(recipe, data, progress: bool = True, run: Path | None = None,
             save()
             if world.any(stop.signum is not None)[0]:
                 raise _interrupted(stop.signum, epoch + 1, 0, run)
-            if stopped_early:
+            if p.stopped_early:
                 break
     bar.close()
     if cfg.early_stop and p.best and "state" in p.best:
         model.load_state_dict(p.best["state"])
     return Fit(model=model, history=p.history, amp=_dtype_name(amp_dtype),
-               best_epoch=p.best["epoch"] if p.best else p.epoch, stopped_early=stopped_early,
+               best_epoch=p.best["epoch"] if p.best else p.epoch, stopped_early=p.stopped_early,
                seconds=p.seconds, device=str(device))
 
 
