@@ -71,12 +71,16 @@ def isa_features(cpuinfo: str, arch: str) -> dict[str, bool]:
 
 
 def cpu_name(cpuinfo: str, arch: str) -> str:
-    """A readable CPU name: x86 "model name"; on ARM the core from "CPU part" (Cortex-A72)."""
+    """A readable CPU name: x86 "model name"; on ARM the core from "CPU part" (Cortex-A72).
+
+    On ARM the core wins over "model name", which some kernels and qemu fill with a generic
+    "ARMv8 Processor rev 3 (v8l)".
+    """
     fields = parse_cpuinfo(cpuinfo)
-    if fields.get("model name"):
-        return fields["model name"]
     if fields.get("CPU implementer") == "0x41" and fields.get("CPU part") in ARM_PARTS:
         return ARM_PARTS[fields["CPU part"]]
+    if fields.get("model name"):
+        return fields["model name"]
     if fields.get("CPU part"):
         return f"ARM implementer {fields.get('CPU implementer', '?')} part {fields['CPU part']}"
     return platform.processor() or fields.get("Hardware") or "unknown"
@@ -127,6 +131,11 @@ def throttle_state(word: str) -> dict:
     return {"throttled": hex(value), "throttle_flags": flags}
 
 
+def governor() -> str | None:
+    """The cpufreq governor of CPU 0 ("ondemand", "performance", ...), None if not exposed."""
+    return _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").strip() or None
+
+
 def versions() -> dict:
     """Python and numpy, plus onnxruntime/torch and torch's quantized engine if imported."""
     import numpy as np
@@ -141,7 +150,8 @@ def versions() -> dict:
 
 
 def machine_info() -> dict:
-    """This machine: arch, CPU, cores, ISA features, board, Pi state, emulation, versions."""
+    """This machine: arch, CPU, cores, ISA features, board, Pi state, governor, emulation,
+    versions."""
     cpuinfo = _read("/proc/cpuinfo")
     arch = platform.machine()
     return {
@@ -151,6 +161,7 @@ def machine_info() -> dict:
         "isa": isa_features(cpuinfo, arch),
         "board": _read("/proc/device-tree/model").strip("\x00\n ") or None,  # Raspberry Pi 4 ..
         "pi": pi_state(),
+        "governor": governor(),
         "os": f"{platform.system()} {platform.release()}",
         "emulated": is_emulated(arch, cpuinfo, _read("/proc/sys/kernel/arch").strip()),
         "versions": versions(),
