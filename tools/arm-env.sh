@@ -134,7 +134,7 @@ print(platform.machine(), numpy.__version__, onnxruntime.__version__)') \
 [ "${check%% *}" = aarch64 ] || die "expected an aarch64 python, got: $check"
 
 pkgs=$(for deb in "$apt/debs"/*.deb; do basename "$deb" .deb; done | paste -sd' ')
-wheels=$(cd "$build/wheels" && ls ./*/*.whl | sed 's|^\./||' | paste -sd' ')
+wheels=$(cd "$build/wheels" && find . -name '*.whl' | sed 's|^\./||' | sort | paste -sd' ')
 "$python" - "$stage/env.json" "$key" "$qemu_version" "$check" "$pkgs" "$wheels" <<'EOF'
 import json, sys
 path, key, qemu, check, pkgs, wheels = sys.argv[1:]
