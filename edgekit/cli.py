@@ -14,6 +14,7 @@ import click
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
+from edgekit.export.targets import TARGETS
 
 # Modules that only the `train` extra installs: the base install is the Pi runtime.
 TRAIN_EXTRA = {"torch", "torchvision", "onnx", "onnxscript", "sklearn", "tqdm", "matplotlib",
@@ -108,18 +109,47 @@ def train_cmd(recipe, overrides, out, no_progress):
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--onnx", is_flag=True, help="Write model.onnx (fp32).")
 @click.option("--torchscript", is_flag=True, help="Write model.ts (fp32, traced and frozen).")
-@click.option("--int8", is_flag=True, help="Write model.int8.onnx (static QDQ, calibrated).")
+@click.option("--int8", is_flag=True,
+              help="Also write int8 of each format asked for: model.int8.onnx (onnxruntime) "
+                   "and/or model.int8.ts (torch.ao).")
+@click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (for GPU hosts).")
+@click.option("--target", type=click.Choice(TARGETS), default="local", show_default=True,
+              help="Where the model will run: local (this CPU: int8 layouts timed, the fastest "
+                   "kept), x86, pi4, pi5 or arm64 (documented presets).")
+@click.option("--int8-method", type=click.Choice(["auto", "static", "dynamic"]), default=None,
+              help="static (calibrated) or dynamic int8; default: the recipe's "
+                   "export.int8_method, auto (static for conv nets, dynamic for Linear/RNN).")
+@click.option("--int8-exclude", "exclude", multiple=True, metavar="NAME",
+              help="Keep layer NAME (a module name, e.g. classifier.7 or layer4) in fp32 in "
+                   "the int8 artifacts; repeatable or comma-separated.")
+@click.option("--allow-degraded", is_flag=True,
+              help="Keep an artifact that fails its check, recorded as failed in the report "
+                   "and manifest, instead of failing the export.")
 @click.option("--max-int8-drop", type=click.FloatRange(min=0), default=None,
               help="Accuracy points int8 may lose (default: the recipe's export.max_int8_drop).")
-def export_cmd(run, onnx, torchscript, int8, max_int8_drop):
-    """Export RUN's model and verify every artifact against PyTorch."""
+@click.option("--tune-seconds", type=click.FloatRange(min=0), default=None,
+              help="Timing budget per int8 candidate with --target local (default: the "
+                   "recipe's export.tune_seconds; 0 keeps the first layout untimed).")
+def export_cmd(run, onnx, torchscript, int8, fp16, target, int8_method, exclude,
+               allow_degraded, max_int8_drop, tune_seconds):
+    """Export RUN's model and verify every artifact against PyTorch.
+
+    Only the formats asked for are rebuilt; other files in RUN/export are kept.
+    """
     from edgekit.export import export, report_markdown
 
-    if int8 and not onnx:
-        raise EdgekitError("--int8 quantizes the ONNX model: add --onnx")
-    formats = [name for name, on in (("onnx", onnx), ("onnx-int8", int8),
-                                      ("torchscript", torchscript)) if on]
-    report = export(run, formats, max_int8_drop=max_int8_drop)
+    if int8 and not (onnx or torchscript):
+        raise EdgekitError("--int8 quantizes the ONNX and/or TorchScript model: add --onnx "
+                           "and/or --torchscript")
+    if fp16 and not onnx:
+        raise EdgekitError("--fp16 converts the ONNX model: add --onnx")
+    formats = [name for name, on in (
+        ("onnx", onnx), ("onnx-int8", onnx and int8), ("onnx-fp16", fp16),
+        ("torchscript", torchscript), ("torchscript-int8", torchscript and int8)) if on]
+    names = tuple(n.strip() for item in exclude for n in item.split(",") if n.strip())
+    report = export(run, formats, target=target, int8_method=int8_method, exclude=names,
+                    allow_degraded=allow_degraded, max_int8_drop=max_int8_drop,
+                    tune_seconds=tune_seconds)
     click.echo(report_markdown(report).rstrip())
     click.echo(f"artifacts: {run / 'export'}")
 
