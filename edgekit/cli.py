@@ -67,6 +67,10 @@ def main():
             default(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show
+    # The runtime's quick NaN/inf test sums +inf and -inf to NaN, and numpy says so; the
+    # EdgekitWarning that follows is the one line the user needs.
+    warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning,
+                            r"edgekit\.runtime")
 
 
 @main.command("recipes")
