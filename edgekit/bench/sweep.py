@@ -188,9 +188,11 @@ def _interleaved(runners, inputs, threads, runs, warmup, seconds) -> list[np.nda
 
 
 def _set_torch_threads(runner, threads: int) -> None:
-    torch = getattr(runner, "_torch", None)
-    if torch is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    if runner.backend == "torchscript":  # torch is imported: the runner loaded with it
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def _describe(runner) -> dict:
