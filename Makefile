@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 EK     := $(BIN)/edgekit
 DEMO   := runs/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-arm lint bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check .
 
+# edgekit on an emulated Pi 4 and Pi 5 (qemu-user, aarch64 python from Debian packages); the
+# environment is cached in ~/.cache/edgekit/arm, keyed by what it contains.
+test-arm: $(STAMP)
+	PYTHON=$(BIN)/python bash tools/test-arm.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
@@ -45,4 +50,4 @@ bench: $(STAMP)
 		--benchmark-columns=min,median,mean,stddev,rounds
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .benchmarks
+	rm -rf $(VENV) runs build .pytest_cache .benchmarks
