@@ -77,13 +77,16 @@ def train_cmd(recipe, overrides, out, no_progress):
     import json
 
     from edgekit.recipe import load_recipe
+    from edgekit.tasks import get_task
     from edgekit.train import train
 
     run = train(load_recipe(recipe, overrides), out, progress=not no_progress)
     m = json.loads((run / "metrics.json").read_text())
+    task = get_task(m["task"])
     click.echo(f"run: {run}")
-    click.echo(f"test accuracy {m['test_accuracy']:.2%} on {m['test_samples']} held-out samples "
-               f"({len(m['history'])} epochs, {m['train_seconds']:.1f} s on {m['device']})")
+    click.echo(f"test {task.metric} {task.format(m['test_' + task.metric])} on "
+               f"{m['test_samples']} held-out samples ({len(m['history'])} epochs, "
+               f"{m['train_seconds']:.1f} s on {m['device']})")
     if "sample" in m:
         click.echo(f"held-out image: {run / m['sample']['file']} (label {m['sample']['label']})")
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from edgekit import __version__
 from edgekit.errors import EdgekitError
 from edgekit.fileio import sha256
+from edgekit.tasks import TASKS
 
 FORMAT_VERSION = 1
 EMBED_KEY = "edgekit.manifest"  # ONNX metadata_props key and TorchScript extra-file name
 REQUIRED = ("format_version", "task", "recipe", "model", "input", "preprocess", "labels")
-TASKS = ("classification",)
 PREPROCESS_KEYS = {"image": ("mode", "size", "resample", "scale", "mean", "std")}
 
 
@@ -56,7 +56,8 @@ def validate(manifest: dict, source: str) -> dict:
             f"expected {FORMAT_VERSION} (upgrade edgekit)"
         )
     if manifest["task"] not in TASKS:
-        raise EdgekitError(f"{source}: task {manifest['task']!r}; expected one of {TASKS}")
+        raise EdgekitError(f"{source}: task {manifest['task']!r}; expected one of "
+                           f"{', '.join(TASKS.names())}")
     inp = manifest["input"]
     if not (isinstance(inp, dict) and isinstance(inp.get("name"), str)
             and isinstance(inp.get("shape"), list) and inp.get("dtype") == "float32"):

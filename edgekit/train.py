@@ -12,7 +12,6 @@ A run directory (written whole or not at all):
 from __future__ import annotations
 
 import json
-import math
 import platform
 import sys
 import time
@@ -46,6 +45,7 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
 
     from edgekit.data import DATASETS, build_dataset
     from edgekit.models import MODELS
+    from edgekit.tasks import get_task
 
     MODELS.get(recipe.model.name), DATASETS.get(recipe.data.name)  # fail before any work
     run = Path(out) if out else Path("runs") / f"{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -54,11 +54,17 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
         data = build_dataset(recipe.data)
         start = time.perf_counter()
         model, history, amp = fit(recipe, data, progress)
+        task = get_task(data.task)
+        key = f"test_{task.metric}"
+        final = (max if task.higher_is_better else min)(h[key] for h in history) \
+            if recipe.train.early_stop else history[-1][key]
         metrics = {
             "recipe": recipe.name,
             "model": recipe.model.name,
             "dataset": recipe.data.name,
-            "test_accuracy": history[-1]["test_accuracy"],
+            "task": data.task,
+            "metric": task.metric,
+            f"test_{task.metric}": final,
             "test_samples": len(data.test),
             "train_samples": len(data.train),
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -81,18 +87,27 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
         write_text(stage / "recipe.yaml", recipe.to_yaml())
         write_json(stage / "metrics.json", metrics)
         write_text(stage / "train.log", "\n".join(_log_line(h) for h in history) + "\n")
-        _plot_curves(history, stage / "curves.png", recipe.name)
+        _plot_curves(history, stage / "curves.png", recipe.name, task.metric)
     return run
 
 
 def fit(recipe: Recipe, data, progress: bool = True):
-    """The training loop. Returns (model, per-epoch history, AMP dtype name or None)."""
+    """The training loop. Returns (model, per-epoch history, AMP dtype name or None).
+
+    What the outputs mean (loss view, metric, which direction is better) comes from the data's
+    task (edgekit.tasks); the loss, optimizer and schedule from the recipe (edgekit.losses,
+    edgekit.optim). The loop itself knows no task, loss or optimizer by name.
+    """
     import torch
     from tqdm import tqdm
 
+    from edgekit.losses import build_loss
     from edgekit.models import build_model
+    from edgekit.optim import build_optimizer, build_scheduler, l1_penalty
+    from edgekit.tasks import get_task
 
     cfg = recipe.train
+    task = get_task(data.task)
     device = _device(cfg.device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -100,86 +115,122 @@ def fit(recipe: Recipe, data, progress: bool = True):
                         num_outputs=len(data.labels), dropout=recipe.model.dropout).to(device)
     loader = torch.utils.data.DataLoader(
         data.train, batch_size=recipe.data.batch_size, shuffle=True, drop_last=False,
-        num_workers=recipe.data.workers, generator=torch.Generator().manual_seed(cfg.seed),
+        num_workers=max(0, recipe.data.workers),
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
-    opt = _optimizer(model, cfg)
-    total_steps = cfg.epochs * len(loader)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
-             if cfg.schedule == "cosine" else None)
+    loss_fn = build_loss(cfg.loss, task, cfg.label_smoothing)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, len(loader))
     # Mixed precision only where it pays: CUDA. bf16 needs no loss scaling; fp16 does.
     amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
-    history = []
-    bar = tqdm(total=total_steps, desc=f"train {recipe.name}", unit="step", dynamic_ncols=True,
-               disable=not (progress and sys.stderr.isatty()), mininterval=0.5)
+    history, best = [], None
+    bar = tqdm(total=cfg.epochs * len(loader), desc=f"train {recipe.name}", unit="step",
+               dynamic_ncols=True, disable=not (progress and sys.stderr.isatty()),
+               mininterval=0.5)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+        t0, seen, loss_sum, score_sum = time.perf_counter(), 0, 0.0, 0.0
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if cfg.shift:
-                x = random_shift(x, cfg.shift)
+            x = augment(x, cfg.shift, cfg.flip)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                logits = model(x)  # (B, K)
-                loss = loss_fn(logits, y)
+                out = model(x)  # (B, K) scores, or a tuple (main, *aux) in training
+                main, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+                loss = loss_fn(main, y) + sum(AUX_WEIGHT * loss_fn(a, y) for a in aux)
+                if cfg.l1:
+                    loss = loss + cfg.l1 * l1_penalty(model)
+            if not torch.isfinite(loss):
+                raise EdgekitError(f"training diverged at epoch {epoch}: the loss is "
+                                   f"{loss.item()}; lower train.lr")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(opt)  # clip the true gradients, not the fp16-scaled ones
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
             if sched:
                 sched.step()
             seen += len(y)
             loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            score_sum += task.score(main.detach().float().cpu().numpy(), y.cpu().numpy()) * len(y)
             bar.update()
-        if not math.isfinite(loss_sum):
-            raise EdgekitError(
-                f"training diverged at epoch {epoch} (loss {loss_sum}); lower train.lr"
-            )
-        test_loss, test_acc = evaluate(model, data.test, recipe.data.batch_size, device)
+        test = evaluate(model, data.test, recipe.data.batch_size, task, loss_fn, device)
         history.append({"epoch": epoch, "train_loss": loss_sum / seen,
-                        "train_accuracy": correct / seen, "test_loss": test_loss,
-                        "test_accuracy": test_acc, "seconds": time.perf_counter() - t0})
-        bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.3f}", test_acc=f"{test_acc:.3f}")
+                        f"train_{task.metric}": score_sum / seen, "test_loss": test["loss"],
+                        f"test_{task.metric}": test[task.metric],
+                        "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
+        bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.3f}",
+                        test=task.format(test[task.metric]))
         if progress and bar.disable:  # a log file or CI: no carriage-return animation
             print(_log_line(history[-1]), file=sys.stderr, flush=True)
+        if task.better(test[task.metric], best and best["metric"]):
+            best = {"epoch": epoch, "metric": test[task.metric],
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        elif cfg.early_stop and epoch - best["epoch"] >= cfg.early_stop:
+            break  # early stopping: no better held-out metric for early_stop epochs
     bar.close()
+    if cfg.early_stop:  # keep the best epoch's weights, not the last one's
+        model.load_state_dict(best["state"])
     return model, history, str(amp_dtype).removeprefix("torch.") if amp else None
 
 
+# Weight of auxiliary classifier losses (inception_v3, googlenet) while training.
+AUX_WEIGHT = 0.4
+
+
 def _log_line(row: dict) -> str:
-    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
 
 
-def random_shift(x, pad: int):
-    """Translate each image of (B, C, H, W) by up to `pad` pixels, repeating the border."""
+def augment(x, shift: int = 0, flip: bool = False):
+    """Random translation by up to `shift` pixels (border repeated) and horizontal flips.
+
+    Args:
+        x: a batch of images (B, C, H, W); other shapes are returned unchanged.
+    """
     import torch
     import torch.nn.functional as F
 
-    _, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")  # (B, C, H+2p, W+2p)
-    offsets = torch.randint(0, 2 * pad + 1, (len(x), 2)).tolist()
-    return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
+    if x.dim() != 4 or not (shift or flip):
+        return x
+    b, _, h, w = x.shape
+    if shift:
+        padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")  # (B, C, H+2s, W+2s)
+        dy, dx = torch.randint(0, 2 * shift + 1, (2, b, 1), device=x.device)
+        rows = (dy + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
+        cols = (dx + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
+        batch = torch.arange(b, device=x.device)[:, None, None]  # (B, 1, 1)
+        x = padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+    if flip:
+        mask = torch.rand(b, device=x.device) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x.contiguous()
 
 
-def evaluate(model, split, batch_size: int, device=None) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on an ArraySplit."""
+def evaluate(model, split, batch_size: int, task, loss_fn, device=None) -> dict:
+    """Mean loss and the task's metric of `model` on a held-out split.
+
+    Returns:
+        {"loss": mean loss per sample, task.metric: value}.
+    """
     import torch
 
     device = device or next(model.parameters()).device
     model.eval()
-    loss_sum, correct = 0.0, 0
+    loss_sum, outputs = 0.0, []
     with torch.inference_mode():
         for i in range(0, len(split), batch_size):
-            x = torch.from_numpy(split.x[i:i + batch_size]).to(device)
-            y = torch.from_numpy(split.y[i:i + batch_size]).to(device)
-            logits = model(x).float()
-            loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-    return loss_sum / len(split), correct / len(split)
+            x = torch.from_numpy(np.asarray(split.x[i:i + batch_size])).to(device)
+            y = torch.from_numpy(np.asarray(split.y[i:i + batch_size])).to(device)
+            out = model(x).float()
+            loss_sum += loss_fn(out, y).item() * len(y)
+            outputs.append(out.cpu().numpy())
+    return {"loss": loss_sum / len(split),
+            task.metric: task.score(np.concatenate(outputs), np.asarray(split.y))}
 
 
 def load_run(run: str | Path):
@@ -223,18 +274,6 @@ def _device(name: str):
     return torch.device(name)
 
 
-def _optimizer(model, cfg):
-    import torch
-
-    params = model.parameters()
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
 def _save_weights(model, path: Path) -> None:
     from safetensors.torch import save_file
 
@@ -242,7 +281,7 @@ def _save_weights(model, path: Path) -> None:
     save_file(state, str(path), metadata={"format": "pt", "edgekit": __version__})
 
 
-def _plot_curves(history: list[dict], path: Path, title: str) -> None:
+def _plot_curves(history: list[dict], path: Path, title: str, metric: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -252,10 +291,10 @@ def _plot_curves(history: list[dict], path: Path, title: str) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax1.plot(epochs, [h["train_loss"] for h in history], label="train")
     ax1.plot(epochs, [h["test_loss"] for h in history], label="test")
-    ax1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax2.plot(epochs, [h["train_accuracy"] for h in history], label="train")
-    ax2.plot(epochs, [h["test_accuracy"] for h in history], label="test")
-    ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax1.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax2.plot(epochs, [h[f"train_{metric}"] for h in history], label="train")
+    ax2.plot(epochs, [h[f"test_{metric}"] for h in history], label="test")
+    ax2.set(xlabel="epoch", ylabel=metric, title=metric)
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()

@@ -132,6 +132,7 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
     from edgekit.export import targets
     from edgekit.export.onnx import INPUT_NAME
     from edgekit.export.tune import time_artifacts
+    from edgekit.tasks import get_task
     from edgekit.train import load_run
 
     started = time.perf_counter()
@@ -158,7 +159,8 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
     test_x, test_y = data.test.x, data.test.y
     with torch.inference_mode():  # (N, K) PyTorch fp32 logits
         reference = batched(lambda xb: model(torch.from_numpy(xb)).numpy(), test_x)
-    ref_acc = float((reference.argmax(1) == test_y).mean())
+    task = get_task(data.task)
+    ref_acc = task.score(reference, test_y)
     pick = np.random.default_rng(recipe.data.split_seed).permutation(len(data.train))
     calibration = data.train.x[pick[:cfg.calibration_samples]]
 
@@ -178,17 +180,16 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
         kept = [Candidate(by_file[f], stage / f, {}, kept=True) for f in kept_files
                 if f in by_file]
         for c in cands + kept:
-            c.row = verify(c.path, c.fmt, test_x, test_y, reference, ref_acc, thresholds)
+            c.row = verify(c.path, c.fmt, test_x, test_y, reference, ref_acc, thresholds, task)
 
-        tuning = _tune(tgt, budget, cands + kept, test_x[:1], time_artifacts)
-        chosen, failures = [], []
-        for fmt in fmts:
-            best, why = _choose([c for c in cands if c.fmt is fmt], allow_degraded)
-            chosen.append(best)
-            failures += why
-        if failures:
+        failures = [c.row["why"] for fmt in fmts
+                    if not any(c.row["passed"] for c in cands if c.fmt is fmt)
+                    for c in cands if c.fmt is fmt]
+        if failures and not allow_degraded:  # before any timing: fail fast
             raise EdgekitError("export check failed: " + "; ".join(failures)
                                + " (nothing was written)")
+        tuning = _tune(tgt, budget, cands + kept, test_x[:1], time_artifacts)
+        chosen = [_choose([c for c in cands if c.fmt is fmt]) for fmt in fmts]
         for c in chosen:
             c.row["chosen"] = True
             if c.path != stage / c.fmt.file:
@@ -227,24 +228,27 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
 
 
 def verify(path: Path, fmt: Format, x: np.ndarray, y: np.ndarray, reference: np.ndarray,
-           ref_acc: float, thresholds: dict) -> dict:
+           ref_acc: float, thresholds: dict, task=None) -> dict:
     """Run an artifact through edgekit.runtime on the held-out inputs and compare with PyTorch.
 
-    fp32 artifacts must match the PyTorch logits within `parity_atol`, fp16 within `fp16_atol`
-    (both scaled by the logits' range); int8 artifacts must keep accuracy within
-    `max_int8_drop` points of PyTorch fp32. An artifact that cannot be loaded or run (an
+    fp32 artifacts must match the PyTorch outputs within `parity_atol`, fp16 within `fp16_atol`
+    (both scaled by the outputs' range); int8 artifacts must keep the task's metric (accuracy)
+    within `max_int8_drop` points of PyTorch fp32. `task` (edgekit.tasks; classification when
+    None) scores and decodes the outputs. An artifact that cannot be loaded or run (an
     operator the runtime lacks) fails its check with the runtime's one-line reason.
     """
     from edgekit.runtime import load
+    from edgekit.tasks import get_task
 
+    task = task or get_task("classification")
     row = {"file": path.name, "format": fmt.format, "precision": fmt.precision,
            "bytes": path.stat().st_size}
     try:
         runner = load(path)
         outputs = batched(runner.run, x)
     except EdgekitError as e:
-        return {**row, "accuracy": 0.0, "accuracy_drop_points": round(ref_acc * 100, 4),
-                "max_abs_diff": float("inf"), "top1_agreement": 0.0, "passed": False,
+        return {**row, "accuracy": None, "accuracy_drop_points": None,
+                "max_abs_diff": None, "top1_agreement": None, "passed": False,
                 "why": f"{fmt.format} {fmt.precision}: {e}"}
     artifact = (runner.manifest or {}).get("artifact", {})
     for key in ("target", "quantized_engine"):
@@ -252,13 +256,13 @@ def verify(path: Path, fmt: Format, x: np.ndarray, y: np.ndarray, reference: np.
             row[key] = artifact[key]
     if artifact.get("layout"):
         row["layout"] = artifact["layout"]["name"]
-    acc = float((outputs.argmax(1) == y).mean())
+    acc = task.score(outputs, y)
     diff = float(np.abs(outputs - reference).max())
     scale = max(1.0, float(np.abs(reference).max()))
     row.update({
-        "accuracy": acc, "accuracy_drop_points": round((ref_acc - acc) * 100, 4),
+        "accuracy": acc, "accuracy_drop_points": round(task.worse_by(ref_acc, acc), 4),
         "max_abs_diff": diff,
-        "top1_agreement": float((outputs.argmax(1) == reference.argmax(1)).mean()),
+        "top1_agreement": float((task.decode(outputs) == task.decode(reference)).mean()),
     })
     if fmt.precision in ("fp32", "fp16"):
         atol = thresholds["parity_atol" if fmt.precision == "fp32" else "fp16_atol"] * scale
@@ -349,8 +353,9 @@ def report_markdown(report: dict) -> str:
             + (", kept" if r.get("kept") else "")
         lines.append(
             f"| {r['file']} | {r['format']} | {r['precision']} | {r.get('layout', '-')} "
-            f"| {r['bytes'] / 1024:.1f} | {r['accuracy']:.2%} | {r['accuracy_drop_points']:.2f} "
-            f"| {r['max_abs_diff']:.2e} | {r['top1_agreement']:.2%} | {_ms(r)} | {check} |"
+            f"| {r['bytes'] / 1024:.1f} | {_num(r['accuracy'], '.2%')} "
+            f"| {_num(r['accuracy_drop_points'], '.2f')} | {_num(r['max_abs_diff'], '.2e')} "
+            f"| {_num(r['top1_agreement'], '.2%')} | {_ms(r)} | {check} |"
         )
     if report.get("candidates"):
         lines += ["", "int8 candidates:", "",
@@ -358,8 +363,9 @@ def report_markdown(report: dict) -> str:
                   "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
         for c in report["candidates"]:
             lines.append(
-                f"| {c['format']} | {c['layout']} | {c['bytes'] / 1024:.1f} | {c['accuracy']:.2%} "
-                f"| {c['accuracy_drop_points']:.2f} | {_ms(c)} "
+                f"| {c['format']} | {c['layout']} | {c['bytes'] / 1024:.1f} "
+                f"| {_num(c['accuracy'], '.2%')} | {_num(c['accuracy_drop_points'], '.2f')} "
+                f"| {_ms(c)} "
                 f"| {'pass' if c['passed'] else 'FAIL: ' + c['why']} "
                 f"| {'yes' if c['chosen'] else ''} |")
     tuning = report.get("tuning") or {}
@@ -448,26 +454,29 @@ def _tune(target, budget: float, cands: list[Candidate], x: np.ndarray, time_art
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _choose(cands: list[Candidate], allow_degraded: bool) -> tuple[Candidate, list[str]]:
-    """The candidate to publish, and the failures to report if none passed.
+def _choose(cands: list[Candidate]) -> Candidate:
+    """The candidate to publish among those written for one format.
 
     The fastest passing candidate; the first (the target's documented layout) unless another
-    is more than TIE faster or the candidates were not timed. With none passing, the most
-    accurate one if allow_degraded, else the reasons.
+    is more than TIE faster or the candidates were not timed. With none passing (only reached
+    with allow_degraded), the most accurate one, marked degraded.
     """
     passing = [c for c in cands if c.row["passed"]]
     if passing:
         first = passing[0]
         timed = [c for c in passing if c.ms is not None]
         if first.ms is None or not timed:
-            return first, []
+            return first
         best = min(timed, key=lambda c: c.ms)
-        return (first if first.ms <= best.ms * (1 + TIE) else best), []
-    if not allow_degraded:
-        return cands[0], [c.row["why"] for c in cands]
-    best = min(cands, key=lambda c: (c.row["accuracy_drop_points"], c.row["max_abs_diff"]))
+        return first if first.ms <= best.ms * (1 + TIE) else best
+
+    def badness(c):  # None: the artifact did not even run
+        return tuple(float("inf") if c.row[k] is None else c.row[k]
+                     for k in ("accuracy_drop_points", "max_abs_diff"))
+
+    best = min(cands, key=badness)
     best.row["degraded"] = True
-    return best, []
+    return best
 
 
 def _artifact_row(c: Candidate) -> dict:
@@ -535,7 +544,11 @@ def _notes(stage: Path, fmts: list[Format], kept: list[Candidate]) -> list[str]:
 
 
 def _ms(row: dict) -> str:
-    return f"{row['latency_ms']:.3f}" if row.get("latency_ms") is not None else "-"
+    return _num(row.get("latency_ms"), ".3f")
+
+
+def _num(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def _save_samples(path: Path, x: np.ndarray, y: np.ndarray) -> None:
