@@ -54,7 +54,8 @@ def validate(manifest: dict, source: str) -> dict:
     Raises:
         EdgekitError: naming `source` and the first field that is missing or wrong.
     """
-    from edgekit.runtime import preprocess, tasks
+    from edgekit import tasks
+    from edgekit.runtime import preprocess
 
     if not isinstance(manifest, dict):
         raise EdgekitError(f"{source}: manifest must be a JSON object, got "
@@ -78,7 +79,7 @@ def validate(manifest: dict, source: str) -> dict:
             and inp.get("dtype") in DTYPES):
         raise EdgekitError(f"{source}: manifest input must give name, shape (ints, null for "
                            f"dynamic) and dtype ({', '.join(DTYPES)}); got {inp!r}")
-    tasks.TASKS.get(manifest["task"]).validate(manifest, source)
+    tasks.get_task(manifest["task"]).validate(manifest, source)
     preprocess.validate(manifest["preprocess"], source)
     return manifest
 

@@ -19,23 +19,33 @@ import yaml
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
+from edgekit.losses import LOSSES
+from edgekit.optim import OPTIMIZERS, SCHEDULES
 
 
 @dataclass
 class ModelConfig:
-    name: str = "lenet5"
+    name: str = "lenet5"  # a registered model, or any torchvision classification model
     dropout: float = 0.0
+    pretrained: str = ""  # a local weights file (.safetensors or torchvision .pth state dict)
+    freeze: bool = False  # train the new head only (with pretrained weights)
 
 
 @dataclass
 class DataConfig:
     name: str = "digits"
-    root: str = "data"  # where downloadable datasets live (unused by the offline ones)
+    root: str = "data"  # where the dataset is on disk (or is downloaded to)
+    download: str = "auto"  # auto: download a missing torchvision dataset; never: don't try
+    fallback: str = ""  # "digits": train on the offline digits when the data can't be had
     image_size: int = 32  # models see image_size x image_size inputs
-    test_fraction: float = 0.2  # held out for test accuracy, fixed by split_seed
+    resize: int = 0  # > 0: resize the shorter side to this, then center-crop image_size
+    channels: int = 0  # 1 (grayscale) or 3 (RGB); 0 keeps the dataset's own
+    normalize: str = "dataset"  # mean/std of the training images, or "imagenet"'s
+    test_fraction: float = 0.2  # held out for test accuracy where a dataset has no test split
     split_seed: int = 0
-    batch_size: int = 64
-    workers: int = 0
+    max_train_samples: int = 0  # > 0: train on a fixed random subset of this many
+    batch_size: int = 64  # the global batch: N processes under torchrun take 1/N each
+    workers: int = -1  # DataLoader workers; -1: 0 on CPU, up to 4 on CUDA
 
 
 @dataclass
@@ -43,14 +53,24 @@ class TrainConfig:
     epochs: int = 20
     optimizer: str = "adam"
     lr: float = 1e-3
-    momentum: float = 0.9  # sgd only
+    momentum: float = 0.9  # sgd and rmsprop
+    nesterov: bool = False  # sgd with momentum
     weight_decay: float = 0.0
-    schedule: str = "cosine"
+    l1: float = 0.0  # weight of an L1 penalty on the weights, added to the loss
+    grad_clip: float = 0.0  # > 0: clip the gradients' global norm to this
+    loss: str = "auto"  # auto: the task's own (cross_entropy for classification)
+    label_smoothing: float = 0.0  # cross_entropy only
+    schedule: str = "cosine"  # per step: none, step, cosine, onecycle
+    step_size: int = 10  # schedule "step": multiply lr by gamma every step_size epochs
+    gamma: float = 0.1
+    early_stop: int = 0  # > 0: stop after this many epochs without a better held-out metric
+    backbone_lr_scale: float = 1.0  # lr of everything but the head, relative to train.lr
     seed: int = 0
-    device: str = "auto"
-    amp: bool = True  # mixed precision, used on CUDA only
+    device: str = "auto"  # auto: cuda if available, else cpu
+    amp: bool = True  # mixed precision, used on CUDA only (bf16 where supported, else fp16)
+    channels_last: bool = True  # memory format for image models, used on CUDA only
     shift: int = 0  # augmentation: random translation by up to this many pixels (images)
-    label_smoothing: float = 0.0
+    flip: bool = False  # augmentation: random horizontal flip (images)
 
 
 @dataclass
@@ -58,9 +78,12 @@ class ExportConfig:
     opset: int = 18
     calibration_samples: int = 256  # training images fed through the model to set int8 ranges
     calibration_method: str = "minmax"
-    per_channel: bool = True
+    per_channel: bool = True  # int8 weights per output channel (False: per tensor)
+    int8_method: str = "auto"  # auto: static for conv nets, dynamic for Linear/RNN models
     parity_atol: float = 1e-4  # max |fp32 artifact - PyTorch| on held-out inputs
+    fp16_atol: float = 1e-2  # the same for model.fp16.onnx (fp16 keeps ~3 decimal digits)
     max_int8_drop: float = 1.0  # accuracy points int8 may lose against fp32
+    tune_seconds: float = 2.0  # timing budget per int8 candidate on this machine (0: none)
     samples: int = 16  # held-out inputs shipped with the artifacts (predict --sample)
 
 
@@ -82,18 +105,28 @@ class Recipe:
 
 # Values restricted to a fixed set: key -> allowed values.
 CHOICES = {
-    "train.optimizer": ("sgd", "adam", "adamw"),
-    "train.schedule": ("none", "cosine"),
+    "data.download": ("auto", "never"),
+    "data.fallback": ("", "digits"),
+    "data.channels": (0, 1, 3),
+    "data.normalize": ("dataset", "imagenet"),
+    "train.optimizer": tuple(OPTIMIZERS),
+    "train.loss": ("auto", *LOSSES),
+    "train.schedule": SCHEDULES,
     "train.device": ("auto", "cpu", "cuda"),
     "export.calibration_method": ("minmax", "entropy", "percentile"),
+    "export.int8_method": ("auto", "static", "dynamic"),
 }
-POSITIVE = {"data.image_size", "data.batch_size", "train.epochs", "train.lr",
-            "export.calibration_samples", "export.samples"}
-NON_NEGATIVE = {"data.workers", "train.momentum", "train.weight_decay", "train.shift",
-                "export.parity_atol", "export.max_int8_drop"}
+POSITIVE = {"data.image_size", "data.batch_size", "train.epochs", "train.lr", "train.step_size",
+            "train.gamma", "train.backbone_lr_scale", "export.calibration_samples",
+            "export.samples"}
+NON_NEGATIVE = {"data.resize", "data.max_train_samples", "train.momentum", "train.weight_decay",
+                "train.l1", "train.grad_clip", "train.early_stop", "train.shift",
+                "export.parity_atol", "export.max_int8_drop", "export.fp16_atol",
+                "export.tune_seconds"}
 # key -> (low, high): low <= value < high
-RANGES = {"data.test_fraction": (1e-9, 1.0), "model.dropout": (0.0, 1.0),
-          "train.label_smoothing": (0.0, 1.0), "export.opset": (17, 24)}
+RANGES = {"data.test_fraction": (1e-9, 1.0), "data.workers": (-1, 1025),
+          "model.dropout": (0.0, 1.0), "train.label_smoothing": (0.0, 1.0),
+          "export.opset": (17, 24)}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -219,7 +252,8 @@ def _check_values(recipe: Recipe) -> None:
     }
     for key, allowed in CHOICES.items():
         if flat[key] not in allowed:
-            raise EdgekitError(f"{key}: expected one of {', '.join(allowed)}, got {flat[key]!r}")
+            shown = ", ".join(str(a) or "''" for a in allowed)
+            raise EdgekitError(f"{key}: expected one of {shown}, got {flat[key]!r}")
     for key in POSITIVE:
         if not flat[key] > 0:
             raise EdgekitError(f"{key}: expected a value > 0, got {flat[key]!r}")
@@ -230,6 +264,16 @@ def _check_values(recipe: Recipe) -> None:
         if not low <= flat[key] < high:
             what = "a fraction between 0 and 1" if low == 1e-9 else f"{low} <= value < {high}"
             raise EdgekitError(f"{key}: expected {what}, got {flat[key]!r}")
+    if recipe.data.resize and recipe.data.resize < recipe.data.image_size:
+        raise EdgekitError(f"data.resize: expected 0 or >= data.image_size "
+                           f"({recipe.data.image_size}), got {recipe.data.resize}")
+    if recipe.train.label_smoothing and recipe.train.loss not in ("auto", "cross_entropy"):
+        raise EdgekitError(f"train.label_smoothing applies to cross_entropy, not "
+                           f"{recipe.train.loss}; set it to 0")
+    if recipe.train.nesterov and not (recipe.train.optimizer == "sgd" and recipe.train.momentum):
+        raise EdgekitError("train.nesterov needs train.optimizer=sgd and train.momentum > 0")
+    if recipe.model.freeze and not recipe.model.pretrained:
+        raise EdgekitError("model.freeze needs model.pretrained (a weights file to keep)")
     if not NAME.fullmatch(recipe.name):
         raise EdgekitError(f"name: expected letters, digits, '_', '-' or '.', got {recipe.name!r}")
 

@@ -50,7 +50,8 @@ def test_overrides_are_parsed_as_yaml_scalars():
     ("train.epochs=true", "train.epochs: expected int, got True"),
     ("train.amp=1", "train.amp: expected bool, got 1"),
     ("train.epochs=0", "train.epochs: expected a value > 0, got 0"),
-    ("train.optimizer=lbfgs", "train.optimizer: expected one of sgd, adam, adamw, got 'lbfgs'"),
+    ("train.optimizer=lbfgs", "train.optimizer: expected one of sgd, rmsprop, adagrad, adadelta, "
+                              "adam, adamw, adamax, got 'lbfgs'"),
     ("data.test_fraction=1.5", "data.test_fraction: expected a fraction between 0 and 1"),
     ("train.shift=-1", "train.shift: expected a value >= 0, got -1"),
     ("train", "--set 'train': expected KEY=VALUE"),

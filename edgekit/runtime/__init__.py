@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from edgekit import manifest as mf
+from edgekit import tasks
 from edgekit.errors import EdgekitError, EdgekitWarning
 from edgekit.fileio import not_a_file
-from edgekit.runtime import preprocess, tasks
+from edgekit.runtime import preprocess
 
 BACKENDS = {".onnx": "onnxruntime", ".ts": "torchscript"}
 DEVICES = ("cpu", "cuda")
@@ -51,7 +52,7 @@ class Runner:
         self._dot_check = self.input_dtype in (np.float32, np.float64)
         self._scale = np.zeros(0, self.input_dtype)
         if self.manifest is not None:
-            tasks.TASKS.get(self.manifest["task"]).check_output(
+            tasks.get_task(self.manifest["task"]).check_output(
                 self.output_shape, self.manifest, repr(str(self.path)))
 
     # -- arrays in, arrays out ----------------------------------------------------------------
@@ -152,7 +153,7 @@ class Runner:
     def infer(self, x: np.ndarray, k: int = 5) -> list[dict]:
         """A batch of prepared inputs (B, ...) -> one JSON-able result per row (the task's)."""
         manifest = self._require_manifest()
-        return tasks.TASKS.get(manifest["task"]).decode(self.run(x), manifest, k)
+        return tasks.get_task(manifest["task"]).results(self.run(x), manifest, k)
 
     def predict_batch(self, raws: list, k: int = 5, media_type: str | None = None) -> list[dict]:
         """Raw inputs of the manifest's kind -> one JSON-able result each, in one batch."""

@@ -104,7 +104,7 @@ from edgekit.runtime.preprocess.image import (  # noqa: E402
     image_to_array,
     load_image,
 )
-from edgekit.runtime.tasks import softmax, topk  # noqa: E402
+from edgekit.tasks import softmax, topk  # noqa: E402
 
 __all__ = ["KINDS", "Kind", "UnsupportedMediaType", "get_kind", "validate", "image_spec",
            "image_to_array", "load_image", "softmax", "topk"]

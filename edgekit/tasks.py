@@ -1,0 +1,164 @@
+"""Tasks: what a model's outputs mean, owned in one place per task (numpy only, no torch).
+
+The training loop, `evaluate()`, export's `verify()` and the runtime ask the task instead of
+branching on task names:
+
+    task = get_task("classification")
+    task.loss                        # the loss training uses when train.loss is "auto"
+    task.score(outputs, targets)     # the held-out metric (numpy arrays in, float out)
+    task.better(new, old)            # is `new` an improvement (higher or lower is better)
+    task.decode(outputs)             # outputs -> predictions (class indices, values, ...)
+    task.results(outputs, manifest)  # outputs -> one JSON-able result per row (predict, serve)
+    task.validate(manifest, source)  # the manifest keys this task needs (runtime load)
+
+Methods that only reshape (`loss_view`) work on numpy arrays and torch tensors alike, so the
+training loop can call them on tensors without this module importing torch.
+
+A new task (regression, per-step sequence classification, sequence regression) is a subclass
+registered with `@register_task("name")`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.registry import Registry
+
+TASKS: Registry = Registry("task")
+register_task = TASKS.register
+
+
+class Task:
+    """Base class: one instance per task, registered by name.
+
+    Attributes:
+        name: the task's registered name (also written to metrics.json and the manifest).
+        loss: the loss `train.loss: auto` maps to (a name in edgekit.losses.LOSSES).
+        metric: the held-out metric's name ("accuracy", "mse", ...).
+        higher_is_better: True for accuracy-like metrics, False for error-like ones.
+        target_dtype: numpy dtype of the targets a dataset hands out ("int64", "float32").
+    """
+
+    name = ""
+    loss = ""
+    metric = ""
+    higher_is_better = True
+    target_dtype = "float32"
+
+    def loss_view(self, outputs, targets):
+        """(outputs, targets) reshaped as the loss expects them; identity by default."""
+        return outputs, targets
+
+    def score(self, outputs: np.ndarray, targets: np.ndarray) -> float:
+        """The held-out metric of `outputs` against `targets`."""
+        raise NotImplementedError
+
+    def decode(self, outputs: np.ndarray) -> np.ndarray:
+        """Raw model outputs -> predictions; identity by default."""
+        return outputs
+
+    def better(self, new: float, old: float | None) -> bool:
+        """True if metric value `new` improves on `old` (None: nothing to beat yet)."""
+        if old is None:
+            return True
+        return new > old if self.higher_is_better else new < old
+
+    def worse_by(self, reference: float, value: float) -> float:
+        """How much worse `value` is than `reference`, in the units `format` shows."""
+        return reference - value if self.higher_is_better else value - reference
+
+    def format(self, value: float) -> str:
+        """The metric as people read it, e.g. '98.61%' or '0.0123'."""
+        return f"{value:.4g}"
+
+    # -- the runtime side: manifests and JSON results ------------------------------------------
+
+    def validate(self, manifest: dict, source: str) -> None:
+        """Raise EdgekitError naming a manifest key this task needs that is missing or wrong."""
+
+    def check_output(self, shape: list, manifest: dict, source: str) -> None:
+        """Raise EdgekitError if the model's output shape (from the model file) cannot be right."""
+
+    def results(self, outputs: np.ndarray, manifest: dict, k: int = 5) -> list[dict]:
+        """A batch of raw outputs -> one JSON-able result per row (predict --json, serve)."""
+        raise NotImplementedError
+
+
+@register_task("classification")
+class Classification(Task):
+    """Class scores over the last axis: (B, K), or (B, T, K) for one label per step.
+
+    Outputs may be logits or log-probabilities (a model ending in log_softmax): argmax and
+    softmax give the same predictions and probabilities for both.
+    """
+
+    name = "classification"
+    loss = "cross_entropy"
+    metric = "accuracy"
+    higher_is_better = True
+    target_dtype = "int64"
+
+    def loss_view(self, outputs, targets):
+        # (B, ..., K) scores, (B, ...) class indices -> (N, K), (N,): one row per prediction.
+        return outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1)
+
+    def score(self, outputs: np.ndarray, targets: np.ndarray) -> float:
+        return float((self.decode(outputs) == targets).mean())
+
+    def decode(self, outputs: np.ndarray) -> np.ndarray:
+        return np.asarray(outputs).argmax(-1)
+
+    def worse_by(self, reference: float, value: float) -> float:
+        return (reference - value) * 100  # accuracy points
+
+    def format(self, value: float) -> str:
+        return f"{value:.2%}"
+
+    def validate(self, manifest: dict, source: str) -> None:
+        if "labels" not in manifest:
+            raise EdgekitError(f"{source}: manifest is missing labels")
+        labels = manifest["labels"]
+        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+            raise EdgekitError(f"{source}: manifest labels must be a non-empty list of strings")
+
+    def check_output(self, shape: list, manifest: dict, source: str) -> None:
+        classes = shape[-1] if shape else None
+        if isinstance(classes, int) and classes != len(manifest["labels"]):
+            raise EdgekitError(f"{source} has {classes} outputs but its manifest names "
+                               f"{len(manifest['labels'])} labels")
+
+    def results(self, outputs: np.ndarray, manifest: dict, k: int = 5) -> list[dict]:
+        """Logits (B, K) -> per row the best label, its probability and the top-k."""
+        top = topk(softmax(outputs), manifest["labels"], k)
+        return [{"label": row[0][0], "probability": _json_number(row[0][1]),
+                 "top": [{"label": name, "probability": _json_number(p)} for name, p in row]}
+                for row in top]
+
+
+def get_task(name: str) -> Task:
+    """The task registered as `name`. Raises EdgekitError listing the valid names."""
+    return TASKS.get(name)()
+
+
+def list_tasks() -> list[str]:
+    return TASKS.names()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (B, K) logits, stable for large values."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def topk(probs: np.ndarray, labels: list[str], k: int) -> list[list[tuple[str, float]]]:
+    """(B, K) probabilities -> for each row the k best (label, probability), best first."""
+    k = min(k, probs.shape[-1])
+    order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    return [[(labels[i], float(p[i])) for i in row] for p, row in zip(probs, order, strict=True)]
+
+
+def _json_number(v: float) -> float | None:
+    """NaN/inf (from non-finite inputs) become null: JSON has no NaN."""
+    return v if np.isfinite(v) else None
