@@ -274,10 +274,11 @@ def verify_cmd(export_dir):
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests in progress at once (503 beyond).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Requests decoded and run at once.")
+              help="Requests decoded and run at once (1 gives one request all the threads).")
 @click.option("-k", "--top", "k", type=click.IntRange(min=1), default=5, show_default=True,
               help="Default top-k (a request's ?k=N overrides it).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op threads per worker (default: cores / workers).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--no-verify", is_flag=True,
               help="Serve the artifact even if its sha256 differs from manifest.json's.")
