@@ -293,19 +293,32 @@ def serve_cmd(artifact, host, port, max_body, timeout, max_concurrent, workers, 
 
 
 class BenchGroup(click.Group):
-    """`edgekit bench ARTIFACT...` times artifacts; `edgekit bench compare A.json B.json` compares.
+    """`edgekit bench ARTIFACT|RUN...` times artifacts; `edgekit bench compare A.json ...` compares.
 
-    A group whose first argument picks the subcommand when it names one (`compare`, `run`) and
-    otherwise goes to `run`: the everyday form stays `edgekit bench model.onnx`, and a run
-    directory that happens to be called "compare" is `edgekit bench run compare` (or ./compare).
+    Only the word `compare` picks a subcommand; any other first argument is an artifact or a
+    run directory, handed to the hidden timing command. So `edgekit bench run` benchmarks a
+    directory called "run", and a directory called "compare" is written ./compare.
     """
 
-    default = "run"
-
     def parse_args(self, ctx, args):
-        if not args or args[0] not in self.commands:
-            args = [self.default, *args]  # --help included: the everyday form's help
+        if not args or args[0] != "compare":
+            args = [TIME, *args]  # --help included: the everyday form's help
         return super().parse_args(ctx, args)
+
+
+class BenchTimeContext(click.Context):
+    @property
+    def command_path(self) -> str:  # usage and "Try ... --help" lines show what users type
+        return self.parent.command_path
+
+
+class BenchTime(click.Command):
+    """The timing command, shown as `edgekit bench`: users never type its name."""
+
+    context_class = BenchTimeContext
+
+
+TIME = "time"  # the hidden command's name; users never type it
 
 
 @main.group("bench", cls=BenchGroup)
@@ -313,9 +326,11 @@ def bench_group():
     """Time artifacts on this machine, or compare result files from several machines."""
 
 
-@bench_group.command("run", epilog="Compare machines: edgekit bench compare A.json B.json "
-                     "(see edgekit bench compare --help).")
-@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@bench_group.command(TIME, cls=BenchTime, hidden=True,
+                     epilog="Compare machines: edgekit bench compare A.json B.json (see "
+                     "edgekit bench compare --help).")
+@click.argument("artifacts", nargs=-1, required=True, metavar="ARTIFACT|RUN...",
+                type=click.Path(path_type=Path))
 @click.option("--runs", type=click.IntRange(min=1), default=None,
               help="Timed calls per artifact and setting  [default: 200].")
 @click.option("--seconds", type=float, default=None,
@@ -331,7 +346,7 @@ def bench_group():
 @click.option("--json", "as_json", is_flag=True,
               help="Print the JSON report instead of the table.")
 def bench_cmd(artifacts, runs, seconds, warmup, threads, batch, out, as_json):
-    """Measure latency of ARTIFACTS (.onnx, .ts, or run directories) on this machine.
+    """Measure the latency of artifacts (.onnx, .ts) or run directories on this machine.
 
     A run directory stands for every artifact its export verified. Prints p50/p90/p99, mean,
     std, CV, the 95% interval of the median and throughput, per artifact, thread count and

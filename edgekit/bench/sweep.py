@@ -136,7 +136,8 @@ def expand(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
         for row in rows:
             artifact = export / row["file"]
             if not row.get("passed"):
-                skipped.append(f"{artifact}: failed its export check")
+                skipped.append(f"{artifact}: failed its export check"
+                               + (" (kept by --allow-degraded)" if row.get("degraded") else ""))
             elif not artifact.is_file():
                 skipped.append(f"{artifact}: listed in report.json but missing")
             elif artifact.suffix == ".ts" and importlib.util.find_spec("torch") is None:
