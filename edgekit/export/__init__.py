@@ -182,15 +182,14 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
         for c in cands + kept:
             c.row = verify(c.path, c.fmt, test_x, test_y, reference, ref_acc, thresholds, task)
 
-        tuning = _tune(tgt, budget, cands + kept, test_x[:1], time_artifacts)
-        chosen, failures = [], []
-        for fmt in fmts:
-            best, why = _choose([c for c in cands if c.fmt is fmt], allow_degraded)
-            chosen.append(best)
-            failures += why
-        if failures:
+        failures = [c.row["why"] for fmt in fmts
+                    if not any(c.row["passed"] for c in cands if c.fmt is fmt)
+                    for c in cands if c.fmt is fmt]
+        if failures and not allow_degraded:  # before any timing: fail fast
             raise EdgekitError("export check failed: " + "; ".join(failures)
                                + " (nothing was written)")
+        tuning = _tune(tgt, budget, cands + kept, test_x[:1], time_artifacts)
+        chosen = [_choose([c for c in cands if c.fmt is fmt]) for fmt in fmts]
         for c in chosen:
             c.row["chosen"] = True
             if c.path != stage / c.fmt.file:
@@ -232,9 +231,10 @@ def verify(path: Path, fmt: Format, x: np.ndarray, y: np.ndarray, reference: np.
            ref_acc: float, thresholds: dict, task=None) -> dict:
     """Run an artifact through edgekit.runtime on the held-out inputs and compare with PyTorch.
 
-    fp32 artifacts must match the PyTorch logits within `parity_atol`, fp16 within `fp16_atol`
-    (both scaled by the logits' range); int8 artifacts must keep accuracy within
-    `max_int8_drop` points of PyTorch fp32. An artifact that cannot be loaded or run (an
+    fp32 artifacts must match the PyTorch outputs within `parity_atol`, fp16 within `fp16_atol`
+    (both scaled by the outputs' range); int8 artifacts must keep the task's metric (accuracy)
+    within `max_int8_drop` points of PyTorch fp32. `task` (edgekit.tasks; classification when
+    None) scores and decodes the outputs. An artifact that cannot be loaded or run (an
     operator the runtime lacks) fails its check with the runtime's one-line reason.
     """
     from edgekit.runtime import load
@@ -247,8 +247,8 @@ def verify(path: Path, fmt: Format, x: np.ndarray, y: np.ndarray, reference: np.
         runner = load(path)
         outputs = batched(runner.run, x)
     except EdgekitError as e:
-        return {**row, "accuracy": 0.0, "accuracy_drop_points": round(ref_acc * 100, 4),
-                "max_abs_diff": float("inf"), "top1_agreement": 0.0, "passed": False,
+        return {**row, "accuracy": None, "accuracy_drop_points": None,
+                "max_abs_diff": None, "top1_agreement": None, "passed": False,
                 "why": f"{fmt.format} {fmt.precision}: {e}"}
     artifact = (runner.manifest or {}).get("artifact", {})
     for key in ("target", "quantized_engine"):
@@ -353,8 +353,9 @@ def report_markdown(report: dict) -> str:
             + (", kept" if r.get("kept") else "")
         lines.append(
             f"| {r['file']} | {r['format']} | {r['precision']} | {r.get('layout', '-')} "
-            f"| {r['bytes'] / 1024:.1f} | {r['accuracy']:.2%} | {r['accuracy_drop_points']:.2f} "
-            f"| {r['max_abs_diff']:.2e} | {r['top1_agreement']:.2%} | {_ms(r)} | {check} |"
+            f"| {r['bytes'] / 1024:.1f} | {_num(r['accuracy'], '.2%')} "
+            f"| {_num(r['accuracy_drop_points'], '.2f')} | {_num(r['max_abs_diff'], '.2e')} "
+            f"| {_num(r['top1_agreement'], '.2%')} | {_ms(r)} | {check} |"
         )
     if report.get("candidates"):
         lines += ["", "int8 candidates:", "",
@@ -362,8 +363,9 @@ def report_markdown(report: dict) -> str:
                   "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
         for c in report["candidates"]:
             lines.append(
-                f"| {c['format']} | {c['layout']} | {c['bytes'] / 1024:.1f} | {c['accuracy']:.2%} "
-                f"| {c['accuracy_drop_points']:.2f} | {_ms(c)} "
+                f"| {c['format']} | {c['layout']} | {c['bytes'] / 1024:.1f} "
+                f"| {_num(c['accuracy'], '.2%')} | {_num(c['accuracy_drop_points'], '.2f')} "
+                f"| {_ms(c)} "
                 f"| {'pass' if c['passed'] else 'FAIL: ' + c['why']} "
                 f"| {'yes' if c['chosen'] else ''} |")
     tuning = report.get("tuning") or {}
@@ -452,26 +454,29 @@ def _tune(target, budget: float, cands: list[Candidate], x: np.ndarray, time_art
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _choose(cands: list[Candidate], allow_degraded: bool) -> tuple[Candidate, list[str]]:
-    """The candidate to publish, and the failures to report if none passed.
+def _choose(cands: list[Candidate]) -> Candidate:
+    """The candidate to publish among those written for one format.
 
     The fastest passing candidate; the first (the target's documented layout) unless another
-    is more than TIE faster or the candidates were not timed. With none passing, the most
-    accurate one if allow_degraded, else the reasons.
+    is more than TIE faster or the candidates were not timed. With none passing (only reached
+    with allow_degraded), the most accurate one, marked degraded.
     """
     passing = [c for c in cands if c.row["passed"]]
     if passing:
         first = passing[0]
         timed = [c for c in passing if c.ms is not None]
         if first.ms is None or not timed:
-            return first, []
+            return first
         best = min(timed, key=lambda c: c.ms)
-        return (first if first.ms <= best.ms * (1 + TIE) else best), []
-    if not allow_degraded:
-        return cands[0], [c.row["why"] for c in cands]
-    best = min(cands, key=lambda c: (c.row["accuracy_drop_points"], c.row["max_abs_diff"]))
+        return first if first.ms <= best.ms * (1 + TIE) else best
+
+    def badness(c):  # None: the artifact did not even run
+        return tuple(float("inf") if c.row[k] is None else c.row[k]
+                     for k in ("accuracy_drop_points", "max_abs_diff"))
+
+    best = min(cands, key=badness)
     best.row["degraded"] = True
-    return best, []
+    return best
 
 
 def _artifact_row(c: Candidate) -> dict:
@@ -539,7 +544,11 @@ def _notes(stage: Path, fmts: list[Format], kept: list[Candidate]) -> list[str]:
 
 
 def _ms(row: dict) -> str:
-    return f"{row['latency_ms']:.3f}" if row.get("latency_ms") is not None else "-"
+    return _num(row.get("latency_ms"), ".3f")
+
+
+def _num(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def _save_samples(path: Path, x: np.ndarray, y: np.ndarray) -> None:
