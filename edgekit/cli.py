@@ -14,7 +14,6 @@ import click
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError, Interrupted
-from edgekit.export.targets import TARGETS
 
 # Modules that only the `train` extra installs: the base install is the Pi runtime.
 TRAIN_EXTRA = {"torch", "torchvision", "onnx", "onnxscript", "sklearn", "tqdm", "matplotlib",
@@ -138,11 +137,11 @@ def train_cmd(recipe, overrides, out, resume, no_progress):
               help="Also write int8 of each format asked for: model.int8.onnx (onnxruntime) "
                    "and/or model.int8.ts (torch.ao).")
 @click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (for GPU hosts).")
-@click.option("--target", type=click.Choice(TARGETS), default="local", show_default=True,
+@click.option("--target", default="local", show_default=True, metavar="TARGET",
               help="Where the model will run: local (this CPU: int8 layouts timed, the fastest "
-                   "kept), x86, pi4, pi5 or arm64 (documented presets).")
-@click.option("--int8-method", type=click.Choice(["auto", "static", "dynamic"]), default=None,
-              help="static (calibrated) or dynamic int8; default: the recipe's "
+                   "kept), or a documented preset: x86, pi4, pi5, arm64.")
+@click.option("--int8-method", default=None, metavar="METHOD",
+              help="auto, static (calibrated) or dynamic int8; default: the recipe's "
                    "export.int8_method, auto (static for conv nets, dynamic for Linear/RNN).")
 @click.option("--int8-exclude", "exclude", multiple=True, metavar="NAME",
               help="Keep layer NAME (a module name, e.g. classifier.7 or layer4) in fp32 in "
