@@ -12,8 +12,9 @@ branching on task names:
 Methods that only reshape (`loss_view`) work on numpy arrays and torch tensors alike, so the
 training loop can call them on tensors without this module importing torch.
 
-A new task (regression, per-step sequence classification, sequence regression) is a subclass
-registered with `@register_task("name")`.
+Each task is a subclass registered with `@register_task("name")`: classification,
+sequence_classification (one class per step: character models), regression and
+sequence_regression (one value per step).
 """
 
 from __future__ import annotations
@@ -65,6 +66,16 @@ class Task:
         """How much worse `value` is than `reference`, in the units `format` shows."""
         return reference - value if self.higher_is_better else value - reference
 
+    def drop_points(self, reference: np.ndarray, outputs: np.ndarray,
+                    targets: np.ndarray) -> float:
+        """How many points of a 0-100 score `outputs` lose against `reference` on `targets`.
+
+        The one number export's `max_int8_drop` bounds: accuracy points for classification,
+        R² points (the MSE change as a percentage of the targets' variance) for regression.
+        """
+        return 100 * (self.score(reference, targets) - self.score(outputs, targets)) \
+            * (1 if self.higher_is_better else -1)
+
     def format(self, value: float) -> str:
         """The metric as people read it, e.g. '98.61%' or '0.0123'."""
         return f"{value:.4g}"
@@ -99,6 +110,57 @@ class Classification(Task):
 
     def format(self, value: float) -> str:
         return f"{value:.2%}"
+
+
+@register_task("sequence_classification")
+class SequenceClassification(Classification):
+    """One class per step: scores (B, T, K) against labels (B, T), e.g. a character model.
+
+    The metric is the accuracy over all steps; `decode` gives (B, T) class indices, which the
+    labels (the output vocabulary) turn into text ("hello" -> "ohlol").
+    """
+
+    name = "sequence_classification"
+
+    def sequences_equal(self, outputs: np.ndarray, reference: np.ndarray) -> float:
+        """The fraction of sequences whose every step decodes as in `reference`."""
+        return float((self.decode(outputs) == self.decode(reference)).all(-1).mean())
+
+
+@register_task("regression")
+class Regression(Task):
+    """Real values: outputs (B, D) against targets (B, D), lower mean squared error is better.
+
+    `labels` name the D output columns. The int8 bound is in R² points: an MSE rise of 1% of
+    the targets' variance is one point, so one threshold means the same for every scale of y.
+    """
+
+    name = "regression"
+    loss = "mse"
+    metric = "mse"
+    higher_is_better = False
+    target_dtype = "float32"
+
+    def loss_view(self, outputs, targets):
+        # A model's (B, 1) output against (B,) targets would broadcast to (B, B): match shapes.
+        return outputs.reshape(targets.shape), targets
+
+    def score(self, outputs: np.ndarray, targets: np.ndarray) -> float:
+        diff = np.asarray(outputs, np.float64).reshape(np.shape(targets)) - targets
+        return float(np.mean(diff ** 2))
+
+    def drop_points(self, reference: np.ndarray, outputs: np.ndarray,
+                    targets: np.ndarray) -> float:
+        variance = float(np.var(np.asarray(targets, np.float64)))
+        rise = self.score(outputs, targets) - self.score(reference, targets)
+        return 100 * rise / max(variance, 1e-12)
+
+
+@register_task("sequence_regression")
+class SequenceRegression(Regression):
+    """Real values per step: outputs (B, T, D) against targets (B, T, D), e.g. sin -> cos."""
+
+    name = "sequence_regression"
 
 
 def get_task(name: str) -> Task:

@@ -73,6 +73,7 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
             "amp": amp,
             # The data contract export must reproduce (checked there via the fingerprint).
             "input_shape": list(data.input_shape),
+            "input_dtype": str(data.train.x.dtype),
             "labels": data.labels,
             "preprocess": data.preprocess,
             "data_fingerprint": data.fingerprint(),
@@ -99,10 +100,22 @@ def fit(recipe: Recipe, data, progress: bool = True):
     edgekit.optim). The loop itself knows no task, loss or optimizer by name.
     """
     import torch
+
+    threads = torch.get_num_threads()
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    try:
+        return _fit(recipe, data, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(recipe: Recipe, data, progress: bool = True):
+    import torch
     from tqdm import tqdm
 
     from edgekit.losses import build_loss
-    from edgekit.models import build_model
+    from edgekit.models import build_model, model_options
     from edgekit.optim import build_optimizer, build_scheduler, l1_penalty
     from edgekit.tasks import get_task
 
@@ -112,9 +125,14 @@ def fit(recipe: Recipe, data, progress: bool = True):
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = build_model(recipe.model.name, input_shape=data.input_shape,
-                        num_outputs=len(data.labels), dropout=recipe.model.dropout).to(device)
-    loader = torch.utils.data.DataLoader(
-        data.train, batch_size=recipe.data.batch_size, shuffle=True, drop_last=False,
+                        num_outputs=len(data.labels), dropout=recipe.model.dropout,
+                        **model_options(recipe.model, data.preprocess)).to(device)
+    stateful = getattr(model, "stateful", False)
+    if stateful and data.train.stream != recipe.data.batch_size:
+        raise EdgekitError(f"model.stateful needs ordered windows of a series, {recipe.data.name} "
+                           "has none; choose a stream dataset (sincos) or set it to false")
+    loader = torch.utils.data.DataLoader(  # a stream's windows stay in order
+        data.train, batch_size=recipe.data.batch_size, shuffle=not stateful, drop_last=False,
         num_workers=max(0, recipe.data.workers),
         generator=torch.Generator().manual_seed(cfg.seed),
     )
@@ -133,11 +151,12 @@ def fit(recipe: Recipe, data, progress: bool = True):
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0, seen, loss_sum, score_sum = time.perf_counter(), 0, 0.0, 0.0
+        state = None  # a stateful model starts every pass over its streams from zeros
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             x = augment(x, cfg.shift, cfg.flip)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                out = model(x)  # (B, K) scores, or a tuple (main, *aux) in training
+                out, state = forward(model, x, state)  # (B, K), or (main, *aux) in training
                 main, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
                 loss = loss_fn(main, y) + sum(AUX_WEIGHT * loss_fn(a, y) for a in aux)
                 if cfg.l1:
@@ -211,6 +230,19 @@ def augment(x, shift: int = 0, flip: bool = False):
     return x.contiguous()
 
 
+def forward(model, x, state=None):
+    """model(x), and for a stateful model (`model.stateful`) also its new state.
+
+    A stateful model takes the state its previous window left, (L, B, H), and returns
+    (outputs, state); the state goes on detached, so gradients stop at the window's start
+    (truncated backpropagation through time). Returns (outputs, state or None).
+    """
+    if getattr(model, "stateful", False):
+        out, state = model(x, state)
+        return out, state.detach()
+    return model(x), None
+
+
 def evaluate(model, split, batch_size: int, task, loss_fn, device=None) -> dict:
     """Mean loss and the task's metric of `model` on a held-out split.
 
@@ -221,12 +253,14 @@ def evaluate(model, split, batch_size: int, task, loss_fn, device=None) -> dict:
 
     device = device or next(model.parameters()).device
     model.eval()
-    loss_sum, outputs = 0.0, []
+    loss_sum, outputs, state = 0.0, [], None
+    batch_size = getattr(split, "stream", 0) or batch_size
     with torch.inference_mode():
-        for i in range(0, len(split), batch_size):
+        for i in range(0, len(split), batch_size):  # in order: a stream carries its state
             x = torch.from_numpy(np.asarray(split.x[i:i + batch_size])).to(device)
             y = torch.from_numpy(np.asarray(split.y[i:i + batch_size])).to(device)
-            out = model(x).float()
+            out, state = forward(model, x, state)
+            out = out.float()
             loss_sum += loss_fn(out, y).item() * len(y)
             outputs.append(out.cpu().numpy())
     return {"loss": loss_sum / len(split),
@@ -242,7 +276,7 @@ def load_run(run: str | Path):
     import yaml
     from safetensors.torch import load_file
 
-    from edgekit.models import build_model
+    from edgekit.models import build_model, model_options
 
     run = Path(run)
     if not run.is_dir():
@@ -254,7 +288,8 @@ def load_run(run: str | Path):
         recipe = from_dict(yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8")))
         metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
         model = build_model(recipe.model.name, input_shape=metrics["input_shape"],
-                            num_outputs=len(metrics["labels"]), dropout=recipe.model.dropout)
+                            num_outputs=len(metrics["labels"]), dropout=recipe.model.dropout,
+                            **model_options(recipe.model, metrics["preprocess"]))
         model.load_state_dict(load_file(run / WEIGHTS))
     except EdgekitError as e:
         raise EdgekitError(f"run {str(run)!r}: {e}") from None
