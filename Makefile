@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 EK     := $(BIN)/edgekit
 DEMO   := runs/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-arm lint bench clean
 
 install: $(STAMP)
 
@@ -29,11 +29,25 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check .
 
+# edgekit on an emulated Pi 4 and Pi 5 (qemu-user, aarch64 python from Debian packages); the
+# environment is cached in ~/.cache/edgekit/arm, keyed by what it contains.
+test-arm: $(STAMP)
+	PYTHON=$(BIN)/python bash tools/test-arm.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The latency suite (benchmarks/): models x paths x threads x batch, JSON with machine facts.
+# make bench MODELS=lenet5,resnet18 BENCH_JSON=x86.json; compare machines with
+# edgekit bench compare x86.json pi5.json (or pytest-benchmark compare).
+BENCH_JSON ?= runs/bench/suite.json
+MODELS     ?=
 bench: $(STAMP)
-	$(BIN)/python -m pytest benchmarks --benchmark-only
+	mkdir -p $(dir $(BENCH_JSON))
+	EDGEKIT_BENCH_MODELS=$(MODELS) $(BIN)/python -m pytest benchmarks --benchmark-only \
+		--benchmark-json=$(BENCH_JSON) --benchmark-min-rounds=10 --benchmark-max-time=1 \
+		--benchmark-warmup=on --benchmark-warmup-iterations=5 --benchmark-sort=name \
+		--benchmark-columns=min,median,mean,stddev,rounds
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .benchmarks
+	rm -rf $(VENV) runs build .pytest_cache .benchmarks

@@ -6,6 +6,7 @@ on .onnx files run on a machine without torch.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import click
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
+from edgekit.export.targets import TARGETS
 
 # Modules that only the `train` extra installs: the base install is the Pi runtime.
 TRAIN_EXTRA = {"torch", "torchvision", "onnx", "onnxscript", "sklearn", "tqdm", "matplotlib",
@@ -49,6 +51,19 @@ def fail(message: str):
 @click.version_option(__version__, prog_name="edgekit")
 def main():
     """Train a model from a recipe, export it to ONNX/TorchScript (int8), run and bench it."""
+    import warnings
+
+    from edgekit.errors import EdgekitWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, EdgekitWarning):  # input that runs but may mislead: one line
+            click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 @main.command("recipes")
@@ -94,62 +109,322 @@ def train_cmd(recipe, overrides, out, no_progress):
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--onnx", is_flag=True, help="Write model.onnx (fp32).")
 @click.option("--torchscript", is_flag=True, help="Write model.ts (fp32, traced and frozen).")
-@click.option("--int8", is_flag=True, help="Write model.int8.onnx (static QDQ, calibrated).")
+@click.option("--int8", is_flag=True,
+              help="Also write int8 of each format asked for: model.int8.onnx (onnxruntime) "
+                   "and/or model.int8.ts (torch.ao).")
+@click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (for GPU hosts).")
+@click.option("--target", type=click.Choice(TARGETS), default="local", show_default=True,
+              help="Where the model will run: local (this CPU: int8 layouts timed, the fastest "
+                   "kept), x86, pi4, pi5 or arm64 (documented presets).")
+@click.option("--int8-method", type=click.Choice(["auto", "static", "dynamic"]), default=None,
+              help="static (calibrated) or dynamic int8; default: the recipe's "
+                   "export.int8_method, auto (static for conv nets, dynamic for Linear/RNN).")
+@click.option("--int8-exclude", "exclude", multiple=True, metavar="NAME",
+              help="Keep layer NAME (a module name, e.g. classifier.7 or layer4) in fp32 in "
+                   "the int8 artifacts; repeatable or comma-separated.")
+@click.option("--allow-degraded", is_flag=True,
+              help="Keep an artifact that fails its check, recorded as failed in the report "
+                   "and manifest, instead of failing the export.")
 @click.option("--max-int8-drop", type=click.FloatRange(min=0), default=None,
               help="Accuracy points int8 may lose (default: the recipe's export.max_int8_drop).")
-def export_cmd(run, onnx, torchscript, int8, max_int8_drop):
-    """Export RUN's model and verify every artifact against PyTorch."""
+@click.option("--tune-seconds", type=click.FloatRange(min=0), default=None,
+              help="Timing budget per int8 candidate with --target local (default: the "
+                   "recipe's export.tune_seconds; 0 keeps the first layout untimed).")
+def export_cmd(run, onnx, torchscript, int8, fp16, target, int8_method, exclude,
+               allow_degraded, max_int8_drop, tune_seconds):
+    """Export RUN's model and verify every artifact against PyTorch.
+
+    Only the formats asked for are rebuilt; other files in RUN/export are kept.
+    """
     from edgekit.export import export, report_markdown
 
-    if int8 and not onnx:
-        raise EdgekitError("--int8 quantizes the ONNX model: add --onnx")
-    formats = [name for name, on in (("onnx", onnx), ("onnx-int8", int8),
-                                      ("torchscript", torchscript)) if on]
-    report = export(run, formats, max_int8_drop=max_int8_drop)
+    if int8 and not (onnx or torchscript):
+        raise EdgekitError("--int8 quantizes the ONNX and/or TorchScript model: add --onnx "
+                           "and/or --torchscript")
+    if fp16 and not onnx:
+        raise EdgekitError("--fp16 converts the ONNX model: add --onnx")
+    formats = [name for name, on in (
+        ("onnx", onnx), ("onnx-int8", onnx and int8), ("onnx-fp16", fp16),
+        ("torchscript", torchscript), ("torchscript-int8", torchscript and int8)) if on]
+    names = tuple(n.strip() for item in exclude for n in item.split(",") if n.strip())
+    report = export(run, formats, target=target, int8_method=int8_method, exclude=names,
+                    allow_degraded=allow_degraded, max_int8_drop=max_int8_drop,
+                    tune_seconds=tune_seconds)
     click.echo(report_markdown(report).rstrip())
     click.echo(f"artifacts: {run / 'export'}")
 
 
 @main.command("predict")
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.argument("image", required=False, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--sample", type=int, default=None,
-              help="Use held-out sample N shipped with the export instead of an image.")
+              help="Use held-out sample N shipped with the export instead of INPUTS.")
 @click.option("-k", "--top", "k", type=click.IntRange(min=1), default=3, show_default=True,
               help="How many labels to show.")
+@click.option("--batch", type=click.IntRange(min=1, max=4096), default=32, show_default=True,
+              help="Inputs per inference when predicting many.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per input (JSON Lines) on stdout.")
+@click.option("--skip-bad", is_flag=True,
+              help="Report an unreadable input (an error entry) and go on, instead of stopping.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads.")
-def predict_cmd(artifact, image, sample, k, threads):
-    """Classify IMAGE (or --sample N) with ARTIFACT (.onnx or .ts) and print top-k labels."""
-    from edgekit.runtime import predict
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--no-verify", is_flag=True,
+              help="Load the artifact even if its sha256 differs from manifest.json's.")
+def predict_cmd(artifact, inputs, sample, k, batch, as_json, skip_bad, threads, device,
+                no_verify):
+    """Predict INPUTS (files or folders of images) or --sample N with ARTIFACT (.onnx or .ts).
 
-    title, top = predict(artifact, image, sample, k, threads)
-    click.echo(f"{title} -> {artifact.name}")
-    for rank, (name, p) in enumerate(top, 1):
-        click.echo(f"  {rank}. {name:<12} {p:.4f}")
+    Folders are searched recursively for the files the model takes; results stream in input
+    order, BATCH inputs per inference, with a throughput line on stderr at the end.
+    """
+    import json
+
+    from edgekit.runtime.batch import predict
+
+    run = predict(artifact, list(inputs), sample, batch, k, threads, device, not no_verify,
+                  skip_bad)
+    bar = None
+    if run.count > 1 and sys.stderr.isatty():
+        bar = click.progressbar(length=run.count, label="predict", file=sys.stderr)
+        bar.__enter__()
+    try:
+        for result in run.results:
+            if bar:
+                bar.update(1)
+            if as_json:
+                click.echo(json.dumps(result))
+            elif "error" in result:
+                click.echo(f"{result['input']}  error: {result['error']}")
+            elif run.count == 1:
+                click.echo(f"{result['input']}"
+                           + (f" (label {result['true_label']})" if "true_label" in result else "")
+                           + f" -> {artifact.name}")
+                for rank, t in enumerate(result["top"], 1):
+                    click.echo(f"  {rank}. {t['label']:<12} {_p(t['probability'])}")
+            else:
+                click.echo(f"{result['input']}  " + "  ".join(
+                    f"{t['label']} {_p(t['probability'])}" for t in result["top"]))
+    finally:
+        if bar:
+            bar.__exit__(None, None, None)
+    if run.count > 1:
+        click.echo(run.stats.line(), err=True)
 
 
-@main.command("bench")
+def _p(probability: float | None) -> str:
+    return "nan" if probability is None else f"{probability:.4f}"
+
+
+@main.command("verify")
+@click.argument("export_dir", type=click.Path(path_type=Path))
+def verify_cmd(export_dir):
+    """Check every artifact EXPORT_DIR's manifest.json lists against its sha256 and size."""
+    from edgekit.manifest import verify_export
+    from edgekit.table import table
+
+    rows = verify_export(export_dir)
+    click.echo(table([("artifact", "size KB", "status", "why")] + [
+        (r["file"], f"{r['bytes'] / 1024:.1f}" if r["bytes"] is not None else "-", r["status"],
+         r["why"]) for r in rows]))
+    failed = [r for r in rows if r["status"] in ("missing", "mismatch")]
+    if failed:
+        raise EdgekitError(f"{len(failed)} of {sum(r['status'] != 'unlisted' for r in rows)} "
+                           "listed artifact(s) failed verification: " + ", ".join(
+                               f"{r['file']} ({r['status']})" for r in failed))
+    click.echo(f"ok: {sum(r['status'] == 'ok' for r in rows)} artifact(s) match "
+               f"{export_dir / 'manifest.json' if export_dir.is_dir() else export_dir}")
+
+
+@main.command("serve")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback is reachable from the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="TCP port (0 picks a free one and prints it).")
+@click.option("--max-body", type=click.IntRange(min=1), default=10 * 1024 * 1024,
+              show_default=True, help="Largest request body in bytes (413 beyond).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Seconds a request may take (504 beyond).")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Requests in progress at once (503 beyond).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Requests decoded and run at once.")
+@click.option("-k", "--top", "k", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Default top-k (a request's ?k=N overrides it).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--no-verify", is_flag=True,
+              help="Serve the artifact even if its sha256 differs from manifest.json's.")
+@click.option("--access-log", is_flag=True, help="Log every request on stderr.")
+def serve_cmd(artifact, host, port, max_body, timeout, max_concurrent, workers, k, threads,
+              device, no_verify, access_log):
+    """Serve ARTIFACT over HTTP: POST /predict, GET /health, GET /metadata."""
+    from edgekit.runtime.serve import Limits, serve
+
+    serve(artifact, host, port, Limits(max_body, timeout, max_concurrent, workers, k), threads,
+          device, not no_verify, access_log)
+
+
+class BenchGroup(click.Group):
+    """`edgekit bench ARTIFACT...` times artifacts; `edgekit bench compare A.json B.json` compares.
+
+    A group whose first argument picks the subcommand when it names one (`compare`, `run`) and
+    otherwise goes to `run`: the everyday form stays `edgekit bench model.onnx`, and a run
+    directory that happens to be called "compare" is `edgekit bench run compare` (or ./compare).
+    """
+
+    default = "run"
+
+    def parse_args(self, ctx, args):
+        if not args or args[0] not in self.commands:
+            args = [self.default, *args]  # --help included: the everyday form's help
+        return super().parse_args(ctx, args)
+
+
+@main.group("bench", cls=BenchGroup)
+def bench_group():
+    """Time artifacts on this machine, or compare result files from several machines."""
+
+
+@bench_group.command("run", epilog="Compare machines: edgekit bench compare A.json B.json "
+                     "(see edgekit bench compare --help).")
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Intra-op threads (default: all cores).")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=None,
+              help="Timed calls per artifact and setting  [default: 200].")
+@click.option("--seconds", type=float, default=None,
+              help="Time budget per artifact and setting, instead of --runs.")
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Untimed calls first.")
+@click.option("--threads", default=None, metavar="N[,N...]",
+              help="Intra-op threads, e.g. 1,2 or 1,all (default: all cores).")
+@click.option("--batch", default="1", show_default=True, metavar="N[,N...]",
+              help="Inputs per call, e.g. 1,8.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="JSON report (default: bench.json beside the first artifact).")
-def bench_cmd(artifacts, runs, warmup, threads, batch, out):
-    """Measure p50/p90/p99 latency of ARTIFACTS on this machine."""
-    from edgekit.bench import bench, format_table
-    from edgekit.fileio import atomic_path, json_text
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the JSON report instead of the table.")
+def bench_cmd(artifacts, runs, seconds, warmup, threads, batch, out, as_json):
+    """Measure latency of ARTIFACTS (.onnx, .ts, or run directories) on this machine.
 
-    out = out or artifacts[0].with_name("bench.json")
+    A run directory stands for every artifact its export verified. Prints p50/p90/p99, mean,
+    std, CV, the 95% interval of the median and throughput, per artifact, thread count and
+    batch size; names the fastest artifact only when its interval overlaps no other's, and
+    warns when a measurement was noisy (CV > 10%).
+    """
+    from edgekit.bench import bench, expand, format_table
+    from edgekit.fileio import atomic_path, json_text
+    from edgekit.machine import usable_cores
+
+    if runs is not None and seconds is not None:
+        raise EdgekitError("give --runs or --seconds, not both")
+    if seconds is not None and not 0 < seconds < math.inf:
+        raise EdgekitError(f"--seconds {seconds:g}: expected a time budget > 0")
+    thread_counts = parse_counts(threads or "all", "--threads", all_value=usable_cores())
+    batches = parse_counts(batch, "--batch")
+    files, _ = expand(artifacts)  # a bad directory fails before --out is claimed
+    out = out or files[0].with_name("bench.json")
     if out.is_dir():  # checked before timing, so no measurement is lost
         raise EdgekitError(f"--out {str(out)!r} is a directory; expected a .json file path")
     with atomic_path(out) as tmp:  # claimed first: an unwritable --out fails before timing
-        report = bench(list(artifacts), runs=runs, warmup=warmup, threads=threads, batch=batch)
+        report = bench(list(artifacts), runs=runs or 200, warmup=warmup, threads=thread_counts,
+                       batch=batches, seconds=seconds)
         tmp.write_text(json_text(report), encoding="utf-8")
-    click.echo(format_table(report))
-    click.echo(f"wrote {out}")
+    if as_json:
+        click.echo(json_text(report), nl=False)
+    else:
+        click.echo(format_table(report))
+        click.echo(f"wrote {out}")
+    for line in report["skipped"]:
+        click.echo(f"skipped: {line}", err=True)
+    for line in noise_lines(report):
+        click.echo(f"warning: {line}", err=True)
+
+
+@bench_group.command("compare")
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--baseline", default=None, metavar="FILE|LETTER",
+              help="The machine ratios divide by: one of the files, or its letter (default A, "
+                   "the first).")
+@click.option("--chart", type=click.Path(path_type=Path), default=Path("bench-compare.png"),
+              show_default=True, help="The PNG bar chart to write.")
+@click.option("--no-chart", is_flag=True, help="Print the table only.")
+@click.option("--any-threads", is_flag=True,
+              help="Match artifacts whatever their thread counts (each file's run with the "
+                   "most threads); by default only equal counts match, 'all' matching 'all'.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def bench_compare_cmd(results, baseline, chart, no_chart, any_threads, as_json):
+    """Compare bench RESULTS (JSON of `edgekit bench` or `make bench`) from several machines.
+
+    Prints the median latency of each artifact on each machine, side by side, with ratios to
+    the baseline machine, and writes a PNG bar chart. Emulated (qemu) results are labelled.
+    """
+    from edgekit.bench import compare, format_compare
+    from edgekit.fileio import json_text
+
+    report = compare(list(results), baseline=baseline, match_threads=not any_threads)
+    if not no_chart and chart.is_dir():
+        raise EdgekitError(f"--chart {str(chart)!r} is a directory; expected a .png file path")
+    if as_json:
+        click.echo(json_text(report), nl=False)
+    else:
+        click.echo(format_compare(report))
+    if not no_chart:
+        try:
+            from edgekit.bench.chart import bar_chart
+            click.echo(f"wrote {bar_chart(report, chart)}", err=as_json)
+        except ImportError as e:
+            if e.name != "matplotlib":
+                raise
+            click.echo("warning: no chart: it needs matplotlib (pip install matplotlib, or "
+                       "the train extra); the table above is complete", err=True)
+
+
+def noise_lines(report: dict, most: int = 3) -> list[str]:
+    """The bench's noise warnings, folded into one line when there are many."""
+    lines = report["warnings"]
+    if len(lines) <= most:
+        return lines
+    noisy = sorted((r for r in report["results"] if r["noisy"]), key=lambda r: -r["cv"])
+    worst = ", ".join(f"{r['label']} b{r['batch']} t{r['threads']} {r['cv']:.0%}"
+                      for r in noisy[:most])
+    return [f"{len(noisy)} of {len(report['results'])} results are too noisy (CV > 10%; "
+            f"worst: {worst}); medians are less reliable: close other programs, or raise "
+            "--runs / --seconds"]
+
+
+def parse_counts(text: str, option: str, all_value: int | None = None) -> list[int]:
+    """"1,2,8" -> [1, 2, 8]; "all" -> all_value where allowed. One-line error otherwise."""
+    counts = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if all_value is not None and part == "all":
+            counts.append(all_value)
+        elif part.isdigit() and int(part) > 0:
+            counts.append(int(part))
+        else:
+            expected = "positive whole numbers separated by commas, e.g. 1,8" + (
+                ", or 'all'" if all_value is not None else "")
+            raise EdgekitError(f"{option} {text!r}: expected {expected}")
+    return counts
+
+
+@main.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Seconds each self-test process may take.")
+def doctor_cmd(as_json, timeout):
+    """Check that this machine runs edgekit well: CPU, board, libraries, int8 and torch.
+
+    Exits 1 if a check failed (a self-test that crashed or computed wrong results).
+    """
+    from edgekit.doctor import diagnose, format_report
+    from edgekit.fileio import json_text
+
+    report = diagnose(timeout=timeout)
+    click.echo(json_text(report).rstrip() if as_json else format_report(report))
+    if not report["ok"]:
+        sys.exit(1)
 
 
 @main.command("summary")

@@ -71,15 +71,50 @@ def isa_features(cpuinfo: str, arch: str) -> dict[str, bool]:
 
 
 def cpu_name(cpuinfo: str, arch: str) -> str:
-    """A readable CPU name: x86 "model name"; on ARM the core from "CPU part" (Cortex-A72)."""
+    """A readable CPU name: x86 "model name"; on ARM the core from "CPU part" (Cortex-A72).
+
+    On ARM the core is preferred to "model name", which a 32-bit Pi OS fills with the
+    uninformative "ARMv7 Processor rev 3 (v7l)" and a 64-bit one leaves out.
+    """
     fields = parse_cpuinfo(cpuinfo)
+    if _is_arm(arch):
+        if fields.get("CPU implementer") == "0x41" and fields.get("CPU part") in ARM_PARTS:
+            return ARM_PARTS[fields["CPU part"]]
+        if fields.get("CPU part"):
+            return (f"ARM implementer {fields.get('CPU implementer', '?')} "
+                    f"part {fields['CPU part']}")
+        if "vendor_id" in fields:  # older qemu-user passes the host's x86 cpuinfo through
+            return f"unknown ARM core (cpuinfo is the host's: {fields.get('model name', '?')})"
     if fields.get("model name"):
         return fields["model name"]
-    if fields.get("CPU implementer") == "0x41" and fields.get("CPU part") in ARM_PARTS:
-        return ARM_PARTS[fields["CPU part"]]
-    if fields.get("CPU part"):
-        return f"ARM implementer {fields.get('CPU implementer', '?')} part {fields['CPU part']}"
     return platform.processor() or fields.get("Hardware") or "unknown"
+
+
+def board_model(cpuinfo: str, device_tree_model: str = "") -> str | None:
+    """The board ("Raspberry Pi 5 Model B Rev 1.0"): the device tree's model, else cpuinfo's.
+
+    Raspberry Pi kernels print the board as the last "Model" line of /proc/cpuinfo; the
+    device tree (/proc/device-tree/model, NUL-terminated) has it on any device-tree board.
+    """
+    return (device_tree_model.strip("\x00\n ") or parse_cpuinfo(cpuinfo).get("Model")
+            or None)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), which containers may limit."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cpu_governor() -> str | None:
+    """The cpufreq governor of core 0 ("ondemand", "performance"), None where not exposed.
+
+    On a Pi, "ondemand" ramps the clock up only after a burst of load: short benchmarks
+    then time part of their calls at the idle clock.
+    """
+    return _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").strip() or None
 
 
 def is_emulated(arch: str, cpuinfo: str, kernel_arch: str) -> bool:
@@ -141,17 +176,26 @@ def versions() -> dict:
 
 
 def machine_info() -> dict:
-    """This machine: arch, CPU, cores, ISA features, board, Pi state, emulation, versions."""
+    """This machine: arch, CPU, cores, ISA features, board, Pi state, emulation, versions.
+
+    Returns:
+        arch, cpu, cores (all), usable_cores (this process's affinity), isa ({feature: bool}),
+        board (None off device-tree boards), pi (temperature/throttling, None off a Pi),
+        governor, os, hostname, emulated (qemu-user: times are not real ARM times), versions.
+    """
     cpuinfo = _read("/proc/cpuinfo")
     arch = platform.machine()
     return {
         "arch": arch,
         "cpu": cpu_name(cpuinfo, arch),
         "cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
         "isa": isa_features(cpuinfo, arch),
-        "board": _read("/proc/device-tree/model").strip("\x00\n ") or None,  # Raspberry Pi 4 ..
+        "board": board_model(cpuinfo, _read("/proc/device-tree/model")),  # Raspberry Pi 4 ..
         "pi": pi_state(),
+        "governor": cpu_governor(),
         "os": f"{platform.system()} {platform.release()}",
+        "hostname": platform.node(),
         "emulated": is_emulated(arch, cpuinfo, _read("/proc/sys/kernel/arch").strip()),
         "versions": versions(),
     }

@@ -1,8 +1,13 @@
-"""The contract each artifact carries: input spec, preprocessing, labels, provenance.
+"""The contract each artifact carries: input spec, preprocessing, labels, provenance, integrity.
 
 The same manifest is written as `manifest.json` beside the artifacts (with the sha256 and size
 of each file) and embedded in each artifact (ONNX `metadata_props`, TorchScript `_extra_files`),
-so a Pi needs nothing but the model file. This module imports neither torch nor onnx.
+so a Pi needs nothing but the model file.
+
+The integrity rule: whenever a `manifest.json` beside an artifact lists that artifact, the
+file's sha256 must match the listed one, or loading fails (`verify=False` overrides). A model
+copied alone carries its embedded manifest but no checksum: keep manifest.json beside it to
+detect damage. This module imports neither torch nor onnx.
 """
 
 from __future__ import annotations
@@ -12,13 +17,13 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
-from edgekit.fileio import sha256
-from edgekit.tasks import TASKS
+from edgekit.fileio import not_a_file, sha256
 
 FORMAT_VERSION = 1
 EMBED_KEY = "edgekit.manifest"  # ONNX metadata_props key and TorchScript extra-file name
-REQUIRED = ("format_version", "task", "recipe", "model", "input", "preprocess", "labels")
-PREPROCESS_KEYS = {"image": ("mode", "size", "resample", "scale", "mean", "std")}
+FILE = "manifest.json"
+REQUIRED = ("format_version", "task", "recipe", "model", "input", "preprocess")
+DTYPES = ("float32",)  # model input dtypes the runtime feeds; issue 7 adds int64 (embeddings)
 
 
 def make_manifest(*, recipe: str, model: str, task: str, input_name: str, input_shape: list,
@@ -27,7 +32,7 @@ def make_manifest(*, recipe: str, model: str, task: str, input_name: str, input_
 
     Args:
         input_shape: e.g. [None, 1, 32, 32]; None marks the dynamic batch dimension.
-        preprocess: how raw input becomes the model's input (see runtime/preprocess.py).
+        preprocess: how raw input becomes the model's input (see runtime/preprocess/).
     """
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -44,9 +49,17 @@ def make_manifest(*, recipe: str, model: str, task: str, input_name: str, input_
 
 
 def validate(manifest: dict, source: str) -> dict:
-    """Check the fields a runner relies on. Raises EdgekitError naming what is wrong."""
+    """Check the fields a runner relies on; the task and the preprocess kind check their own.
+
+    Raises:
+        EdgekitError: naming `source` and the first field that is missing or wrong.
+    """
+    from edgekit import tasks
+    from edgekit.runtime import preprocess
+
     if not isinstance(manifest, dict):
-        raise EdgekitError(f"{source}: manifest must be a JSON object")
+        raise EdgekitError(f"{source}: manifest must be a JSON object, got "
+                           f"{type(manifest).__name__}")
     missing = [k for k in REQUIRED if k not in manifest]
     if missing:
         raise EdgekitError(f"{source}: manifest is missing {', '.join(missing)}")
@@ -55,23 +68,19 @@ def validate(manifest: dict, source: str) -> dict:
             f"{source}: manifest format_version {manifest['format_version']!r} is not supported; "
             f"expected {FORMAT_VERSION} (upgrade edgekit)"
         )
-    if manifest["task"] not in TASKS:
-        raise EdgekitError(f"{source}: task {manifest['task']!r}; expected one of "
-                           f"{', '.join(TASKS.names())}")
+    if manifest["task"] not in tasks.TASKS:
+        raise EdgekitError(f"{source}: task {manifest['task']!r}; expected one of: "
+                           f"{', '.join(tasks.TASKS.names())}")
     inp = manifest["input"]
     if not (isinstance(inp, dict) and isinstance(inp.get("name"), str)
-            and isinstance(inp.get("shape"), list) and inp.get("dtype") == "float32"):
-        raise EdgekitError(f"{source}: manifest input must give name, shape and dtype float32")
-    labels = manifest["labels"]
-    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
-        raise EdgekitError(f"{source}: manifest labels must be a non-empty list of strings")
-    pre = manifest["preprocess"]
-    if not isinstance(pre, dict) or pre.get("kind") not in PREPROCESS_KEYS:
-        raise EdgekitError(f"{source}: manifest preprocess kind must be one of "
-                           f"{', '.join(PREPROCESS_KEYS)}")
-    missing = [k for k in PREPROCESS_KEYS[pre["kind"]] if k not in pre]
-    if missing:
-        raise EdgekitError(f"{source}: manifest preprocess is missing {', '.join(missing)}")
+            and isinstance(inp.get("shape"), list)
+            and all(d is None or isinstance(d, str) or (type(d) is int and d > 0)
+                    for d in inp["shape"])
+            and inp.get("dtype") in DTYPES):
+        raise EdgekitError(f"{source}: manifest input must give name, shape (ints, null for "
+                           f"dynamic) and dtype ({', '.join(DTYPES)}); got {inp!r}")
+    tasks.get_task(manifest["task"]).validate(manifest, source)
+    preprocess.validate(manifest["preprocess"], source)
     return manifest
 
 
@@ -90,6 +99,10 @@ def with_files(manifest: dict, folder: Path, files: dict[str, dict]) -> dict:
 
 
 def from_json(text: str, source: str) -> dict:
+    """Parse and validate a manifest. Raises EdgekitError naming `source` if it is not one."""
+    if not text.strip():
+        raise EdgekitError(f"{source} is empty; expected the JSON manifest `edgekit export` "
+                           "writes")
     try:
         manifest = json.loads(text)
     except json.JSONDecodeError as e:
@@ -97,21 +110,106 @@ def from_json(text: str, source: str) -> dict:
     return validate(manifest, source)
 
 
-def beside(artifact: Path) -> dict | None:
+def read(path: Path) -> dict:
+    """Read and validate a manifest.json, with its `artifacts` table checked too."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekitError(f"manifest {str(path)!r} {not_a_file(path)}; expected the "
+                           f"{FILE} that `edgekit export` writes")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise EdgekitError(f"{str(path)}: manifest is not UTF-8 text ({e})") from None
+    manifest = from_json(text, str(path))
+    artifacts = manifest.get("artifacts")
+    if not (isinstance(artifacts, dict) and all(
+            isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in artifacts.values())):
+        raise EdgekitError(f"{str(path)}: manifest artifacts must map each file name to its "
+                           "sha256 and size")
+    return manifest
+
+
+def beside(artifact: Path, verify: bool = True) -> dict | None:
     """The manifest.json next to an artifact, if it lists that file; None otherwise.
 
+    Args:
+        verify: check the artifact's sha256 against the listed one (the integrity rule).
+
     Raises:
-        EdgekitError: the file is listed but its sha256 differs (damaged or replaced).
+        EdgekitError: the manifest is damaged, or (verify=True) the artifact is listed but its
+            sha256 differs (the file is damaged or was replaced).
     """
     artifact = Path(artifact)
-    path = artifact.with_name("manifest.json")
+    path = artifact.with_name(FILE)
     if not path.is_file():
         return None
-    manifest = from_json(path.read_text(encoding="utf-8"), str(path))
-    entry = manifest.get("artifacts", {}).get(artifact.name)
+    try:
+        manifest = read(path)
+    except EdgekitError as e:
+        if not verify:
+            return None  # told not to check: a damaged manifest.json is ignored, not trusted
+        raise EdgekitError(f"{e}; it sits beside {artifact.name}, so its checksum cannot be "
+                           "checked: fix or remove it, or pass --no-verify") from None
+    entry = manifest["artifacts"].get(artifact.name)
     if entry is None:
         return None
-    if entry.get("sha256") != sha256(artifact):
-        raise EdgekitError(f"{str(artifact)!r} does not match the sha256 in {path.name}: the "
-                           "file is damaged or was replaced; copy or export it again")
+    if verify and entry["sha256"] != sha256(artifact):
+        raise EdgekitError(f"{str(artifact)!r} does not match the sha256 in {FILE}: the file is "
+                           "damaged or was replaced; copy or export it again (or pass "
+                           "--no-verify to load it anyway)")
     return manifest
+
+
+def verify_export(folder: str | Path) -> list[dict]:
+    """Check every artifact that an export's manifest.json lists against its size and sha256.
+
+    Args:
+        folder: an export directory, its manifest.json, or one artifact in it.
+
+    Returns:
+        One row per listed artifact: {"file", "bytes", "status", "why"}; status is "ok",
+        "missing" or "mismatch". Also a row with status "unlisted" for each model file in the
+        folder that the manifest does not list (not a failure: it is simply not covered).
+
+    Raises:
+        EdgekitError: no manifest.json, or one that is empty or malformed.
+    """
+    folder = Path(folder)
+    only = None  # an artifact given instead of a folder: check that one file
+    if folder.is_file() and folder.name != FILE:
+        only, folder = folder.name, folder.parent
+    path = folder if folder.name == FILE and folder.is_file() else folder / FILE
+    if not folder.exists():
+        raise EdgekitError(f"export directory {str(folder)!r} does not exist")
+    if folder.is_dir() and not path.is_file():
+        raise EdgekitError(f"{str(folder)!r} has no {FILE}; expected an export directory "
+                           "written by `edgekit export`")
+    manifest = read(path)
+    rows = []
+    listed = manifest["artifacts"]
+    if only is not None:
+        if only not in listed:
+            raise EdgekitError(f"{only} is not listed in {str(path)!r}; nothing to verify it "
+                               "against")
+        listed = {only: listed[only]}
+    for name, entry in listed.items():
+        file = path.with_name(name)
+        if Path(name).name != name:  # a manifest must not point outside its folder
+            rows.append({"file": name, "bytes": None, "status": "mismatch",
+                         "why": "listed name is a path, not a file in this folder"})
+        elif not file.is_file():
+            rows.append({"file": name, "bytes": None, "status": "missing",
+                         "why": f"listed in {FILE} but {not_a_file(file)}"})
+        elif file.stat().st_size != entry.get("bytes", file.stat().st_size) \
+                or sha256(file) != entry["sha256"]:
+            rows.append({"file": name, "bytes": file.stat().st_size, "status": "mismatch",
+                         "why": f"sha256 differs from {FILE}: damaged or replaced"})
+        else:
+            rows.append({"file": name, "bytes": file.stat().st_size, "status": "ok", "why": ""})
+    from edgekit.runtime import BACKENDS  # the suffixes of model files
+
+    for file in sorted(path.parent.iterdir()) if only is None else []:
+        if file.suffix in BACKENDS and file.is_file() and file.name not in manifest["artifacts"]:
+            rows.append({"file": file.name, "bytes": file.stat().st_size, "status": "unlisted",
+                         "why": f"not listed in {FILE}: not covered by a checksum"})
+    return rows

@@ -94,9 +94,12 @@ class ExportConfig:
     opset: int = 18
     calibration_samples: int = 256  # training images fed through the model to set int8 ranges
     calibration_method: str = "minmax"
-    per_channel: bool = True
+    per_channel: bool = True  # int8 weights per output channel (False: per tensor)
+    int8_method: str = "auto"  # auto: static for conv nets, dynamic for Linear/RNN models
     parity_atol: float = 1e-4  # max |fp32 artifact - PyTorch| on held-out inputs
+    fp16_atol: float = 1e-2  # the same for model.fp16.onnx (fp16 keeps ~3 decimal digits)
     max_int8_drop: float = 1.0  # accuracy points int8 may lose against fp32
+    tune_seconds: float = 2.0  # timing budget per int8 candidate on this machine (0: none)
     samples: int = 16  # held-out inputs shipped with the artifacts (predict --sample)
 
 
@@ -129,6 +132,7 @@ CHOICES = {
     "train.schedule": SCHEDULES,
     "train.device": ("auto", "cpu", "cuda"),
     "export.calibration_method": ("minmax", "entropy", "percentile"),
+    "export.int8_method": ("auto", "static", "dynamic"),
 }
 POSITIVE = {"data.image_size", "data.batch_size", "train.epochs", "train.lr", "train.step_size",
             "train.gamma", "train.backbone_lr_scale", "export.calibration_samples",
@@ -136,8 +140,8 @@ POSITIVE = {"data.image_size", "data.batch_size", "train.epochs", "train.lr", "t
 NON_NEGATIVE = {"data.resize", "data.max_train_samples", "data.samples", "data.window",
                 "model.hidden", "model.layers", "model.embed", "train.momentum",
                 "train.weight_decay", "train.l1", "train.grad_clip", "train.early_stop",
-                "train.shift", "train.threads",
-                "export.parity_atol", "export.max_int8_drop"}
+                "train.shift", "train.threads", "export.parity_atol", "export.max_int8_drop",
+                "export.fp16_atol", "export.tune_seconds"}
 # key -> (low, high): low <= value < high
 RANGES = {"data.test_fraction": (1e-9, 1.0), "data.workers": (-1, 1025),
           "model.dropout": (0.0, 1.0), "train.label_smoothing": (0.0, 1.0),

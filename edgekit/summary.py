@@ -20,7 +20,7 @@ def summarize(run: str | Path) -> str:
     report = _load(run / "export" / "report.json", "an export (run `edgekit export`)")
     bench_path = run / "export" / "bench.json"
     bench = _load(bench_path, "a benchmark") if bench_path.is_file() else None
-    p50 = {r["file"]: r["p50_ms"] for r in bench["results"]} if bench else {}
+    p50, batch, threads = _latency(bench) if bench else ({}, None, None)
 
     weights = run / "model.safetensors"
     size = f"{weights.stat().st_size / 1024:.1f}" if weights.is_file() else "-"
@@ -35,10 +35,25 @@ def summarize(run: str | Path) -> str:
              f"{report['test_samples']} held-out samples", table(rows)]
     if bench:
         m = bench["machine"]
-        lines.append(f"latency: batch {bench['settings']['batch']}, "
-                     f"{bench['settings']['threads']} threads on {m['arch']} {m['cpu']}"
+        lines.append(f"latency: batch {batch}, {threads} threads on {m['arch']} {m['cpu']}"
                      + (" (emulated)" if m["emulated"] else ""))
     return "\n".join(lines)
+
+
+def _latency(bench: dict) -> tuple[dict, int, int]:
+    """p50 per artifact file at the smallest batch and the most threads that were benched.
+
+    Returns:
+        ({file: p50 ms}, batch, threads).
+    """
+    settings = bench["settings"]
+    # Before sweeps (schema 1) batch and threads were one number each, in the settings only.
+    rows = [{"batch": settings["batch"], "threads": settings["threads"], **r}
+            for r in bench["results"]]
+    batch = min(r["batch"] for r in rows)
+    threads = max(r["threads"] for r in rows if r["batch"] == batch)
+    return ({r["file"]: r["p50_ms"] for r in rows
+             if r["batch"] == batch and r["threads"] == threads}, batch, threads)
 
 
 def _load(path: Path, what: str) -> dict:

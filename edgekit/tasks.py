@@ -8,6 +8,8 @@ branching on task names:
     task.score(outputs, targets)     # the held-out metric (numpy arrays in, float out)
     task.better(new, old)            # is `new` an improvement (higher or lower is better)
     task.decode(outputs)             # outputs -> predictions (class indices, values, ...)
+    task.results(outputs, manifest)  # outputs -> one JSON-able result per row (predict, serve)
+    task.validate(manifest, source)  # the manifest keys this task needs (runtime load)
 
 Methods that only reshape (`loss_view`) work on numpy arrays and torch tensors alike, so the
 training loop can call them on tensors without this module importing torch.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgekit.errors import EdgekitError
 from edgekit.registry import Registry
 
 TASKS: Registry = Registry("task")
@@ -80,6 +83,18 @@ class Task:
         """The metric as people read it, e.g. '98.61%' or '0.0123'."""
         return f"{value:.4g}"
 
+    # -- the runtime side: manifests and JSON results ------------------------------------------
+
+    def validate(self, manifest: dict, source: str) -> None:
+        """Raise EdgekitError naming a manifest key this task needs that is missing or wrong."""
+
+    def check_output(self, shape: list, manifest: dict, source: str) -> None:
+        """Raise EdgekitError if the model's output shape (from the model file) cannot be right."""
+
+    def results(self, outputs: np.ndarray, manifest: dict, k: int = 5) -> list[dict]:
+        """A batch of raw outputs -> one JSON-able result per row (predict --json, serve)."""
+        raise NotImplementedError
+
 
 @register_task("classification")
 class Classification(Task):
@@ -110,6 +125,26 @@ class Classification(Task):
 
     def format(self, value: float) -> str:
         return f"{value:.2%}"
+
+    def validate(self, manifest: dict, source: str) -> None:
+        if "labels" not in manifest:
+            raise EdgekitError(f"{source}: manifest is missing labels")
+        labels = manifest["labels"]
+        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+            raise EdgekitError(f"{source}: manifest labels must be a non-empty list of strings")
+
+    def check_output(self, shape: list, manifest: dict, source: str) -> None:
+        classes = shape[-1] if shape else None
+        if isinstance(classes, int) and classes != len(manifest["labels"]):
+            raise EdgekitError(f"{source} has {classes} outputs but its manifest names "
+                               f"{len(manifest['labels'])} labels")
+
+    def results(self, outputs: np.ndarray, manifest: dict, k: int = 5) -> list[dict]:
+        """Logits (B, K) -> per row the best label, its probability and the top-k."""
+        top = topk(softmax(outputs), manifest["labels"], k)
+        return [{"label": row[0][0], "probability": _json_number(row[0][1]),
+                 "top": [{"label": name, "probability": _json_number(p)} for name, p in row]}
+                for row in top]
 
 
 @register_task("sequence_classification")
@@ -170,3 +205,22 @@ def get_task(name: str) -> Task:
 
 def list_tasks() -> list[str]:
     return TASKS.names()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (B, K) logits, stable for large values."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def topk(probs: np.ndarray, labels: list[str], k: int) -> list[list[tuple[str, float]]]:
+    """(B, K) probabilities -> for each row the k best (label, probability), best first."""
+    k = min(k, probs.shape[-1])
+    order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    return [[(labels[i], float(p[i])) for i in row] for p, row in zip(probs, order, strict=True)]
+
+
+def _json_number(v: float) -> float | None:
+    """NaN/inf (from non-finite inputs) become null: JSON has no NaN."""
+    return v if np.isfinite(v) else None

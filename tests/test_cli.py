@@ -46,7 +46,8 @@ def test_train_writes_a_complete_run(tiny_run):
 def test_export_writes_verified_artifacts_and_manifest(tiny_run):
     out = tiny_run / "export"
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["artifacts"]) == {"model.onnx", "model.int8.onnx", "model.ts"}
+    assert set(manifest["artifacts"]) == {"model.onnx", "model.int8.onnx", "model.ts",
+                                          "model.int8.ts"}
     for name, entry in manifest["artifacts"].items():
         assert entry["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
     report = json.loads((out / "report.json").read_text())
@@ -133,7 +134,8 @@ def test_missing_run_directory(tmp_path):
 
 def test_export_needs_a_format(tiny_run):
     assert "nothing to export" in bad("export", tiny_run)
-    assert "--int8 quantizes the ONNX model" in bad("export", tiny_run, "--int8")
+    assert "--int8 quantizes the ONNX and/or TorchScript model" in bad("export", tiny_run,
+                                                                       "--int8")
 
 
 def test_artifact_that_is_not_a_model(tiny_run, tmp_path):
@@ -155,9 +157,11 @@ def test_image_that_is_not_an_image(tiny_run, tmp_path):
     assert line.startswith(f"error: '{text}' is not an image")
     assert "does not exist" in bad("predict", tiny_run / "export" / "model.onnx",
                                    tmp_path / "missing.png")
-    line = bad("predict", tiny_run / "export" / "model.onnx", tmp_path)
-    assert line == (f"error: image '{tmp_path}' is not a file; expected an image file "
-                    "(PNG, JPEG, ...)")
+    empty = tmp_path / "empty"  # a folder is searched for images; this one has none
+    empty.mkdir()
+    line = bad("predict", tiny_run / "export" / "model.onnx", empty)
+    assert line.startswith(f"error: folder '{empty}' holds no image files; expected files "
+                           "ending in .png, .jpg")
 
 
 def test_folders_where_files_are_expected(tmp_path):
@@ -165,13 +169,15 @@ def test_folders_where_files_are_expected(tmp_path):
     assert line == f"error: recipe file '{tmp_path}' is not a file; expected a .yaml recipe"
     folder = tmp_path / "model.onnx"
     folder.mkdir()
-    line = bad("bench", folder)
-    assert line == f"error: artifact '{folder}' is not a file; expected a .onnx or .ts file"
+    line = bad("bench", folder)  # a folder is fine for bench if it is a run: this one is not
+    assert line == (f"error: '{folder}' is a directory but not a run or export directory (no "
+                    "export/report.json); expected an artifact file (.onnx, .ts) or a run "
+                    "exported with `edgekit export`")
 
 
 def test_predict_argument_errors(tiny_run):
     onnx = tiny_run / "export" / "model.onnx"
-    assert "either an IMAGE or --sample" in bad("predict", onnx)
+    assert "give INPUT files or folders, or --sample N" in bad("predict", onnx)
     assert "--sample 99: expected 0 to 15" in bad("predict", onnx, "--sample", "99")
 
 
@@ -285,5 +291,5 @@ def test_wrong_input_shape_is_one_line(tiny_run):
          f"r = rt.load({str(tiny_run / 'export' / 'model.onnx')!r})\n"
          "r.run(np.zeros((1, 3, 28, 28), np.float32))"],
         capture_output=True, text=True)
-    assert "edgekit.errors.EdgekitError: model.onnx: inference failed on input (1, 3, 28, 28)" \
-        in proc.stderr
+    assert ("edgekit.errors.EdgekitError: model.onnx takes input 'input' of shape "
+            "(B, 1, 32, 32) float32; got shape (1, 3, 28, 28)") in proc.stderr

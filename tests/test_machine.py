@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from edgekit import machine
 
 CPUINFO = Path(__file__).parent / "data" / "cpuinfo"
@@ -31,6 +33,53 @@ def test_throttle_word_decodes_each_bit():
 
 def test_this_machine_reports_every_fact():
     facts = machine.machine_info()
-    keys = {"arch", "cpu", "cores", "isa", "board", "pi", "os", "emulated", "versions"}
+    keys = {"arch", "cpu", "cores", "usable_cores", "isa", "board", "pi", "governor", "os",
+            "hostname", "emulated", "versions"}
     assert keys <= set(facts)
-    assert facts["cores"] >= 1 and isinstance(facts["isa"], dict)
+    assert facts["cores"] >= facts["usable_cores"] >= 1 and isinstance(facts["isa"], dict)
+
+
+# Real /proc/cpuinfo of a Pi 4 and a Pi 5 on 64-bit kernels (sources: data/cpuinfo/SOURCES.md).
+PIS = [
+    ("aarch64-raspberry-pi-4.txt", "Cortex-A72", "Raspberry Pi 4 Model B Rev 1.1",
+     {"neon": True, "dotprod": False, "i8mm": False, "fp16": False, "sve": False}),
+    ("aarch64-raspberry-pi-5.txt", "Cortex-A76", "Raspberry Pi 5 Model B Rev 1.0",
+     {"neon": True, "dotprod": True, "i8mm": False, "fp16": True, "sve": False}),
+]
+
+
+@pytest.mark.parametrize(("sample", "core", "board", "expected"), PIS,
+                         ids=["pi4", "pi5"])
+def test_raspberry_pi_features_from_recorded_cpuinfo(sample, core, board, expected):
+    text = (CPUINFO / sample).read_text()
+    isa = machine.isa_features(text, "aarch64")
+    assert {k: isa[k] for k in expected} == expected
+    assert not any(isa[k] for k in ("bf16", "sve2"))
+    assert machine.cpu_name(text, "aarch64") == core  # no "model name" on a 64-bit Pi kernel
+    assert machine.board_model(text) == board  # from the trailing "Model" line
+    assert machine.board_model(text, "Raspberry Pi 5 Model B Rev 1.1\x00") == \
+        "Raspberry Pi 5 Model B Rev 1.1"  # the device tree wins when there is one
+    assert not machine.is_emulated("aarch64", text, "aarch64")
+    assert machine.is_emulated("aarch64", text, "x86_64")  # qemu-user on an x86 host
+
+
+def test_x86_features_are_not_read_as_arm_ones():
+    text = (CPUINFO / "x86_64-amd-epyc-zen5.txt").read_text()
+    assert machine.board_model(text) is None
+    # An aarch64 Python under an old qemu-user sees the host's cpuinfo: say so, claim nothing.
+    assert machine.cpu_name(text, "aarch64").startswith("unknown ARM core (cpuinfo is the host")
+    assert not any(machine.isa_features(text, "aarch64").values())
+    assert machine.is_emulated("aarch64", text, "")
+
+
+def test_emulated_pi_cores_from_recorded_qemu_cpuinfo():
+    """qemu-user 10 fills /proc/cpuinfo for the guest core; "CPU part" names it, not the
+    generic "model name" it also writes."""
+    a72 = (CPUINFO / "aarch64-qemu-cortex-a72.txt").read_text()
+    a76 = (CPUINFO / "aarch64-qemu-cortex-a76.txt").read_text()
+    assert machine.cpu_name(a72, "aarch64") == "Cortex-A72"
+    assert machine.cpu_name(a76, "aarch64") == "Cortex-A76"
+    isa72, isa76 = machine.isa_features(a72, "aarch64"), machine.isa_features(a76, "aarch64")
+    assert isa72["neon"] and not isa72["dotprod"] and not isa72["fp16"]
+    assert isa76["neon"] and isa76["dotprod"] and isa76["fp16"] and not isa76["i8mm"]
+    assert machine.is_emulated("aarch64", a72, "x86_64")

@@ -12,9 +12,9 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
-def write(ctx, path: Path, manifest: dict) -> None:
+def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
     """Format hook for edgekit.export: fp32 ONNX of ctx.model."""
-    export_onnx(ctx.model, ctx.example, path, ctx.cfg.opset, manifest)
+    return [(export_onnx(ctx.model, ctx.example, path, ctx.cfg.opset, manifest), {})]
 
 
 def export_onnx(model, example, path: Path, opset: int, manifest: dict) -> Path:
@@ -23,15 +23,23 @@ def export_onnx(model, example, path: Path, opset: int, manifest: dict) -> Path:
     Args:
         example: one input batch (B, ...) used to trace the graph.
         manifest: embedded as metadata_props[EMBED_KEY].
+
+    Raises:
+        EdgekitError: an operator torch.onnx cannot export (named), or a wrong opset.
     """
     import torch
 
+    from edgekit.export import conversion_error
+
     batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.onnx.export(
-        model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), optimize=True,
-        verbose=False,
-    )
+    try:
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), optimize=True,
+            verbose=False,
+        )
+    except Exception as e:  # torch.export / torch.onnx raise many types; name the operator
+        raise conversion_error(f"onnx (opset {opset})", e) from None
     import onnx
 
     proto = program.model_proto  # a fresh ModelProto on each access: take it once

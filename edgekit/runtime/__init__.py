@@ -1,75 +1,204 @@
 """Run exported artifacts. Importing this package needs numpy only (no torch, no onnx).
 
     runner = edgekit.runtime.load("model.int8.onnx")
-    runner.classify_image("digit.png", k=3)   # [("3", 0.98), ("8", 0.01), ("5", 0.004)]
+    runner.predict("digit.png", k=3)   # {"label": "3", "probability": 0.98, "top": [...]}
+    runner.run(x)                      # (B, 1, 32, 32) float32 -> (B, 10) logits
+
+`predict` takes raw input of the manifest's preprocess kind (for images: a path, encoded bytes
+or a PIL image) and returns the JSON-able result of the manifest's task; `edgekit predict` and
+`edgekit serve` both go through it.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgekit import manifest as mf
-from edgekit.errors import EdgekitError
+from edgekit import tasks
+from edgekit.errors import EdgekitError, EdgekitWarning
 from edgekit.fileio import not_a_file
 from edgekit.runtime import preprocess
 
 BACKENDS = {".onnx": "onnxruntime", ".ts": "torchscript"}
+DEVICES = ("cpu", "cuda")
 
 
 class Runner:
-    """One loaded artifact. Backends implement `_run(x) -> logits` and set `input_shape`."""
+    """One loaded artifact.
+
+    Backends set `input_name`, `input_shape` (e.g. [None, 1, 32, 32]; None or a name marks a
+    dynamic dimension), `input_dtype` and `output_shape`, then call `_ready()`, and implement
+    `_run(x) -> first output`.
+    """
 
     backend = ""
 
-    def __init__(self, path: Path, manifest: dict | None):
+    def __init__(self, path: Path, manifest: dict | None, device: str = "cpu"):
         self.path = path
         self.manifest = manifest
+        self.device = device
+        self.check_finite = True  # warn about NaN/inf inputs (EdgekitWarning)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Model input (B, ...) float32 -> raw outputs (B, K) as float32."""
-        return self._run(np.ascontiguousarray(x, dtype=np.float32))
+    def _ready(self) -> None:
+        """Precompute what run() checks, so a call costs a few attribute reads."""
+        self.input_dtype = np.dtype(self.input_dtype)
+        dims = self.input_shape[1:]
+        self._item_shape = tuple(dims) if all(type(d) is int for d in dims) else None
+        self._dot_check = self.input_dtype in (np.float32, np.float64)
+        if self.manifest is not None:
+            tasks.get_task(self.manifest["task"]).check_output(
+                self.output_shape, self.manifest, repr(str(self.path)))
+
+    # -- arrays in, arrays out ----------------------------------------------------------------
+
+    def run(self, x: Any) -> np.ndarray:
+        """Model input (B, ...) -> the model's first output (B, ...).
+
+        Real-number arrays of another dtype are cast to the input dtype (float64 -> float32);
+        integer inputs take integers only.
+
+        Raises:
+            EdgekitError: the wrong shape or a dtype that does not convert (complex, str, ...).
+
+        Warns:
+            EdgekitWarning: the input holds NaN or inf.
+        """
+        if not (type(x) is np.ndarray and x.dtype == self.input_dtype and x.flags.c_contiguous):
+            x = self._coerce(x)
+        shape = x.shape
+        if not shape or shape[1:] != self._item_shape or not shape[0]:
+            self._check_shape(shape)
+        if self.check_finite and self.input_dtype.kind == "f":
+            self._warn_if_not_finite(x)
+        return self._run(x)
+
+    def _coerce(self, x: Any) -> np.ndarray:
+        try:
+            a = np.asarray(x)
+        except (ValueError, TypeError) as e:  # ragged nested lists
+            raise EdgekitError(f"{self.path.name}: input is not a numeric array ({e})") from None
+        want = self.input_dtype
+        if not (a.dtype.kind in "iu" or (want.kind == "f" and a.dtype.kind == "f")):
+            allowed = "real numbers" if want.kind == "f" else "integers"
+            raise EdgekitError(f"{self.path.name} takes {want} input ({allowed}); got dtype "
+                               f"{a.dtype}")
+        return np.ascontiguousarray(a, dtype=want)
+
+    def _check_shape(self, shape: tuple) -> None:
+        expected = self.input_shape
+        ok = len(shape) == len(expected) and len(shape) and shape[0] > 0 and all(
+            type(d) is not int or d == s for d, s in zip(expected, shape, strict=True))
+        if ok:
+            return
+        hint = ""
+        if len(shape) == len(expected) - 1 and self._item_shape == tuple(shape):
+            hint = " (one input without its batch dimension: pass x[None])"
+        elif len(shape) == len(expected) and not shape[0]:
+            hint = " (an empty batch)"
+        raise EdgekitError(f"{self.path.name} takes input {self.input_name!r} of shape "
+                           f"{_shape_text(expected)} {self.input_dtype}; got shape "
+                           f"{tuple(shape)}{hint}")
+
+    def _warn_if_not_finite(self, x: np.ndarray) -> None:
+        v = x.reshape(-1)
+        # One dot product is the cheap test: NaN/inf make the sum of squares non-finite; a
+        # finite overflow only sends us to the exact count.
+        if self._dot_check and math.isfinite(v @ v):
+            return
+        message = self.nonfinite_warning(x)
+        if message:
+            warnings.warn(EdgekitWarning(message), stacklevel=3)
+
+    def nonfinite_warning(self, x: np.ndarray) -> str | None:
+        """A one-line warning if the model input `x` holds NaN or inf, else None."""
+        if x.dtype.kind != "f":
+            return None
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        if not bad:
+            return None
+        return (f"{self.path.name}: the input holds {bad} NaN/inf value(s) of {x.size}; the "
+                "outputs may be meaningless")
 
     def example_input(self, batch: int = 1, seed: int = 0) -> np.ndarray:
         """A random input of the model's shape with the given batch size."""
-        shape = [batch if d is None or isinstance(d, str) else d for d in self.input_shape]
-        return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-    def classify(self, x: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
-        """Model input (B, ...) -> for each row the top-k (label, probability)."""
-        labels = self._require_manifest()["labels"]
-        return preprocess.topk(preprocess.softmax(self.run(x)), labels, k)
-
-    def classify_image(self, image: str | Path, k: int = 5) -> list[tuple[str, float]]:
-        """Image file -> top-k (label, probability), prepared as the manifest says."""
-        spec = self._require_manifest()["preprocess"]
-        if spec.get("kind") != "image":
-            raise EdgekitError(f"{self.path.name} takes {spec.get('kind')} input, not an image")
-        x = preprocess.image_to_array(preprocess.load_image(image), spec)
-        return self.classify(x[None], k)[0]
-
-    def _require_manifest(self) -> dict:
-        if self.manifest is None:
-            raise EdgekitError(
-                f"{str(self.path)!r} carries no edgekit manifest (labels, preprocessing); "
-                "export it with `edgekit export`"
-            )
-        return self.manifest
+        shape = [batch if type(d) is not int else d for d in self.input_shape]
+        return np.random.default_rng(seed).standard_normal(shape).astype(self.input_dtype)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    # -- raw input in, JSON-able results out ---------------------------------------------------
 
-def load(path: str | Path, threads: int | None = None) -> Runner:
+    def prepare(self, raw: Any, media_type: str | None = None) -> np.ndarray:
+        """One raw input of the manifest's kind -> one model input (no batch dimension).
+
+        Args:
+            raw: a file path, an encoded body (bytes, with `media_type`), or the kind's native
+                value (a PIL image for `image`).
+        """
+        spec = self._require_manifest()["preprocess"]
+        return preprocess.get_kind(spec).prepare(raw, spec, media_type)
+
+    def infer(self, x: np.ndarray, k: int = 5) -> list[dict]:
+        """A batch of prepared inputs (B, ...) -> one JSON-able result per row (the task's)."""
+        manifest = self._require_manifest()
+        return tasks.get_task(manifest["task"]).results(self.run(x), manifest, k)
+
+    def predict_batch(self, raws: list, k: int = 5, media_type: str | None = None) -> list[dict]:
+        """Raw inputs of the manifest's kind -> one JSON-able result each, in one batch."""
+        return self.infer(np.stack([self.prepare(r, media_type) for r in raws]), k)
+
+    def predict(self, raw: Any, k: int = 5, media_type: str | None = None) -> dict:
+        """One raw input of the manifest's kind -> its JSON-able result.
+
+        For classification: {"label", "probability", "top": [{"label", "probability"}, ...]}.
+        """
+        return self.predict_batch([raw], k, media_type)[0]
+
+    def classify(self, x: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
+        """Model input (B, ...) -> for each row the top-k (label, probability)."""
+        return [[(t["label"], t["probability"]) for t in r["top"]] for r in self.infer(x, k)]
+
+    def classify_image(self, image: Any, k: int = 5) -> list[tuple[str, float]]:
+        """Image file -> top-k (label, probability), prepared as the manifest says."""
+        kind = self._require_manifest()["preprocess"]["kind"]
+        if kind != "image":
+            raise EdgekitError(f"{self.path.name} takes {kind} input, not an image")
+        return self.classify(self.prepare(image)[None], k)[0]
+
+    def _require_manifest(self) -> dict:
+        if self.manifest is None:
+            raise EdgekitError(
+                f"{str(self.path)!r} carries no edgekit manifest (labels, preprocessing) and no "
+                f"{mf.FILE} beside it lists it; export it with `edgekit export`"
+            )
+        return self.manifest
+
+    def describe(self) -> dict:
+        """What is loaded, for /metadata and --json output."""
+        return {"artifact": self.path.name, "backend": self.backend, "device": self.device,
+                "input": {"name": self.input_name, "shape": self.input_shape,
+                          "dtype": str(self.input_dtype)}}
+
+
+def load(path: str | Path, threads: int | None = None, device: str = "cpu",
+         verify: bool = True) -> Runner:
     """Load an artifact with the backend its suffix names.
 
     Args:
         path: a `.onnx` (onnxruntime) or `.ts` (TorchScript, needs torch) file.
         threads: intra-op threads; None lets the backend choose.
+        device: "cpu", or "cuda" / "cuda:N" (onnxruntime-gpu's CUDA provider; torch with CUDA).
+        verify: when a manifest.json beside the file lists it, require its sha256 to match.
 
     Raises:
-        EdgekitError: missing file, unknown suffix, or a file that is not a valid model.
+        EdgekitError: missing or empty file, unknown suffix or device, a sha256 mismatch, or a
+            file that is not a valid model.
     """
     path = Path(path)
     if not path.is_file():
@@ -80,50 +209,36 @@ def load(path: str | Path, threads: int | None = None) -> Runner:
             f"artifact {str(path)!r}: unknown format {path.suffix or '(no suffix)'!r}; "
             f"expected one of: {', '.join(BACKENDS)}"
         )
+    if path.stat().st_size == 0:
+        raise EdgekitError(f"artifact {str(path)!r} is empty (0 bytes); expected a "
+                           f"{path.suffix} model")
+    kind, index = parse_device(device)
+    listed = mf.beside(path, verify)  # the checksum first: a damaged file fails as damaged
     if BACKENDS[path.suffix] == "onnxruntime":
         from edgekit.runtime.onnx import OnnxRunner
 
-        return OnnxRunner(path, threads)
+        return OnnxRunner(path, listed, threads, kind, index)
     from edgekit.runtime.torchscript import TorchScriptRunner
 
-    return TorchScriptRunner(path, threads)
+    return TorchScriptRunner(path, listed, threads, kind, index)
 
 
-def embedded_or_beside(path: Path, embedded: str | None) -> dict | None:
-    """The manifest embedded in the artifact, else manifest.json beside it, else None."""
+def parse_device(device: str) -> tuple[str, int | None]:
+    """"cpu" -> ("cpu", None); "cuda" -> ("cuda", None); "cuda:1" -> ("cuda", 1)."""
+    kind, _, index = str(device).partition(":")
+    if kind in DEVICES and (not index or (kind == "cuda" and index.isdigit())):
+        return kind, int(index) if index else None
+    raise EdgekitError(f"device {device!r}; expected cpu, cuda or cuda:N")
+
+
+def embedded_or_listed(path: Path, embedded: str | None, listed: dict | None) -> dict | None:
+    """The manifest embedded in the artifact, else the manifest.json that lists it, else None."""
     if embedded:
         return mf.from_json(embedded, f"{path.name} (embedded manifest)")
-    return mf.beside(path)
+    return listed
 
 
-def predict(artifact: str | Path, image: str | Path | None = None, sample: int | None = None,
-            k: int = 3, threads: int | None = None) -> tuple[str, list[tuple[str, float]]]:
-    """Classify an image file, or held-out sample N shipped beside the artifact.
-
-    Returns:
-        (what was classified, top-k (label, probability) best first).
-
-    Raises:
-        EdgekitError: both or neither of image/sample, or any load/input error.
-    """
-    if (image is None) == (sample is None):
-        raise EdgekitError("give either an IMAGE or --sample N, not both or neither")
-    runner = load(artifact, threads=threads)
-    if image is not None:
-        return str(image), runner.classify_image(image, k)
-    x, label = sample_input(artifact, sample)
-    return f"held-out sample {sample} (label {label})", runner.classify(x[None], k)[0]
-
-
-def sample_input(artifact: str | Path, index: int) -> tuple[np.ndarray, str]:
-    """Held-out input `index` from the samples.npz shipped beside an artifact: (x, true label)."""
-    path = Path(artifact).with_name("samples.npz")
-    if not path.is_file():
-        raise EdgekitError(f"no held-out samples beside {str(artifact)!r} ({path.name} missing)")
-    with np.load(path, allow_pickle=False) as z:
-        x, y = z["x"], z["y"]
-    if not 0 <= index < len(y):
-        raise EdgekitError(f"--sample {index}: expected 0 to {len(y) - 1}")
-    manifest = mf.beside(Path(artifact))
-    label = manifest["labels"][int(y[index])] if manifest else str(int(y[index]))
-    return x[index], label
+def _shape_text(shape: list) -> str:
+    dims = ["B" if i == 0 and type(d) is not int else str(d) if type(d) is int else "?"
+            for i, d in enumerate(shape)]
+    return f"({', '.join(dims)})"

@@ -1,0 +1,17 @@
+"""Latency of artifacts on this machine, and the same artifacts compared across machines.
+
+    stats.py    measure() - the one timing harness - and latency_stats(), intervals, verdicts
+    sweep.py    bench(): artifacts x threads x batch, interleaved, with the machine's facts
+    compare.py  compare(): several machines' result files side by side, ratios to a baseline
+    chart.py    bar_chart(): the comparison as a PNG (needs matplotlib)
+
+Nothing here imports torch: `edgekit bench` on .onnx files runs with the base install.
+"""
+
+from edgekit.bench.compare import compare, format_compare, load_result
+from edgekit.bench.stats import latency_stats, measure, median_interval, verdict
+from edgekit.bench.sweep import bench, expand, format_table
+from edgekit.machine import machine_info
+
+__all__ = ["bench", "compare", "expand", "format_compare", "format_table", "latency_stats",
+           "load_result", "machine_info", "measure", "median_interval", "verdict"]

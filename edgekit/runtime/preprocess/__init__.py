@@ -1,0 +1,110 @@
+"""Preprocess kinds: how raw input of one kind becomes one model input (numpy + Pillow only).
+
+The manifest's `preprocess.kind` names a kind registered here; each kind is one module in
+this package and owns everything about its input:
+
+    keys          the manifest keys it needs, checked by `validate(spec, source)`
+    suffixes      file suffixes `edgekit predict` picks from a folder
+    media_types   HTTP Content-Types `edgekit serve` accepts for POST /predict
+    read(path)    a file -> the kind's native value (a PIL image for `image`)
+    decode(body)  an HTTP body with its declared media type -> the native value
+    to_array(v)   the native value -> one model input without the batch dimension
+    example()     a native value to warm up with (optional)
+
+`prepare(raw, spec)` goes from any of those raw forms to the array. Issue 7's kinds (tabular,
+text, array) are new modules registered the same way; nothing else branches on the kind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.registry import Registry
+
+KINDS: Registry = Registry("preprocess kind")
+
+
+class UnsupportedMediaType(EdgekitError):
+    """A body whose declared media type this kind does not take (HTTP 415)."""
+
+
+class Kind:
+    """One preprocess kind; subclasses override what differs. Instances are stateless."""
+
+    name = ""
+    keys: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    media_types: tuple[str, ...] = ()
+
+    def validate(self, spec: dict, source: str) -> None:
+        """Raise EdgekitError naming the first missing or ill-typed key of `spec`."""
+        missing = [k for k in self.keys if k not in spec]
+        if missing:
+            raise EdgekitError(f"{source}: manifest preprocess ({self.name}) is missing "
+                               f"{', '.join(missing)}")
+
+    def accepts(self, media_type: str | None) -> bool:
+        """Whether a body declared as `media_type` (None: not declared) may be decoded."""
+        if not media_type:
+            return True
+        major = media_type.partition("/")[0]
+        return any(t == media_type or t == f"{major}/*" for t in self.media_types)
+
+    def read(self, path: Path, spec: dict) -> Any:
+        raise NotImplementedError
+
+    def decode(self, body: bytes, media_type: str | None, spec: dict) -> Any:
+        raise NotImplementedError
+
+    def to_array(self, value: Any, spec: dict) -> np.ndarray:
+        raise NotImplementedError
+
+    def example(self, spec: dict) -> Any:
+        """A native value `serve` predicts once at start-up (None: skip the warm-up)."""
+        return None
+
+    def prepare(self, raw: Any, spec: dict, media_type: str | None = None) -> np.ndarray:
+        """A file path, an encoded body (bytes) or a native value -> one model input."""
+        if isinstance(raw, os.PathLike):
+            value = self.read(Path(raw), spec)
+        elif isinstance(raw, (bytes, bytearray, memoryview)):
+            if not self.accepts(media_type):
+                raise UnsupportedMediaType(
+                    f"{self.name} input is {', '.join(self.media_types)}; got {media_type}")
+            value = self.decode(bytes(raw), media_type, spec)
+        else:
+            value = raw
+        return self.to_array(value, spec)
+
+
+def get_kind(spec: dict) -> Kind:
+    """The Kind named by a manifest's preprocess spec. Raises EdgekitError if unknown."""
+    return KINDS.get(spec.get("kind") if isinstance(spec, dict) else None)
+
+
+def validate(spec: Any, source: str) -> None:
+    """Check a manifest's preprocess spec with its kind's own rules."""
+    if not isinstance(spec, dict):
+        raise EdgekitError(f"{source}: manifest preprocess must be an object with a kind")
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise EdgekitError(f"{source}: manifest preprocess kind {kind!r}; expected one of: "
+                           f"{', '.join(KINDS.names())}")
+    KINDS.get(kind).validate(spec, source)
+
+
+# Kinds register themselves on import; the image helpers stay importable from here.
+from edgekit.runtime.preprocess.image import (  # noqa: E402
+    image_spec,
+    image_to_array,
+    load_image,
+)
+from edgekit.tasks import softmax, topk  # noqa: E402
+
+__all__ = ["KINDS", "Kind", "UnsupportedMediaType", "get_kind", "validate", "image_spec",
+           "image_to_array", "load_image", "softmax", "topk"]

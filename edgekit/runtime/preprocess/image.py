@@ -1,0 +1,181 @@
+"""The `image` kind: an image file or HTTP body -> float32 (C, H, W), as training prepared it.
+
+Training images go through `image_to_array` too, so an image on the Pi is prepared exactly as
+the model saw its training data.
+
+What gets converted, and how (any Pillow-readable format; the format is detected from the
+bytes, not from the file name or declared media type):
+- 8-bit images of any mode (L, RGB, RGBA, LA, CMYK, 1, ...) are converted to the manifest's
+  mode by Pillow; transparency is ignored (the stored colors are used), as torchvision's
+  loaders do.
+- Palette images (P, PA) are converted through their palette, so each pixel gets its color.
+- 16-bit grayscale (I;16 and PNG's 16-bit gray, which Pillow opens as I;16 or I) is scaled to
+  8 bits (value / 257, rounded) first: Pillow's own convert() would clip every value above 255
+  to white. 16-bit color PNGs are already reduced to 8 bits by Pillow when it reads them.
+- 32-bit integer images with values above 65535 and floating-point images (mode F) are
+  refused: there is no range to map them from.
+- Animated images use their first frame.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.fileio import not_a_file
+from edgekit.runtime.preprocess import KINDS, Kind
+
+RESAMPLE = ("nearest", "bilinear", "bicubic")
+MODES = {"L": 1, "RGB": 3}  # mode -> channels
+SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
+            ".pbm", ".pnm")
+
+
+def image_spec(mode: str, size: tuple[int, int], mean: list[float], std: list[float],
+               resample: str = "bilinear") -> dict:
+    """Preprocessing for images: convert to `mode`, resize to (H, W), scale to [0, 1], normalize."""
+    if mode not in MODES:
+        raise ValueError(f"image mode {mode!r}; expected L or RGB")
+    if resample not in RESAMPLE:
+        raise ValueError(f"resample {resample!r}; expected one of {RESAMPLE}")
+    channels = MODES[mode]
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"mean/std need {channels} values for mode {mode}")
+    return {"kind": "image", "mode": mode, "size": [int(size[0]), int(size[1])],
+            "resample": resample, "scale": 1 / 255, "mean": [float(m) for m in mean],
+            "std": [float(s) for s in std]}
+
+
+def load_image(path: str | Path):
+    """Open an image file. Raises EdgekitError if it is missing, empty or not an image."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekitError(f"image {str(path)!r} {not_a_file(path)}; "
+                           "expected an image file (PNG, JPEG, ...)")
+    if path.stat().st_size == 0:
+        raise EdgekitError(f"image {str(path)!r} is empty (0 bytes); expected an image file "
+                           "(PNG, JPEG, ...)")
+    return _open(path, repr(str(path)))
+
+
+def decode_image(body: bytes, what: str = "body"):
+    """Encoded image bytes (an HTTP body) -> PIL image. Raises EdgekitError if not an image."""
+    if not body:
+        raise EdgekitError(f"{what} is empty; expected an image (PNG, JPEG, ...)")
+    return _open(io.BytesIO(body), what)
+
+
+def _open(source, what: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(source) as img:
+            img.load()  # the first frame of an animation
+            return img.copy()
+    except UnidentifiedImageError:  # its message repeats the path or names a BytesIO object
+        raise EdgekitError(f"{what} is not an image Pillow can read (PNG, JPEG, ...): "
+                           "unknown format") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise EdgekitError(
+            f"{what} is not an image Pillow can read (PNG, JPEG, ...): {e}") from None
+
+
+def to_8bit(img, what: str = "image"):
+    """16-bit grayscale -> 8-bit L by value / 257; refuse modes with no range to map from."""
+    from PIL import Image
+
+    if img.mode.startswith("I;16") or img.mode == "I":
+        a = np.asarray(img)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise EdgekitError(f"{what} is a 32-bit integer image with values outside 0..65535; "
+                               "expected an 8- or 16-bit image")
+        return Image.fromarray(np.rint(a.astype(np.float32) / 257).astype(np.uint8), "L")
+    if img.mode == "F":
+        raise EdgekitError(f"{what} is a 32-bit floating-point image; expected an 8- or 16-bit "
+                           "image (PNG, JPEG, ...)")
+    if img.mode in ("P", "PA"):
+        return img.convert("RGBA")  # through the palette, transparency kept as alpha
+    return img
+
+
+def image_to_array(img, spec: dict) -> np.ndarray:
+    """PIL image -> float32 array (C, H, W) as the model expects it."""
+    from PIL import Image
+
+    resample = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR,
+                "bicubic": Image.BICUBIC}[spec["resample"]]
+    h, w = spec["size"]
+    img = to_8bit(img)
+    if img.mode != spec["mode"]:
+        img = img.convert(spec["mode"])
+    if img.size != (w, h):
+        img = img.resize((w, h), resample)
+    x = np.asarray(img, dtype=np.float32) * np.float32(spec["scale"])  # (H, W) or (H, W, C)
+    x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)  # (C, H, W)
+    mean = np.asarray(spec["mean"], dtype=np.float32)[:, None, None]
+    std = np.asarray(spec["std"], dtype=np.float32)[:, None, None]
+    return np.ascontiguousarray((x - mean) / std)
+
+
+class ImageKind(Kind):
+    name = "image"
+    keys = ("mode", "size", "resample", "scale", "mean", "std")
+    suffixes = SUFFIXES
+    media_types = ("image/*", "application/octet-stream")
+
+    def validate(self, spec: dict, source: str) -> None:
+        super().validate(spec, source)
+        where = f"{source}: manifest preprocess"
+        if spec["mode"] not in MODES:
+            raise EdgekitError(f"{where} mode {spec['mode']!r}; expected one of: L, RGB")
+        size = spec["size"]
+        if not (isinstance(size, list) and len(size) == 2
+                and all(type(s) is int and s > 0 for s in size)):
+            raise EdgekitError(f"{where} size {size!r}; expected [height, width], positive ints")
+        if spec["resample"] not in RESAMPLE:
+            raise EdgekitError(f"{where} resample {spec['resample']!r}; expected one of: "
+                               f"{', '.join(RESAMPLE)}")
+        if not (_number(spec["scale"]) and spec["scale"] > 0):
+            raise EdgekitError(f"{where} scale {spec['scale']!r}; expected a positive number")
+        channels = MODES[spec["mode"]]
+        for key in ("mean", "std"):
+            values = spec[key]
+            if not (isinstance(values, list) and len(values) == channels
+                    and all(_number(v) for v in values)):
+                raise EdgekitError(f"{where} {key} {values!r}; expected {channels} numbers for "
+                                   f"mode {spec['mode']}")
+        if not all(s > 0 for s in spec["std"]):
+            raise EdgekitError(f"{where} std {spec['std']!r}; expected positive numbers")
+
+    def read(self, path: Path, spec: dict):
+        return load_image(path)
+
+    def decode(self, body: bytes, media_type: str | None, spec: dict):
+        declared = f" (declared {media_type})" if media_type else ""
+        return decode_image(body, f"body{declared}")
+
+    def to_array(self, value: Any, spec: dict) -> np.ndarray:
+        if not hasattr(value, "convert"):
+            raise EdgekitError(f"image input must be a file path, encoded bytes or a PIL "
+                               f"image; got {type(value).__name__}")
+        return image_to_array(value, spec)
+
+    def example(self, spec: dict):
+        from PIL import Image
+
+        h, w = spec["size"]
+        return Image.new(spec["mode"], (w, h))
+
+    def prepare(self, raw: Any, spec: dict, media_type: str | None = None) -> np.ndarray:
+        return super().prepare(Path(raw) if isinstance(raw, str) else raw, spec, media_type)
+
+
+KINDS.register("image")(ImageKind())
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)

@@ -1,0 +1,327 @@
+"""`edgekit serve`: one artifact behind HTTP, through the same `Runner.predict` as the CLI.
+
+Built on Starlette (routing, requests, multipart forms) and uvicorn (the server; HTTP/1.1 is
+parsed by h11, so a malformed request gets uvicorn's 400 and never reaches this code). All
+of them are pure-Python wheels, so the Pi (aarch64) installs exactly what x86 does, and
+together they add about 4 MB: starlette, anyio, idna, uvicorn, h11, python-multipart.
+
+    POST /predict[?k=N]   body: the input in a media type the manifest's preprocess kind takes
+                          (images: image/*, application/octet-stream, or multipart/form-data
+                          with one file part) -> the task's JSON result
+    GET  /health          {"status": "ok", ...counters}
+    GET  /metadata        the artifact's manifest, plus how it is served
+
+Every failure is a JSON {"error": ..., "status": ...} with its status code: 400 bad input,
+413 body over --max-body, 415 a media type the model does not take, 503 over
+--max-concurrent requests in progress, 504 over --timeout. The server keeps serving after
+each one. SIGTERM or Ctrl-C stops accepting connections, lets requests in progress finish,
+and exits 0.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+from edgekit.runtime import Runner, load, preprocess
+
+log = logging.getLogger("edgekit.serve")
+
+
+@dataclass
+class Limits:
+    """What one request may take. Defaults suit a Pi serving a small vision model."""
+
+    max_body: int = 10 * 1024 * 1024  # bytes; 413 beyond
+    timeout: float = 30.0  # seconds from the start of the body to the response; 504 beyond
+    max_concurrent: int = 64  # requests in progress at once (uvicorn); 503 beyond
+    workers: int = 2  # threads that decode and run inputs at once
+    k: int = 5  # default top-k for classification
+
+
+class Counters:
+    """What /health reports: requests seen, error responses, requests in progress."""
+
+    def __init__(self):
+        self.started = time.monotonic()
+        self.requests = 0
+        self.errors = 0
+        self.in_progress = 0
+
+
+def create_app(runner: Runner, limits: Limits = Limits()):
+    """The ASGI application for `runner` (a Starlette app wrapped in the body-size limit).
+
+    Raises:
+        EdgekitError: the artifact carries no manifest (nothing says what input it takes).
+    """
+    import anyio
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    manifest = runner._require_manifest()
+    spec = manifest["preprocess"]
+    kind = preprocess.get_kind(spec)
+    accepts = [*kind.media_types, "multipart/form-data"]
+    limiter = anyio.CapacityLimiter(limits.workers)
+    counters = Counters()
+    runner.check_finite = False  # warnings.warn is process-global; serve reports per request
+
+    def error(status: int, message: str, **headers) -> JSONResponse:
+        return JSONResponse({"error": " ".join(str(message).split()), "status": status},
+                            status_code=status, headers=headers or None)
+
+    def work(body: bytes, media_type: str | None, k: int) -> dict:
+        """In a worker thread: decode + preprocess, run, decode outputs."""
+        t0 = time.perf_counter()
+        try:
+            x = runner.prepare(body, media_type)[None]  # (1, ...)
+        except preprocess.UnsupportedMediaType:
+            raise
+        except EdgekitError as e:
+            raise BadInput(str(e)) from None
+        t1 = time.perf_counter()
+        result = runner.infer(x, k)[0]
+        t2 = time.perf_counter()
+        warning = runner.nonfinite_warning(x)
+        if warning:
+            result["warnings"] = [warning]
+        result["artifact"] = runner.path.name
+        result["ms"] = {"preprocess": round((t1 - t0) * 1e3, 3),
+                        "model": round((t2 - t1) * 1e3, 3)}
+        return result
+
+    async def predict(request: Request) -> Response:
+        try:
+            k = int(request.query_params.get("k", limits.k))
+            if k < 1:
+                raise ValueError
+        except ValueError:
+            return error(400, f"k={request.query_params.get('k')!r}; expected a positive "
+                              "integer")
+        media_type = _media_type(request.headers.get("content-type"))
+        counters.in_progress += 1
+        try:
+            with anyio.fail_after(limits.timeout):
+                if media_type == "multipart/form-data":
+                    body, media_type = await _file_part(request, limits.max_body)
+                else:
+                    body = await request.body()
+                if not kind.accepts(media_type):
+                    return error(415, f"POST /predict takes {', '.join(accepts)} for "
+                                      f"{runner.path.name} ({kind.name} input); got {media_type}")
+                result = await anyio.to_thread.run_sync(
+                    work, body, media_type, k, limiter=limiter, abandon_on_cancel=True)
+            return JSONResponse(result)
+        except TimeoutError:
+            return error(504, f"the request took longer than the server's --timeout "
+                              f"{limits.timeout:g} s")
+        except BadInput as e:
+            return error(400, str(e))
+        except preprocess.UnsupportedMediaType as e:
+            return error(415, str(e))
+        except EdgekitError as e:  # the model failed on a prepared input: the server's fault
+            log.error("inference failed: %s", e)
+            return error(500, str(e))
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is listening any more
+        finally:
+            counters.in_progress -= 1
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "artifact": runner.path.name,
+                             "uptime_s": round(time.monotonic() - counters.started, 3),
+                             "requests": counters.requests, "errors": counters.errors,
+                             "in_progress": counters.in_progress})
+
+    async def metadata(request: Request) -> Response:
+        return JSONResponse({**manifest, "serving": {
+            **runner.describe(), "accepts": accepts,
+            "limits": {"max_body_bytes": limits.max_body, "timeout_s": limits.timeout,
+                       "max_concurrent": limits.max_concurrent, "default_k": limits.k}}})
+
+    async def index(request: Request) -> Response:
+        return JSONResponse({"artifact": runner.path.name, "endpoints": {
+            "POST /predict": f"body: {', '.join(accepts)}; query k=N", "GET /health": "status",
+            "GET /metadata": "the manifest"}})
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        headers = {"connection": "close"} if exc.status_code == 413 else {}
+        return error(exc.status_code, exc.detail, **headers)
+
+    app = Starlette(
+        routes=[Route("/predict", predict, methods=["POST"]),
+                Route("/health", health, methods=["GET"]),
+                Route("/metadata", metadata, methods=["GET"]),
+                Route("/", index, methods=["GET"])],
+        exception_handlers={HTTPException: http_error},
+    )
+    return Guard(app, limits.max_body, counters)
+
+
+class BadInput(EdgekitError):
+    """The request's input could not be read or prepared (HTTP 400)."""
+
+
+class Guard:
+    """ASGI middleware: count requests and error responses, and refuse a body over `max_body`
+    bytes with 413, whether declared (Content-Length, refused before any of it is read) or
+    streamed (chunked, refused as soon as it passes the limit).
+    """
+
+    def __init__(self, app, max_body: int, counters: Counters):
+        self.app = app
+        self.max_body = max_body
+        self.counters = counters
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from starlette.exceptions import HTTPException
+        from starlette.responses import JSONResponse
+
+        counters = self.counters
+        counters.requests += 1
+
+        async def counted(message):
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                counters.errors += 1
+            await send(message)
+
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            response = JSONResponse(
+                {"error": f"request body of {int(length)} bytes is over the server's limit of "
+                          f"{self.max_body} bytes (--max-body)", "status": 413},
+                status_code=413, headers={"connection": "close"})
+            return await response(scope, receive, counted)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise HTTPException(413, f"request body is over the server's limit of "
+                                             f"{self.max_body} bytes (--max-body)")
+            return message
+
+        await self.app(scope, limited, counted)
+
+
+async def _file_part(request, max_body: int) -> tuple[bytes, str | None]:
+    """The one file of a multipart/form-data body, and its declared media type."""
+    from starlette.datastructures import UploadFile
+
+    form = await request.form(max_files=1, max_fields=16, max_part_size=max_body)
+    files = [v for v in form.values() if isinstance(v, UploadFile)]
+    if not files:
+        raise BadInput("multipart/form-data body has no file part; send the input as a file "
+                       "(curl -F file=@image.png)")
+    try:
+        body = await files[0].read()
+    finally:
+        await form.close()
+    media_type = _media_type(files[0].content_type)
+    # Browsers and curl label unknown files application/octet-stream: let the bytes decide.
+    return body, None if media_type == "application/octet-stream" else media_type
+
+
+def _media_type(header: str | None) -> str | None:
+    """"image/PNG; charset=x" -> "image/png"; missing -> None."""
+    if not header:
+        return None
+    return header.split(";", 1)[0].strip().lower() or None
+
+
+def warm_up(runner: Runner) -> None:
+    """One prediction at start-up, so the first request does not pay for lazy imports (Pillow)
+    and onnxruntime's first-run allocations."""
+    spec = runner.manifest["preprocess"]
+    example = preprocess.get_kind(spec).example(spec)
+    if example is not None:
+        runner.predict(example)
+    else:
+        runner.run(runner.example_input(1))
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0 picks a free one).
+
+    Raises:
+        EdgekitError: the host does not resolve, the port is taken or not allowed.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise EdgekitError(f"--host {host!r} does not resolve to an address ({e})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        why = "is in use" if e.errno == 98 else f"cannot be used ({e.strerror})"
+        raise EdgekitError(f"port {port} on {host} {why}; choose another --port") from None
+    return sock
+
+
+def is_loopback(sock: socket.socket) -> bool:
+    return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
+
+
+def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
+          limits: Limits = Limits(), threads: int | None = None, device: str = "cpu",
+          verify: bool = True, access_log: bool = False) -> int:
+    """Load `artifact`, bind host:port and serve until SIGTERM or Ctrl-C.
+
+    Returns:
+        The number of requests served.
+
+    Raises:
+        EdgekitError: a bad artifact, an artifact without a manifest, or an unusable address.
+    """
+    import uvicorn
+
+    runner = load(artifact, threads=threads, device=device, verify=verify)
+    app = create_app(runner, limits)
+    warm_up(runner)
+    sock = bind(host, port)
+    name, bound_port = sock.getsockname()[:2]
+    url = f"http://{'[' + name + ']' if ':' in name else name}:{bound_port}"
+    if not is_loopback(sock):
+        print(f"warning: listening on {name}, reachable from other machines; edgekit serve has "
+              "no authentication", file=sys.stderr, flush=True)
+    print(f"edgekit serve: {runner.path.name} ({runner.backend}, {runner.device}) on {url} "
+          "(POST /predict, GET /health, GET /metadata); Ctrl-C or SIGTERM stops",
+          file=sys.stderr, flush=True)
+    config = uvicorn.Config(
+        app, http="h11", loop="asyncio", lifespan="off",
+        log_level="info" if access_log else "warning",
+        access_log=access_log, limit_concurrency=limits.max_concurrent, timeout_keep_alive=5,
+        timeout_graceful_shutdown=int(limits.timeout) + 5, server_header=False)
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it has shut down; with these
+    # handlers in place that is a no-op, and the process exits 0 instead of dying of SIGTERM.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    served = app.counters.requests
+    print(f"edgekit serve: stopped after {served} request(s)", file=sys.stderr, flush=True)
+    return served
