@@ -95,6 +95,10 @@ class Task:
         """A batch of raw outputs -> one JSON-able result per row (predict --json, serve)."""
         raise NotImplementedError
 
+    def line(self, result: dict) -> str:
+        """One result as a person reads it on the command line."""
+        return " ".join(f"{t['label']} {t['probability']:.4f}" for t in result.get("top", []))
+
 
 @register_task("classification")
 class Classification(Task):
@@ -161,6 +165,24 @@ class SequenceClassification(Classification):
         """The fraction of sequences whose every step decodes as in `reference`."""
         return float((self.decode(outputs) == self.decode(reference)).all(-1).mean())
 
+    def results(self, outputs: np.ndarray, manifest: dict, k: int = 5) -> list[dict]:
+        """Scores (B, T, K) -> per row the decoded text, each step's label and probability.
+
+        Labels of one character join into a string ("ohlol"); longer ones with spaces.
+        """
+        labels = manifest["labels"]
+        probs = softmax(np.asarray(outputs, np.float64))  # (B, T, K)
+        best = probs.argmax(-1)  # (B, T)
+        sep = "" if all(len(x) == 1 for x in labels) else " "
+        return [{"text": sep.join(labels[i] for i in row),
+                 "labels": [labels[i] for i in row],
+                 "probabilities": [_json_number(float(p[i])) for p, i in zip(ps, row,
+                                                                              strict=True)]}
+                for ps, row in zip(probs, best, strict=True)]
+
+    def line(self, result: dict) -> str:
+        return result["text"]
+
 
 @register_task("regression")
 class Regression(Task):
@@ -189,6 +211,32 @@ class Regression(Task):
         variance = float(np.var(np.asarray(targets, np.float64)))
         rise = self.score(outputs, targets) - self.score(reference, targets)
         return 100 * rise / max(variance, 1e-12)
+
+    def validate(self, manifest: dict, source: str) -> None:
+        labels = manifest.get("labels")
+        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+            raise EdgekitError(f"{source}: manifest labels must name the outputs (a non-empty "
+                               "list of strings)")
+
+    def check_output(self, shape: list, manifest: dict, source: str) -> None:
+        width = shape[-1] if shape else None
+        if isinstance(width, int) and width != len(manifest["labels"]):
+            raise EdgekitError(f"{source} has {width} outputs but its manifest names "
+                               f"{len(manifest['labels'])}")
+
+    def results(self, outputs: np.ndarray, manifest: dict, k: int = 5) -> list[dict]:
+        """Values (B, D) -> per row {"values": [D numbers], "labels": their names}; (B, T, D)
+        -> {"values": [T lists of D numbers]} for one value per step."""
+        labels = manifest["labels"]
+        return [{"values": _json_values(np.asarray(row, np.float64)), "labels": labels}
+                for row in outputs]
+
+    def line(self, result: dict) -> str:
+        values = result["values"]
+        if values and isinstance(values[0], list):  # one row per step
+            return "; ".join(" ".join(_number_text(v) for v in step) for step in values)
+        return ", ".join(f"{name} = {_number_text(v)}"
+                         for name, v in zip(result["labels"], values, strict=True))
 
 
 @register_task("sequence_regression")
@@ -219,6 +267,15 @@ def topk(probs: np.ndarray, labels: list[str], k: int) -> list[list[tuple[str, f
     k = min(k, probs.shape[-1])
     order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
     return [[(labels[i], float(p[i])) for i in row] for p, row in zip(probs, order, strict=True)]
+
+
+def _json_values(a: np.ndarray):
+    """Nested lists of floats, NaN/inf as null."""
+    return [_json_values(x) for x in a] if a.ndim else _json_number(float(a))
+
+
+def _number_text(v: float | None) -> str:
+    return "nan" if v is None else f"{v:.6g}"
 
 
 def _json_number(v: float) -> float | None:

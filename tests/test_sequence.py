@@ -8,7 +8,7 @@ from edgekit.data import build_dataset
 from edgekit.errors import EdgekitError
 from edgekit.models import build_model, model_options
 from edgekit.recipe import DataConfig, load_recipe
-from edgekit.runtime.text import decode_text, text_spec, text_to_array
+from edgekit.runtime.preprocess.text import decode_text, text_spec, text_to_array
 from edgekit.tasks import get_task
 from edgekit.train import fit, forward
 

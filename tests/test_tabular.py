@@ -7,8 +7,8 @@ from uci_files import write_adult, write_german
 from edgekit.data import build_dataset
 from edgekit.errors import EdgekitError
 from edgekit.recipe import DataConfig, load_recipe
-from edgekit.runtime.array import to_batch
-from edgekit.runtime.tabular import from_csv, rows_to_array
+from edgekit.runtime.preprocess.array import to_batch
+from edgekit.runtime.preprocess.tabular import from_csv, rows_to_array
 
 
 def test_german_credit_reads_the_numeric_file_and_standardizes_on_train(uci_files):

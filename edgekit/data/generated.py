@@ -10,7 +10,7 @@ import numpy as np
 
 from edgekit.data import ArraySplit, DataSplits, register_dataset
 from edgekit.errors import EdgekitError
-from edgekit.runtime.array import array_spec
+from edgekit.runtime.preprocess.array import array_spec
 
 
 def _split(cfg, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from edgekit.data import ArraySplit, DataSplits, register_dataset
 from edgekit.errors import EdgekitError
-from edgekit.runtime.text import text_spec, text_to_array
+from edgekit.runtime.preprocess.text import text_spec, text_to_array
 
 
 @register_dataset("chars")

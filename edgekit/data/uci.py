@@ -20,7 +20,7 @@ import numpy as np
 from edgekit.data import ArraySplit, DataSplits, register_dataset
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
-from edgekit.runtime.tabular import category_column, numeric_column, rows_to_array
+from edgekit.runtime.preprocess.tabular import category_column, numeric_column, rows_to_array
 
 SOURCES = {
     "german-credit": ("german.data-numeric", "https://archive.ics.uci.edu/dataset/144 "

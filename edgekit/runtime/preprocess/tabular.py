@@ -23,6 +23,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
+from edgekit.runtime.preprocess import KINDS, Kind
 
 MISSING = ("?", "")  # how a numeric value is written when it is unknown
 KEYS = ("columns",)
@@ -42,7 +43,7 @@ def category_column(name: str, vocabulary: list[str], codes: np.ndarray) -> dict
             "mean": round(float(codes.mean()), 6), "std": round(float(codes.std()) or 1.0, 6)}
 
 
-def validate(spec: dict, source: str) -> None:
+def check_spec(spec: dict, source: str) -> None:
     """Check a tabular spec's columns. Raises EdgekitError naming the first bad column."""
     cols = spec.get("columns")
     if not (isinstance(cols, list) and cols):
@@ -164,3 +165,43 @@ def from_csv(text: str, spec: dict, source: str) -> list[dict]:
                                f"{len(header)}")
         rows.append(dict(zip(header, fields, strict=True)))
     return rows
+
+
+class TabularKind(Kind):
+    """One row: a .csv file (a header, then the row), a .json object, or a dict."""
+
+    name = "tabular"
+    keys = KEYS
+    suffixes = (".csv", ".json")
+    media_types = ("text/csv", "application/json")
+
+    def validate(self, spec: dict, source: str) -> None:
+        super().validate(spec, source)
+        check_spec(spec, source)
+
+    def read(self, path: Path, spec: dict) -> list[dict]:
+        return read(path, spec)
+
+    def decode(self, body: bytes, media_type: str | None, spec: dict) -> list[dict]:
+        try:
+            text = body.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise EdgekitError(f"body is not UTF-8 text: {e}") from None
+        if (media_type or "").endswith("json") or text.lstrip().startswith(("{", "[")):
+            return from_json(text, "body")
+        return from_csv(text, spec, "body")
+
+    def to_array(self, value, spec: dict) -> np.ndarray:
+        rows = [value] if isinstance(value, dict) else value
+        if not (isinstance(rows, list) and len(rows) == 1 and isinstance(rows[0], dict)):
+            n = len(rows) if isinstance(rows, list) else 0
+            raise EdgekitError(f"tabular input is one row (column -> value); got {n} rows: "
+                               "give one row per file")
+        return rows_to_array(rows, spec)[0]  # (F,)
+
+    def example(self, spec: dict) -> dict:
+        return {c["name"]: c["values"][0] if c["type"] == "category" else c["mean"]
+                for c in spec["columns"]}
+
+
+KINDS.register("tabular")(TabularKind())

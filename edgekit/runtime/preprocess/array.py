@@ -15,6 +15,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
+from edgekit.runtime.preprocess import KINDS, Kind
 
 KEYS = ("shape",)
 
@@ -23,7 +24,7 @@ def array_spec(shape: tuple[int, ...]) -> dict:
     return {"kind": "array", "shape": [int(d) for d in shape]}
 
 
-def validate(spec: dict, source: str) -> None:
+def check_spec(spec: dict, source: str) -> None:
     shape = spec.get("shape")
     if not (isinstance(shape, list) and all(type(d) is int and d > 0 for d in shape)):
         raise EdgekitError(f"{source}: manifest preprocess (array) shape must be a list of "
@@ -84,3 +85,45 @@ def to_batch(value, spec: dict, source: str = "input") -> np.ndarray:
     if not np.isfinite(a).all():
         raise EdgekitError(f"{source}: holds NaN or infinite values")
     return np.ascontiguousarray(a, dtype=np.float32)
+
+
+class ArrayKind(Kind):
+    """Numbers of the model's input shape: a .npy file, a .json list, or an array."""
+
+    name = "array"
+    keys = KEYS
+    suffixes = (".npy", ".json")
+    media_types = ("application/json", "application/octet-stream")
+
+    def validate(self, spec: dict, source: str) -> None:
+        super().validate(spec, source)
+        check_spec(spec, source)
+
+    def read(self, path: Path, spec: dict) -> np.ndarray:
+        return read(path)
+
+    def decode(self, body: bytes, media_type: str | None, spec: dict) -> np.ndarray:
+        if body[:6] == b"\x93NUMPY":
+            import io
+
+            try:
+                return np.load(io.BytesIO(body), allow_pickle=False)
+            except (ValueError, OSError, EOFError) as e:
+                raise EdgekitError(f"body is not a .npy array: {e}") from None
+        try:
+            return from_json(body.decode("utf-8"), "body")
+        except UnicodeDecodeError as e:
+            raise EdgekitError(f"body is neither .npy nor JSON numbers: {e}") from None
+
+    def to_array(self, value, spec: dict) -> np.ndarray:
+        batch = to_batch(value, spec)
+        if len(batch) != 1:
+            raise EdgekitError(f"array input is one input of shape {tuple(spec['shape'])}; got "
+                               f"a batch of {len(batch)}: give one input per file")
+        return batch[0]
+
+    def example(self, spec: dict) -> np.ndarray:
+        return np.zeros(spec["shape"], np.float32)
+
+
+KINDS.register("array")(ArrayKind())

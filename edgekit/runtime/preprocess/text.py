@@ -10,9 +10,13 @@ text through its labels (the output vocabulary): "ohlol".
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.fileio import not_a_file
+from edgekit.runtime.preprocess import KINDS, Kind
 
 ENCODINGS = ("onehot", "index")
 KEYS = ("vocab", "length", "encoding")
@@ -26,7 +30,7 @@ def text_spec(vocab: list[str], length: int, encoding: str = "onehot") -> dict:
     return {"kind": "text", "vocab": list(vocab), "length": int(length), "encoding": encoding}
 
 
-def validate(spec: dict, source: str) -> None:
+def check_spec(spec: dict, source: str) -> None:
     """Check a text spec. Raises EdgekitError naming what is wrong."""
     vocab = spec.get("vocab")
     if not (isinstance(vocab, list) and vocab and len(set(vocab)) == len(vocab)
@@ -69,3 +73,41 @@ def text_to_array(text: str, spec: dict) -> np.ndarray:
 def decode_text(indices: np.ndarray, labels: list[str]) -> str:
     """Per-step class indices (T,) -> the text their labels spell."""
     return "".join(labels[int(i)] for i in indices)
+
+
+class TextKind(Kind):
+    """A string (`edgekit predict --text hello`, a .txt file, a text/plain body)."""
+
+    name = "text"
+    keys = KEYS
+    suffixes = (".txt",)
+    media_types = ("text/plain",)
+
+    def validate(self, spec: dict, source: str) -> None:
+        super().validate(spec, source)
+        check_spec(spec, source)
+
+    def read(self, path: Path, spec: dict) -> str:
+        path = Path(path)
+        if not path.is_file():
+            raise EdgekitError(f"input {str(path)!r} {not_a_file(path)}; expected a text file "
+                               "or --text")
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise EdgekitError(f"{str(path)!r} is not UTF-8 text: {e}") from None
+
+    def decode(self, body: bytes, media_type: str | None, spec: dict) -> str:
+        try:
+            return body.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise EdgekitError(f"body is not UTF-8 text: {e}") from None
+
+    def to_array(self, value, spec: dict) -> np.ndarray:
+        return text_to_array(value, spec)
+
+    def example(self, spec: dict) -> str:
+        return spec["vocab"][0] * spec["length"]
+
+
+KINDS.register("text")(TextKind())
