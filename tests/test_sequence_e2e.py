@@ -28,8 +28,9 @@ RECIPES = ["linreg", "logreg-credit", "spiral-linear", "spiral-mlp", "sincos-rnn
            "adult-tabular"]
 
 
-def predict_without_torch(artifacts: list[Path], args: list[str]) -> list[list[dict]]:
-    """`edgekit predict ARTIFACT *args --json` for each artifact, in one torch-free process."""
+def predict_without_torch(artifacts: list[Path], args: list[str]) -> tuple[list, list[str]]:
+    """`edgekit predict ARTIFACT *args` with and without --json for each artifact, in one
+    torch-free process: (the JSON results of each, the plain output of each)."""
     code = BLOCK + textwrap.dedent(f"""
         import json
         from click.testing import CliRunner
@@ -37,13 +38,17 @@ def predict_without_torch(artifacts: list[Path], args: list[str]) -> list[list[d
         for artifact in {[str(a) for a in artifacts]!r}:
             r = CliRunner().invoke(main, ["predict", artifact, *{args!r}, "--json"])
             assert r.exit_code == 0, (artifact, r.output)
-            print(json.dumps([json.loads(line) for line in r.stdout.splitlines()]))
+            plain = CliRunner().invoke(main, ["predict", artifact, *{args!r}])
+            assert plain.exit_code == 0, (artifact, plain.output)
+            print(json.dumps([[json.loads(line) for line in r.stdout.splitlines()],
+                              plain.stdout]))
         assert not any(m.split('.')[0] in BLOCKED for m in sys.modules), sorted(sys.modules)
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
-    return [json.loads(line) for line in proc.stdout.splitlines()]
+    pairs = [json.loads(line) for line in proc.stdout.splitlines()]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def predict_with_torch(artifact: Path, args: list[str]) -> list[dict]:
@@ -96,8 +101,8 @@ def test_recipe_trains_exports_and_predicts_to_its_target(name, tmp_path, uci_fi
     metrics = json.loads((run / "metrics.json").read_text())
     export_dir = run / "export"
     args = inputs_for(name, run, tmp_path)
-    results = dict(zip(ONNX, predict_without_torch([export_dir / f for f in ONNX], args),
-                       strict=True))
+    found, plain = predict_without_torch([export_dir / f for f in ONNX], args)
+    results = dict(zip(ONNX, found, strict=True))
     results["model.ts"] = predict_with_torch(export_dir / "model.ts", args)
 
     if name == "linreg":  # w within 0.05 of 5, b within 0.1 of 7.125, from every artifact
@@ -107,7 +112,16 @@ def test_recipe_trains_exports_and_predicts_to_its_target(name, tmp_path, uci_fi
     elif name in HELLO:
         assert {file: r[0]["text"] for file, r in results.items()} == dict.fromkeys(
             results, "ohlol")
+        assert plain == ["ohlol\n", "ohlol\n"]  # `edgekit predict model.int8.onnx --text hello`
         assert all(r["sequences_equal"] == 1.0 for r in rows.values())
+        if name == "hello-rnn":  # bad text is one line naming the character or the length
+            cli, int8 = CliRunner(), str(export_dir / "model.int8.onnx")
+            r = cli.invoke(main, ["predict", int8, "--text", "hexlo"])
+            assert r.exit_code == 1 and r.output == (
+                "error: character 'x' (position 3 of 'hexlo') is not in the model's vocabulary: "
+                "'helo'\n")
+            r = cli.invoke(main, ["predict", str(export_dir / "model.onnx"), "--text", "hell"])
+            assert r.exit_code == 1 and "takes exactly 5 characters; got 4" in r.output
     elif name == "sincos-rnn":
         assert metrics["test_mse"] < 0.01
         assert all(r["mse"] < 0.01 for r in rows.values()), rows
@@ -118,6 +132,12 @@ def test_recipe_trains_exports_and_predicts_to_its_target(name, tmp_path, uci_fi
             assert np.abs(got[30:] - np.cos(np.arange(30, 40) * 0.1 + 3.0)).max() < 0.1, file
     else:
         assert all(len(r) == len(args) for r in results.values())
+        if name == "adult-tabular":  # an unseen category is one line naming the column
+            row = Path(args[0]).read_text().replace("?", "Astronaut", 1)
+            (tmp_path / "bad.csv").write_text(row)
+            r = CliRunner().invoke(main, ["predict", str(export_dir / "model.onnx"),
+                                          str(tmp_path / "bad.csv")])
+            assert r.exit_code == 1 and "unseen category 'Astronaut'" in r.output
         labels = {file: r[0]["label"] for file, r in results.items()}
         assert len(set(labels.values())) == 1, labels  # every artifact agrees
         target = {"logreg-credit": 0.70, "adult-tabular": 0.80, "spiral-mlp": 0.95}
