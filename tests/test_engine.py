@@ -6,12 +6,12 @@ import torch
 
 from edgekit.data import ArraySplit, DataSplits
 from edgekit.errors import EdgekitError
+from edgekit.loop import augment, evaluate, fit
 from edgekit.losses import LOSSES, build_loss
 from edgekit.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, param_groups
 from edgekit.recipe import load_recipe
 from edgekit.runtime.preprocess import image_spec
 from edgekit.tasks import TASKS, get_task, list_tasks
-from edgekit.train import augment, evaluate, fit
 
 
 def test_classification_task_scores_decodes_and_compares():
@@ -193,8 +193,9 @@ def test_fit_learns_and_reports_the_task_metric():
                                     "train.optimizer=sgd", "train.loss=nll",
                                     "train.grad_clip=1.0", "train.l1=0.0001"])
     data = synthetic_data()
-    model, history, amp = fit(recipe, data, progress=False)
-    assert amp is None  # CPU: no mixed precision
+    result = fit(recipe, data, progress=False)
+    model, history = result.model, result.history
+    assert result.amp is None and result.device == "cpu"  # CPU: no mixed precision
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert set(history[0]) >= {"train_loss", "train_accuracy", "test_loss", "test_accuracy"}
     task = get_task("classification")
@@ -208,8 +209,9 @@ def test_early_stopping_keeps_the_best_epoch():
     recipe = load_recipe("lenet5", ["train.epochs=10", "train.early_stop=2", "train.lr=0.01",
                                     "train.schedule=step", "train.step_size=1",
                                     "train.gamma=1e-9", "data.batch_size=32"])
-    model, history, _ = fit(recipe, synthetic_data(), progress=False)
-    assert len(history) == 3
+    result = fit(recipe, synthetic_data(), progress=False)
+    model, history = result.model, result.history
+    assert len(history) == 3 and result.stopped_early and result.best_epoch == 1
     task = get_task("classification")
     best = max(h["test_accuracy"] for h in history)
     result = evaluate(model, synthetic_data().test, 32, task, build_loss("auto", task))

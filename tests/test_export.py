@@ -264,21 +264,21 @@ def test_model_fx_cannot_trace_is_one_line(tmp_path):
     assert "control flow" in msg and "\n" not in msg
 
 
-def test_dynamic_int8_is_chosen_for_a_linear_model(tmp_path):
+def test_dynamic_int8_is_chosen_for_a_linear_model(tmp_path, monkeypatch):
     """A model of Linear layers gets dynamic int8 in both formats (auto, from the graph)."""
     import torch
 
     from edgekit.export import export
-    from edgekit.models import MODELS, register_model
+    from edgekit.models import MODELS
     from edgekit.recipe import load_recipe
     from edgekit.train import train
 
-    if "test-mlp" not in MODELS:
-        @register_model("test-mlp")
-        def mlp(input_shape, num_outputs, dropout=0.0):
-            return torch.nn.Sequential(torch.nn.Flatten(),
-                                       torch.nn.Linear(int(np.prod(input_shape)), 64),
-                                       torch.nn.ReLU(), torch.nn.Linear(64, num_outputs))
+    def mlp(input_shape, num_outputs, dropout=0.0):
+        return torch.nn.Sequential(torch.nn.Flatten(),
+                                   torch.nn.Linear(int(np.prod(input_shape)), 64),
+                                   torch.nn.ReLU(), torch.nn.Linear(64, num_outputs))
+
+    monkeypatch.setitem(MODELS._entries, "test-mlp", mlp)  # for this test only
 
     run = train(load_recipe("lenet5", ["model.name=test-mlp", "train.epochs=2"]),
                 tmp_path / "run", progress=False)

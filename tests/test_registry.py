@@ -41,8 +41,8 @@ def test_every_recipe_model_runs_on_its_own_data(recipe, uci_files):
     import torch
     from uci_files import data_overrides
 
+    from edgekit.loop import forward
     from edgekit.models import model_options
-    from edgekit.train import forward
 
     r = load_recipe(recipe)
     r = load_recipe(recipe, data_overrides(r, uci_files))

@@ -6,11 +6,11 @@ import torch
 
 from edgekit.data import build_dataset
 from edgekit.errors import EdgekitError
+from edgekit.loop import fit, forward
 from edgekit.models import build_model, model_options
 from edgekit.recipe import DataConfig, load_recipe
 from edgekit.runtime.preprocess.text import decode_text, text_spec, text_to_array
 from edgekit.tasks import get_task
-from edgekit.train import fit, forward
 
 
 def test_regression_task_scores_mse_and_bounds_int8_in_r2_points():
@@ -141,8 +141,8 @@ def test_forward_detaches_the_state_it_carries():
 
 def test_stateful_model_needs_stream_data():
     r = load_recipe("hello-rnn", ["model.stateful=true"])
-    with pytest.raises(EdgekitError, match="model.stateful needs ordered windows of a series, "
-                                           "chars has none"):
+    with pytest.raises(EdgekitError, match=r"model.stateful needs ordered windows of a series, "
+                                           r"read by one process \(chars has none\)"):
         fit(r, build_dataset(r.data), progress=False)
 
 
@@ -150,7 +150,8 @@ def test_stateful_model_needs_stream_data():
 def test_hello_recipes_learn_ohlol_in_a_second(recipe):
     r = load_recipe(recipe)
     data = build_dataset(r.data)
-    model, history, _ = fit(r, data, progress=False)
+    result = fit(r, data, progress=False)
+    model, history = result.model, result.history
     with torch.no_grad():
         out = model(torch.from_numpy(data.test.x)).numpy()
     assert decode_text(out.argmax(-1)[0], data.labels) == "ohlol"

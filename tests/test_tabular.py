@@ -121,9 +121,9 @@ def test_array_input_takes_one_or_a_batch():
 def test_tabular_recipes_train_through_the_real_loaders(recipe, uci_files):
     from uci_files import data_overrides
 
-    from edgekit.train import fit
+    from edgekit.loop import fit
 
     r = load_recipe(recipe)
     r = load_recipe(recipe, data_overrides(r, uci_files))
-    _, history, _ = fit(r, build_dataset(r.data), progress=False)
+    history = fit(r, build_dataset(r.data), progress=False).history
     assert history[-1]["test_accuracy"] >= 0.8

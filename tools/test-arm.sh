@@ -16,5 +16,12 @@ mkdir -p "$out"
 "$python" -m pip wheel -q --no-deps --no-build-isolation -w "$out/dist" . >&2
 "$python" -m pip install -q --no-deps --target "$out/edgekit" "$out"/dist/edgekit-*.whl >&2
 
+rm -f "$out"/bench-*.json "$out"/logits-*.npz "$out"/report.md
 export EDGEKIT_ARM_ENV=$env_dir EDGEKIT_ARM_SITE=$PWD/$out/edgekit EDGEKIT_ARM_OUT=$PWD/$out
-exec "$python" -m pytest -m arm -p no:cacheprovider tests "$@"
+status=0
+"$python" -m pytest -m arm -p no:cacheprovider tests "$@" || status=$?
+# x86 vs emulated Pi 4 / Pi 5 on the same artifacts (what the tests measured and compared).
+if ls "$out"/bench-*.json >/dev/null 2>&1; then
+  "$python" tools/arm_report.py "$out" || status=1
+fi
+exit "$status"

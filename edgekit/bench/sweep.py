@@ -60,6 +60,7 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
     if seconds is not None and not seconds > 0:
         raise EdgekitError(f"seconds: expected a value > 0, got {seconds}")
     files, skipped = expand(paths)
+    rounds = ROUNDS if seconds is not None else min(ROUNDS, runs)
     load_before = _loadavg()
     runners = [load(p, threads=threads_list[0]) for p in files]  # bad paths fail before timing
 
@@ -69,7 +70,7 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
             runners = [load(p, threads=t) for p in files]
         for b in batches:
             times = _interleaved(runners, [_input(r, b) for r in runners], t, runs, warmup,
-                                 seconds)
+                                 seconds, rounds)
             group = []
             for runner, ms in zip(runners, times, strict=True):
                 row = {**_describe(runner), "batch": b, "threads": t,
@@ -81,9 +82,11 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
                 group.append(row)
             for model in dict.fromkeys(r["model"] for r in group):  # artifacts of one model
                 same = [r for r in group if r["model"] == model]
+                names = [r["file"] for r in same]  # the paths where two runs share file names
+                name = "file" if len(set(names)) == len(names) else "artifact"
                 if len(same) > 1:
                     comparisons.append({"model": model, "batch": b, "threads": t,
-                                        **verdict(same, name="file")})
+                                        **verdict(same, name=name)})
             results += group
     return {
         "kind": KIND, "schema": SCHEMA,
@@ -91,7 +94,7 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "settings": {"runs": None if seconds else runs, "seconds": seconds, "warmup": warmup,
-                     "rounds": ROUNDS, "threads": threads_list, "batch": batches,
+                     "rounds": rounds, "threads": threads_list, "batch": batches,
                      "load_average_before": load_before, "load_average_after": _loadavg()},
         "results": results,
         "comparisons": comparisons,
@@ -144,7 +147,12 @@ def expand(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
             raise EdgekitError(f"{str(path)!r} has no verified artifact to benchmark"
                                + (f" ({'; '.join(skipped)})" if skipped else ""))
         files += found
-    return files, skipped
+    unique, seen = [], set()
+    for file in files:  # each file once, in the order given
+        if file.resolve() not in seen:
+            seen.add(file.resolve())
+            unique.append(file)
+    return unique, skipped
 
 
 def format_table(report: dict) -> str:
@@ -169,9 +177,8 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _interleaved(runners, inputs, threads, runs, warmup, seconds) -> list[np.ndarray]:
-    """Per runner, the latencies of `runs` calls (or `seconds`) split over ROUNDS rounds."""
-    rounds = ROUNDS if seconds is not None else max(1, min(ROUNDS, runs))
+def _interleaved(runners, inputs, threads, runs, warmup, seconds, rounds) -> list[np.ndarray]:
+    """Per runner, the latencies of `runs` calls (or `seconds`) split over `rounds` rounds."""
     shares = [len(a) for a in np.array_split(np.arange(runs), rounds)] if seconds is None \
         else [0] * rounds
     times: list[list[np.ndarray]] = [[] for _ in runners]
@@ -188,9 +195,11 @@ def _interleaved(runners, inputs, threads, runs, warmup, seconds) -> list[np.nda
 
 
 def _set_torch_threads(runner, threads: int) -> None:
-    torch = getattr(runner, "_torch", None)
-    if torch is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    if runner.backend == "torchscript":  # torch is imported: the runner loaded with it
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def _describe(runner) -> dict:

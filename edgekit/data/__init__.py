@@ -39,6 +39,10 @@ class ArraySplit:
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.int64]:
         return self.x[i], self.y[i]
 
+    def image(self, i: int):
+        """Sample i as the PIL image it was made from, or None where the data aren't images."""
+        return self.images[i] if self.images else None
+
 
 @dataclass
 class DataSplits:
@@ -46,7 +50,9 @@ class DataSplits:
     test: ArraySplit
     labels: list[str]  # class index -> name
     preprocess: dict  # the runtime spec, see edgekit.runtime.preprocess
-    task: str = "classification"
+    task: str = "classification"  # a name in edgekit.tasks
+    name: str = ""  # the dataset that was built (the fallback's, when the recipe's wasn't there)
+    note: str = ""  # why the fallback was built instead of the recipe's dataset
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -63,7 +69,9 @@ class DataSplits:
 
 def build_dataset(cfg) -> DataSplits:
     """Build the dataset named by `cfg.name` (a DataConfig). Unknown names list the choices."""
-    return DATASETS.get(cfg.name)(cfg)
+    data = DATASETS.get(cfg.name)(cfg)
+    data.name = data.name or cfg.name
+    return data
 
 
 def list_datasets() -> list[str]:

@@ -189,15 +189,14 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
             c.row = verify(c.path, c.fmt, test_x, test_y, reference, ref_acc, thresholds, task,
                            stream)
 
-        tuning = _tune(tgt, budget, cands + kept, test_x[:1], time_artifacts)
-        chosen, failures = [], []
-        for fmt in fmts:
-            best, why = _choose([c for c in cands if c.fmt is fmt], allow_degraded)
-            chosen.append(best)
-            failures += why
-        if failures:
+        failures = [c.row["why"] for fmt in fmts
+                    if not any(c.row["passed"] for c in cands if c.fmt is fmt)
+                    for c in cands if c.fmt is fmt]
+        if failures and not allow_degraded:  # before any timing: fail fast
             raise EdgekitError("export check failed: " + "; ".join(failures)
                                + " (nothing was written)")
+        tuning = _tune(tgt, budget, cands + kept, test_x[:1], time_artifacts)
+        chosen = [_choose([c for c in cands if c.fmt is fmt]) for fmt in fmts]
         for c in chosen:
             c.row["chosen"] = True
             if c.path != stage / c.fmt.file:
@@ -244,7 +243,7 @@ def reference_outputs(model, x: np.ndarray, size: int = 256) -> np.ndarray:
     """
     import torch
 
-    from edgekit.train import forward
+    from edgekit.loop import forward
 
     state = None
 
@@ -279,8 +278,8 @@ def verify(path: Path, fmt: Format, x: np.ndarray, y: np.ndarray, reference: np.
         runner = load(path)
         outputs = batched(runner.run, x, size)  # the runner carries a stateful model's state
     except EdgekitError as e:
-        return {**row, "accuracy": 0.0, "accuracy_drop_points": round(ref_acc * 100, 4),
-                "max_abs_diff": float("inf"), "top1_agreement": 0.0, "passed": False,
+        return {**row, "accuracy": None, "accuracy_drop_points": None,
+                "max_abs_diff": None, "top1_agreement": None, "passed": False,
                 "why": f"{fmt.format} {fmt.precision}: {e}"}
     artifact = (runner.manifest or {}).get("artifact", {})
     for key in ("target", "quantized_engine"):
@@ -397,8 +396,9 @@ def report_markdown(report: dict) -> str:
             + (", kept" if r.get("kept") else "")
         lines.append(
             f"| {r['file']} | {r['format']} | {r['precision']} | {r.get('layout', '-')} "
-            f"| {r['bytes'] / 1024:.1f} | {fmt(r['accuracy'])} | {r['accuracy_drop_points']:.2f} "
-            f"| {r['max_abs_diff']:.2e} | {_pct(r['top1_agreement'])} | {_ms(r)} | {check} |"
+            f"| {r['bytes'] / 1024:.1f} | {_num(r['accuracy'], fmt)} "
+            f"| {_num(r['accuracy_drop_points'], '.2f')} | {_num(r['max_abs_diff'], '.2e')} "
+            f"| {_num(r['top1_agreement'], '.2%')} | {_ms(r)} | {check} |"
         )
     if report.get("candidates"):
         lines += ["", "int8 candidates:", "",
@@ -407,8 +407,9 @@ def report_markdown(report: dict) -> str:
                   "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
         for c in report["candidates"]:
             lines.append(
-                f"| {c['format']} | {c['layout']} | {c['bytes'] / 1024:.1f} | {fmt(c['accuracy'])} "
-                f"| {c['accuracy_drop_points']:.2f} | {_ms(c)} "
+                f"| {c['format']} | {c['layout']} | {c['bytes'] / 1024:.1f} "
+                f"| {_num(c['accuracy'], fmt)} | {_num(c['accuracy_drop_points'], '.2f')} "
+                f"| {_ms(c)} "
                 f"| {'pass' if c['passed'] else 'FAIL: ' + c['why']} "
                 f"| {'yes' if c['chosen'] else ''} |")
     tuning = report.get("tuning") or {}
@@ -497,26 +498,29 @@ def _tune(target, budget: float, cands: list[Candidate], x: np.ndarray, time_art
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _choose(cands: list[Candidate], allow_degraded: bool) -> tuple[Candidate, list[str]]:
-    """The candidate to publish, and the failures to report if none passed.
+def _choose(cands: list[Candidate]) -> Candidate:
+    """The candidate to publish among those written for one format.
 
     The fastest passing candidate; the first (the target's documented layout) unless another
-    is more than TIE faster or the candidates were not timed. With none passing, the most
-    accurate one if allow_degraded, else the reasons.
+    is more than TIE faster or the candidates were not timed. With none passing (only reached
+    with allow_degraded), the most accurate one, marked degraded.
     """
     passing = [c for c in cands if c.row["passed"]]
     if passing:
         first = passing[0]
         timed = [c for c in passing if c.ms is not None]
         if first.ms is None or not timed:
-            return first, []
+            return first
         best = min(timed, key=lambda c: c.ms)
-        return (first if first.ms <= best.ms * (1 + TIE) else best), []
-    if not allow_degraded:
-        return cands[0], [c.row["why"] for c in cands]
-    best = min(cands, key=lambda c: (c.row["accuracy_drop_points"], c.row["max_abs_diff"]))
+        return first if first.ms <= best.ms * (1 + TIE) else best
+
+    def badness(c):  # None: the artifact did not even run
+        return tuple(float("inf") if c.row[k] is None else c.row[k]
+                     for k in ("accuracy_drop_points", "max_abs_diff"))
+
+    best = min(cands, key=badness)
     best.row["degraded"] = True
-    return best, []
+    return best
 
 
 def _artifact_row(c: Candidate) -> dict:
@@ -591,12 +595,15 @@ def _state_spec(model) -> dict:
     return {"input": STATE_NAME, "output": STATE_OUT_NAME, "shape": [layers, None, hidden]}
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2%}"
-
-
 def _ms(row: dict) -> str:
-    return f"{row['latency_ms']:.3f}" if row.get("latency_ms") is not None else "-"
+    return _num(row.get("latency_ms"), ".3f")
+
+
+def _num(value, spec) -> str:
+    """`value` formatted by a format spec or a function (a task's format); None as "-"."""
+    if value is None:
+        return "-"
+    return spec(value) if callable(spec) else format(value, spec)
 
 
 def _save_samples(path: Path, x: np.ndarray, y: np.ndarray) -> None:

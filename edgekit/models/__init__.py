@@ -5,6 +5,10 @@ A builder takes keyword arguments `input_shape` (one input without the batch dim
 EdgekitError for an input shape it cannot take. Builders with sizes to choose also take some
 of OPTIONS (the recipe's model.hidden, model.layers, ...); a recipe that sets an option its
 model does not take is an error, not silently ignored.
+
+`prepare_model` is what training and `load_run` call: the model, plus a recipe's pretrained
+weights and frozen backbone, and the names of the head's parameters (the last Linear layer,
+or the last convolution of an all-convolutional classifier), which a new task replaces.
 """
 
 from __future__ import annotations
@@ -23,15 +27,17 @@ OPTIONS = ("hidden", "layers", "activation", "embed", "stateful")
 
 def build_model(name: str, *, input_shape: tuple[int, ...], num_outputs: int,
                 dropout: float = 0.0, **options):
-    """Build a registered model.
+    """Build a registered or torchvision model.
 
     Args:
-        options: OPTIONS set by the recipe, and `vocab_size` (how many token indices the input
-            holds) for data given as token indices.
+        options: OPTIONS the recipe sets (model.hidden, ...), and `vocab_size` (how many token
+            ids the input holds) for data given as token ids; see model_options().
 
     Raises:
-        EdgekitError: an unknown name (listing the valid ones), or an option the model lacks.
+        EdgekitError: an unknown name (listing the valid ones), an input it can't take, or an
+            option the model does not have.
     """
+    check_model_name(name)
     builder = MODELS.get(name)
     params = inspect.signature(builder).parameters
     for key, value in options.items():
@@ -55,6 +61,55 @@ def model_options(model_cfg, preprocess: dict) -> dict:
     if preprocess.get("kind") == "text" and preprocess.get("encoding") == "index":
         options["vocab_size"] = len(preprocess["vocab"])
     return options
+
+
+def check_model_name(name: str) -> None:
+    """Raise EdgekitError unless `name` is a registered model."""
+    MODELS.get(name)
+
+
+def prepare_model(cfg, input_shape, num_outputs: int, load_weights: bool = True,
+                  preprocess: dict | None = None):
+    """The model a recipe's `model` section describes, ready to train.
+
+    Args:
+        cfg: the recipe's ModelConfig (name, dropout, pretrained, freeze, sizes).
+        load_weights: read cfg.pretrained (False when the weights come from a checkpoint or a
+            finished run instead).
+        preprocess: the data's preprocess spec (token-id text gives an Embedding its size).
+
+    Returns:
+        (model, names of the head's parameters).
+
+    Raises:
+        EdgekitError: unknown model, unfit input, or a weights file that doesn't fit.
+    """
+    model = build_model(cfg.name, input_shape=input_shape, num_outputs=num_outputs,
+                        dropout=cfg.dropout, **model_options(cfg, preprocess or {}))
+    head = head_module(model)
+    head_params = {f"{head}.{n}" for n, _ in model.get_submodule(head).named_parameters()}
+    if cfg.pretrained and load_weights:
+        from edgekit.models.weights import load_pretrained
+
+        load_pretrained(model, cfg.pretrained, cfg.name, skip=head)
+    if cfg.freeze:  # train the head only; the rest is a fixed feature extractor
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in head_params)
+        model.frozen_modules = [m for n, m in model.named_modules()
+                                if not any(True for _ in m.children())
+                                and not (n == head or n.startswith(head + "."))]
+    return model, head_params
+
+
+def head_module(model) -> str:
+    """Name of the classifier head: the last Linear layer, else the last Conv2d (squeezenet)."""
+    from torch import nn
+
+    for kind in (nn.Linear, nn.Conv2d):
+        names = [n for n, m in model.named_modules() if isinstance(m, kind)]
+        if names:
+            return names[-1]
+    raise EdgekitError(f"{type(model).__name__} has no Linear or Conv2d layer to serve as a head")
 
 
 def list_models() -> list[str]:

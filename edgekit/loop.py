@@ -1,0 +1,425 @@
+"""The training loop: one epoch after another, a checkpoint after each, resumable mid-epoch.
+
+`fit()` knows no task, loss, optimizer or model by name: the data's task (edgekit.tasks) says
+what outputs mean, the recipe names the loss (edgekit.losses), the optimizer and schedule
+(edgekit.optim), and edgekit.models builds the network. The same code runs a single process
+or one rank of a torchrun job (edgekit.distributed).
+
+Reproducible by construction: each epoch's sample order comes from DistributedSampler seeded
+with (train.seed, epoch), every other random draw from the global generators whose states the
+checkpoint carries, so a run resumed from any checkpoint (end of an epoch, or mid-epoch after a
+signal) reaches the same weights as one that never stopped (CPU, same seed).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.distributed import World
+from edgekit.errors import EdgekitError, Interrupted
+from edgekit.fileio import write_text
+
+# Weight of auxiliary classifier losses (inception_v3, googlenet) while training.
+AUX_WEIGHT = 0.4
+
+
+@dataclass
+class Fit:
+    """What `fit` returns: the trained model (best epoch's weights with early stopping)."""
+
+    model: object  # nn.Module, unwrapped from DDP
+    history: list[dict]
+    amp: str | None  # "bfloat16"/"float16" on CUDA with AMP, else None
+    best_epoch: int
+    stopped_early: bool
+    seconds: float
+    device: str
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps completed in epoch + 1 (non-zero only after a signal)
+    partial: dict = field(default_factory=lambda: {"seen": 0, "loss": 0.0, "score": 0.0})
+    history: list = field(default_factory=list)
+    best: dict | None = None  # {"epoch", "metric", "state" (only with early stopping)}
+    seconds: float = 0.0
+    world: int = 1  # processes that trained (a mid-epoch resume needs the same number)
+
+
+def fit(recipe, data, progress: bool = True, run: Path | None = None,
+        checkpoint: dict | None = None, world: World | None = None) -> Fit:
+    """Train `recipe`'s model on `data` (edgekit.data.DataSplits).
+
+    On `train.threads` CPU threads when set (restored after): tiny models train several times
+    faster on one, their ops too small to split. See _fit for the rest.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    try:
+        return _fit(recipe, data, progress, run, checkpoint, world)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(recipe, data, progress: bool = True, run: Path | None = None,
+         checkpoint: dict | None = None, world: World | None = None) -> Fit:
+    """Train `recipe`'s model on `data` (edgekit.data.DataSplits).
+
+    A stateful model (`model.stateful`, e.g. an RNN whose hidden state runs across windows)
+    reads each training stream's windows in order, one batch holding the next window of every
+    stream, and carries its state from batch to batch, cut from the graph (truncated
+    backpropagation through time): see forward().
+
+    Args:
+        progress: a progress bar on a terminal, else one line per epoch on stderr (rank 0).
+        run: the run directory to checkpoint into after every epoch; None: no checkpoints.
+        checkpoint: a loaded checkpoint (edgekit.checkpoint.load) to continue from.
+        world: this process's place in a torchrun job; None: a single process.
+
+    Returns:
+        A Fit.
+
+    Raises:
+        EdgekitError: bad settings for this model/data, or a loss that became NaN/inf (the
+            last checkpoint is kept).
+        Interrupted: SIGINT/SIGTERM; the step was finished and a checkpoint saved first.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from edgekit import checkpoint as ckpt
+    from edgekit.losses import build_loss
+    from edgekit.models import prepare_model
+    from edgekit.optim import build_optimizer, build_scheduler, l1_penalty
+    from edgekit.tasks import get_task
+
+    cfg, world = recipe.train, world or World()
+    task = get_task(data.task)
+    device = select_device(cfg.device, world)
+    if recipe.data.batch_size % world.size:
+        raise EdgekitError(f"data.batch_size {recipe.data.batch_size} is the global batch: it "
+                           f"must divide evenly among {world.size} processes")
+    per_rank = recipe.data.batch_size // world.size
+    _seed(cfg.seed)  # the same initial weights on every rank
+    model, head = prepare_model(recipe.model, data.input_shape, len(data.labels),
+                                load_weights=checkpoint is None, preprocess=data.preprocess)
+    stateful = getattr(model, "stateful", False)
+    if stateful and (data.train.stream != recipe.data.batch_size or world.size > 1):
+        why = f"{world.size} processes" if world.size > 1 else f"{recipe.data.name} has none"
+        raise EdgekitError(f"model.stateful needs ordered windows of a series, read by one "
+                           f"process ({why}); choose a stream dataset (sincos) and one process, "
+                           "or set it to false")
+    model.to(device)
+    channels_last = cfg.channels_last and device.type == "cuda" and len(data.input_shape) == 3
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = model
+    if world.size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    steps_per_epoch = math.ceil(math.ceil(len(data.train) / world.size) / per_rank)
+    loss_fn = build_loss(cfg.loss, task, cfg.label_smoothing)
+    opt = build_optimizer(model, cfg, head)
+    sched = build_scheduler(opt, cfg, steps_per_epoch)
+    amp_dtype = select_amp(device, cfg.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    aux_weight = getattr(model, "aux_weight", AUX_WEIGHT)
+    frozen = [m for m in getattr(model, "frozen_modules", ())]
+
+    p = Progress(world=world.size)
+    if checkpoint is not None:
+        p = Progress(**checkpoint["progress"])
+        if p.step and p.world != world.size:
+            raise EdgekitError(f"the run stopped mid-epoch with {p.world} process(es); resume it "
+                               f"with the same number (torchrun --nproc_per_node={p.world})")
+        p.world = world.size
+        model.load_state_dict(checkpoint["model"])
+        opt.load_state_dict(checkpoint["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        ckpt.set_rng_state(checkpoint["rng"])
+
+    fingerprint = data.fingerprint()
+
+    def save() -> None:
+        if run is not None and world.main:
+            ckpt.save(run / ckpt.CHECKPOINT, {
+                "recipe": recipe.to_dict(), "data_fingerprint": fingerprint,
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "scaler": scaler.state_dict(), "progress": p.__dict__})
+            write_text(run / "train.log", "".join(log_line(h) + "\n" for h in p.history))
+        world.barrier()  # nobody runs ahead of (or exits before) the checkpoint
+
+    pin = device.type == "cuda"
+    workers = recipe.data.workers if recipe.data.workers >= 0 else (4 if pin else 0)
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=p.epoch * steps_per_epoch + p.step,
+               desc=f"train {recipe.name}", unit="step", dynamic_ncols=True, mininterval=0.5,
+               disable=not (progress and world.main and sys.stderr.isatty()))
+    stopped_early = False
+    with _StopOnSignal(quiet=not world.main) as stop:
+        for epoch in range(p.epoch + 1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            order = (list(range(len(data.train))) if stateful  # streams in time order
+                     else epoch_order(len(data.train), cfg.seed, epoch, world))[p.step * per_rank:]
+            state = None  # a stateful model starts every pass over its streams from zeros
+            loader = torch.utils.data.DataLoader(
+                data.train, batch_size=per_rank, sampler=order, num_workers=workers,
+                pin_memory=pin, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+            net.train()
+            for m in frozen:  # a frozen backbone keeps its BatchNorm statistics too
+                m.eval()
+            for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                x = augment(x, cfg.shift, cfg.flip)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    out, state = forward(net, x, state)  # (B, K), or (main, *aux) in training
+                    main, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+                    loss = loss_fn(main, y) + sum(aux_weight * loss_fn(a, y) for a in aux)
+                    if cfg.l1:
+                        loss = loss + cfg.l1 * l1_penalty(model)
+                value = loss.item()
+                stopping, diverged = world.any(stop.signum is not None, not math.isfinite(value))
+                if diverged:  # before the update: the weights and checkpoint stay good
+                    raise EdgekitError(
+                        f"training diverged at epoch {epoch} step {p.step + 1}: the loss is "
+                        f"{value if not math.isfinite(value) else 'not finite on another rank'}"
+                        f"; {_kept(run)}lower train.lr and train again")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    scaler.unscale_(opt)  # clip the true gradients, not the fp16-scaled ones
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                if sched is not None:
+                    sched.step()
+                n = len(y)
+                p.step += 1
+                p.partial["seen"] += n
+                p.partial["loss"] += value * n
+                p.partial["score"] += task.score(main.detach().float().cpu().numpy(),
+                                                 y.cpu().numpy()) * n
+                bar.update()
+                if stopping:
+                    save()
+                    raise _interrupted(stop.signum, epoch, p.step, run)
+            test = evaluate(model, data.test, per_rank, task, loss_fn, device, world)
+            seen = max(1, p.partial["seen"])
+            p.history.append({
+                "epoch": epoch, "train_loss": p.partial["loss"] / seen,
+                f"train_{task.metric}": p.partial["score"] / seen, "test_loss": test["loss"],
+                f"test_{task.metric}": test[task.metric], "lr": opt.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t0})
+            p.seconds += time.perf_counter() - t0
+            p.epoch, p.step, p.partial = epoch, 0, Progress().partial
+            metric = test[task.metric]
+            if task.better(metric, p.best and p.best["metric"]):
+                p.best = {"epoch": epoch, "metric": metric}
+                if cfg.early_stop:  # the weights to return if training stops early
+                    p.best["state"] = ckpt.to_cpu(
+                        {k: v.clone() for k, v in model.state_dict().items()})
+            elif cfg.early_stop and epoch - p.best["epoch"] >= cfg.early_stop:
+                stopped_early = True
+            bar.set_postfix(epoch=epoch, loss=f"{p.history[-1]['train_loss']:.3f}",
+                            test=task.format(metric))
+            if progress and world.main and bar.disable:  # a log file or CI: one line an epoch
+                print(log_line(p.history[-1]), file=sys.stderr, flush=True)
+            save()
+            if world.any(stop.signum is not None)[0]:
+                raise _interrupted(stop.signum, epoch + 1, 0, run)
+            if stopped_early:
+                break
+    bar.close()
+    if cfg.early_stop and p.best and "state" in p.best:
+        model.load_state_dict(p.best["state"])
+    return Fit(model=model, history=p.history, amp=_dtype_name(amp_dtype),
+               best_epoch=p.best["epoch"] if p.best else p.epoch, stopped_early=stopped_early,
+               seconds=p.seconds, device=str(device))
+
+
+def epoch_order(n: int, seed: int, epoch: int, world: World) -> list[int]:
+    """This rank's sample indices for `epoch`: a DistributedSampler shuffle of range(n)."""
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=world.size, rank=world.rank,
+                                 shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def forward(model, x, state=None):
+    """model(x), and for a stateful model (`model.stateful`) also its new state.
+
+    A stateful model takes the state its previous window left, (L, B, H), and returns
+    (outputs, state); the state goes on detached, so gradients stop at the window's start
+    (truncated backpropagation through time). Returns (outputs, state or None).
+    """
+    if getattr(getattr(model, "module", model), "stateful", False):  # DDP wraps the model
+        out, state = model(x, state)
+        return out, state.detach()
+    return model(x), None
+
+
+def evaluate(model, split, batch_size: int, task, loss_fn, device=None,
+             world: World | None = None) -> dict:
+    """Mean loss and the task's metric of `model` on a held-out split.
+
+    Under torchrun each rank runs every world.size-th sample and the outputs are gathered, so
+    every rank gets the metric of the whole split. A split of streams (`split.stream`) is read
+    in order, `stream` rows a batch, a stateful model carrying its state.
+
+    Returns:
+        {"loss": mean loss per sample, task.metric: value}.
+    """
+    import torch
+
+    world = world or World()
+    device = device or next(model.parameters()).device
+    mine = np.arange(world.rank, len(split), world.size)
+    batch_size = getattr(split, "stream", 0) or batch_size
+    model.eval()
+    loss_sum, outputs, state = 0.0, [], None
+    with torch.inference_mode():
+        for i in range(0, len(mine), batch_size):
+            idx = mine[i:i + batch_size]
+            x = torch.from_numpy(np.asarray(split.x[idx])).to(device)
+            y = torch.from_numpy(np.asarray(split.y[idx])).to(device)
+            out, state = forward(model, x, state)
+            out = out.float()
+            loss_sum += loss_fn(out, y).item() * len(y)
+            outputs.append(out.cpu().numpy())
+    parts = world.gather((mine, np.concatenate(outputs) if outputs else None, loss_sum))
+    order = np.concatenate([idx for idx, out, _ in parts if out is not None])
+    every = np.concatenate([out for _, out, _ in parts if out is not None])[np.argsort(order)]
+    return {"loss": sum(s for *_, s in parts) / len(split),
+            task.metric: task.score(every, np.asarray(split.y))}
+
+
+def augment(x, shift: int = 0, flip: bool = False):
+    """Random translation by up to `shift` pixels (border repeated) and horizontal flips.
+
+    Args:
+        x: a batch of images (B, C, H, W); other shapes are returned unchanged.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if x.dim() != 4 or not (shift or flip):
+        return x
+    b, _, h, w = x.shape
+    if shift:
+        padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")  # (B, C, H+2s, W+2s)
+        dy, dx = torch.randint(0, 2 * shift + 1, (2, b, 1), device=x.device)
+        rows = (dy + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
+        cols = (dx + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
+        batch = torch.arange(b, device=x.device)[:, None, None]  # (B, 1, 1)
+        x = padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+    if flip:
+        mask = torch.rand(b, device=x.device) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x.contiguous()
+
+
+def select_device(name: str, world: World | None = None):
+    """"auto" is CUDA when present, else the CPU; under torchrun each rank takes its own GPU.
+
+    Raises:
+        EdgekitError: "cuda" was asked for and there is none.
+    """
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EdgekitError("train.device: 'cuda' requested but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", world.local_rank if world else 0)
+    return torch.device(name)
+
+
+def select_amp(device, enabled: bool):
+    """The autocast dtype: on CUDA bf16 where the GPU supports it, else fp16 (which needs a
+    GradScaler); None (full fp32) on the CPU or with train.amp off."""
+    import torch
+
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def log_line(row: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+
+
+def _seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _dtype_name(dtype) -> str | None:
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def _kept(run: Path | None) -> str:
+    from edgekit.checkpoint import CHECKPOINT
+
+    if run is None or not (run / CHECKPOINT).is_file():
+        return ""
+    return f"the last good checkpoint is kept in {str(run / CHECKPOINT)!r}; "
+
+
+def _interrupted(signum: int | None, epoch: int, step: int, run: Path | None) -> Interrupted:
+    signum = signum or signal.SIGTERM  # another rank was signalled
+    where = f"epoch {epoch} step {step}" if step else f"the end of epoch {epoch - 1}"
+    saved = (f"; checkpoint saved: continue with `edgekit train --resume {run}`"
+             if run is not None else "")
+    return Interrupted(f"interrupted by {signal.Signals(signum).name} at {where}{saved}", signum)
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM set a flag the loop checks after each step; a second one acts at once."""
+
+    def __init__(self, quiet: bool = False):
+        self.signum: int | None = None
+        self.quiet = quiet
+        self._old: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        signal.signal(signum, self._old[signum])  # the next one is not deferred
+        if not self.quiet:
+            print(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint"
+                  " (send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
