@@ -231,6 +231,8 @@ def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, skip_bad, th
             elif "top" not in result:  # values, or decoded text: the task's own line
                 click.echo(task.line(result) if run.count == 1
                            else f"{result['input']}  {task.line(result)}")
+                if "true_label" in result:
+                    click.echo(f"({result['input']}: expected {result['true_label']})")
             elif run.count == 1:
                 click.echo(f"{result['input']}"
                            + (f" (label {result['true_label']})" if "true_label" in result else "")

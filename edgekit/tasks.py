@@ -95,6 +95,10 @@ class Task:
         """A batch of raw outputs -> one JSON-able result per row (predict --json, serve)."""
         raise NotImplementedError
 
+    def target(self, y: np.ndarray, labels: list[str] | None):
+        """A held-out target as a JSON-able value (what `predict --sample` shows)."""
+        return _json_values(np.asarray(y, np.float64))
+
     def line(self, result: dict) -> str:
         """One result as a person reads it on the command line."""
         return " ".join(f"{t['label']} {t['probability']:.4f}" for t in result.get("top", []))
@@ -126,6 +130,13 @@ class Classification(Task):
 
     def worse_by(self, reference: float, value: float) -> float:
         return (reference - value) * 100  # accuracy points
+
+    def target(self, y: np.ndarray, labels: list[str] | None):
+        """The class name of label index `y` ((T,) indices: one name per step)."""
+        y = np.asarray(y)
+        names = [labels[int(i)] if labels and 0 <= int(i) < len(labels) else str(int(i))
+                 for i in y.reshape(-1)]
+        return names[0] if y.ndim == 0 else names
 
     def format(self, value: float) -> str:
         return f"{value:.2%}"
@@ -182,6 +193,10 @@ class SequenceClassification(Classification):
 
     def line(self, result: dict) -> str:
         return result["text"]
+
+    def target(self, y: np.ndarray, labels: list[str] | None) -> str:
+        names = super().target(y, labels)
+        return ("" if all(len(n) == 1 for n in names) else " ").join(names)
 
 
 @register_task("regression")

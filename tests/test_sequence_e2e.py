@@ -122,6 +122,8 @@ def test_recipe_trains_exports_and_predicts_to_its_target(name, tmp_path, uci_fi
                 "'helo'\n")
             r = cli.invoke(main, ["predict", str(export_dir / "model.onnx"), "--text", "hell"])
             assert r.exit_code == 1 and "takes exactly 5 characters; got 4" in r.output
+            r = cli.invoke(main, ["predict", int8, "--sample", "0"])  # the shipped sample
+            assert r.output == "ohlol\n(held-out sample 0: expected ohlol)\n"
     elif name == "sincos-rnn":
         assert metrics["test_mse"] < 0.01
         assert all(r["mse"] < 0.01 for r in rows.values()), rows

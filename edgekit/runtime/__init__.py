@@ -156,8 +156,11 @@ class Runner:
                 "outputs may be meaningless")
 
     def example_input(self, batch: int = 1, seed: int = 0) -> np.ndarray:
-        """A random input of the model's shape with the given batch size."""
+        """A random input of the model's shape with the given batch size (zeros for integer
+        inputs: token id 0 is valid for every vocabulary, a random integer may not be)."""
         shape = [batch if type(d) is not int else d for d in self.input_shape]
+        if self.input_dtype.kind in "iu":
+            return np.zeros(shape, self.input_dtype)
         return np.random.default_rng(seed).standard_normal(shape).astype(self.input_dtype)
 
     def _run(self, x: np.ndarray) -> np.ndarray:

@@ -140,10 +140,12 @@ def sample_input(runner: Runner, index: int) -> tuple[np.ndarray, str]:
         raise EdgekitError(f"{str(path)!r} is damaged: {e}") from None
     if not 0 <= index < len(y):
         raise EdgekitError(f"--sample {index}: expected 0 to {len(y) - 1}")
-    labels = (runner.manifest or {}).get("labels")
-    label = labels[int(y[index])] if labels and 0 <= int(y[index]) < len(labels) \
-        else str(y[index])
-    return x[index], label
+    manifest = runner.manifest or {}
+    if manifest.get("task"):  # a class name, a decoded text, or values
+        from edgekit.tasks import get_task
+
+        return x[index], get_task(manifest["task"]).target(y[index], manifest.get("labels"))
+    return x[index], str(y[index])
 
 
 @dataclass
