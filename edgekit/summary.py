@@ -29,7 +29,8 @@ def summarize(run: str | Path) -> str:
              size, "-")]
     for a in report["artifacts"]:
         ms = p50.get(a["file"])
-        rows.append((a["file"], a["format"], a["precision"], f"{a['accuracy']:.2%}",
+        acc = "-" if a["accuracy"] is None else f"{a['accuracy']:.2%}"  # None: did not run
+        rows.append((a["file"], a["format"], a["precision"], acc,
                      f"{a['bytes'] / 1024:.1f}", f"{ms:.3f}" if ms is not None else "-"))
     lines = [f"{metrics['recipe']}: {metrics['model']} on {metrics['dataset']}, "
              f"{report['test_samples']} held-out samples", table(rows)]
