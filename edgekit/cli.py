@@ -183,6 +183,8 @@ def export_cmd(run, onnx, torchscript, int8, fp16, target, int8_method, exclude,
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--sample", type=int, default=None,
               help="Use held-out sample N shipped with the export instead of INPUTS.")
+@click.option("--text", "texts", multiple=True, metavar="TEXT",
+              help="Text to predict on, for a model of text input (repeatable).")
 @click.option("-k", "--top", "k", type=click.IntRange(min=1), default=3, show_default=True,
               help="How many labels to show.")
 @click.option("--batch", type=click.IntRange(min=1, max=4096), default=32, show_default=True,
@@ -195,19 +197,24 @@ def export_cmd(run, onnx, torchscript, int8, fp16, target, int8_method, exclude,
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--no-verify", is_flag=True,
               help="Load the artifact even if its sha256 differs from manifest.json's.")
-def predict_cmd(artifact, inputs, sample, k, batch, as_json, skip_bad, threads, device,
+def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, skip_bad, threads, device,
                 no_verify):
-    """Predict INPUTS (files or folders of images) or --sample N with ARTIFACT (.onnx or .ts).
+    """Predict INPUTS, --text TEXT or --sample N with ARTIFACT (.onnx or .ts).
 
-    Folders are searched recursively for the files the model takes; results stream in input
-    order, BATCH inputs per inference, with a throughput line on stderr at the end.
+    INPUTS are files of the kind the model takes (images; .csv or .json rows for tabular
+    models; .npy or .json numbers for array models; .txt for text models) or folders of them,
+    searched recursively. Results stream in input order, BATCH inputs per inference, with a
+    throughput line on stderr at the end. A stateful model (hidden state carried) reads its
+    inputs in order, one at a time, as consecutive windows of one series.
     """
     import json
 
     from edgekit.runtime.batch import predict
+    from edgekit.tasks import get_task
 
     run = predict(artifact, list(inputs), sample, batch, k, threads, device, not no_verify,
-                  skip_bad)
+                  skip_bad, texts=list(texts))
+    task = get_task(run.runner.manifest["task"])
     bar = None
     if run.count > 1 and sys.stderr.isatty():
         bar = click.progressbar(length=run.count, label="predict", file=sys.stderr)
@@ -220,6 +227,11 @@ def predict_cmd(artifact, inputs, sample, k, batch, as_json, skip_bad, threads, 
                 click.echo(json.dumps(result))
             elif "error" in result:
                 click.echo(f"{result['input']}  error: {result['error']}")
+            elif "top" not in result:  # values, or decoded text: the task's own line
+                click.echo(task.line(result) if run.count == 1
+                           else f"{result['input']}  {task.line(result)}")
+                if "true_label" in result:
+                    click.echo(f"({result['input']}: expected {result['true_label']})")
             elif run.count == 1:
                 click.echo(f"{result['input']}"
                            + (f" (label {result['true_label']})" if "true_label" in result else "")
@@ -273,10 +285,11 @@ def verify_cmd(export_dir):
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests in progress at once (503 beyond).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Requests decoded and run at once.")
+              help="Requests decoded and run at once (1 gives one request all the threads).")
 @click.option("-k", "--top", "k", type=click.IntRange(min=1), default=5, show_default=True,
               help="Default top-k (a request's ?k=N overrides it).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op threads per worker (default: cores / workers).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--no-verify", is_flag=True,
               help="Serve the artifact even if its sha256 differs from manifest.json's.")
@@ -291,19 +304,32 @@ def serve_cmd(artifact, host, port, max_body, timeout, max_concurrent, workers, 
 
 
 class BenchGroup(click.Group):
-    """`edgekit bench ARTIFACT...` times artifacts; `edgekit bench compare A.json B.json` compares.
+    """`edgekit bench ARTIFACT|RUN...` times artifacts; `edgekit bench compare A.json ...` compares.
 
-    A group whose first argument picks the subcommand when it names one (`compare`, `run`) and
-    otherwise goes to `run`: the everyday form stays `edgekit bench model.onnx`, and a run
-    directory that happens to be called "compare" is `edgekit bench run compare` (or ./compare).
+    Only the word `compare` picks a subcommand; any other first argument is an artifact or a
+    run directory, handed to the hidden timing command. So `edgekit bench run` benchmarks a
+    directory called "run", and a directory called "compare" is written ./compare.
     """
 
-    default = "run"
-
     def parse_args(self, ctx, args):
-        if not args or args[0] not in self.commands:
-            args = [self.default, *args]  # --help included: the everyday form's help
+        if not args or args[0] != "compare":
+            args = [TIME, *args]  # --help included: the everyday form's help
         return super().parse_args(ctx, args)
+
+
+class BenchTimeContext(click.Context):
+    @property
+    def command_path(self) -> str:  # usage and "Try ... --help" lines show what users type
+        return self.parent.command_path
+
+
+class BenchTime(click.Command):
+    """The timing command, shown as `edgekit bench`: users never type its name."""
+
+    context_class = BenchTimeContext
+
+
+TIME = "time"  # the hidden command's name; users never type it
 
 
 @main.group("bench", cls=BenchGroup)
@@ -311,9 +337,11 @@ def bench_group():
     """Time artifacts on this machine, or compare result files from several machines."""
 
 
-@bench_group.command("run", epilog="Compare machines: edgekit bench compare A.json B.json "
-                     "(see edgekit bench compare --help).")
-@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@bench_group.command(TIME, cls=BenchTime, hidden=True,
+                     epilog="Compare machines: edgekit bench compare A.json B.json (see "
+                     "edgekit bench compare --help).")
+@click.argument("artifacts", nargs=-1, required=True, metavar="ARTIFACT|RUN...",
+                type=click.Path(path_type=Path))
 @click.option("--runs", type=click.IntRange(min=1), default=None,
               help="Timed calls per artifact and setting  [default: 200].")
 @click.option("--seconds", type=float, default=None,
@@ -329,7 +357,7 @@ def bench_group():
 @click.option("--json", "as_json", is_flag=True,
               help="Print the JSON report instead of the table.")
 def bench_cmd(artifacts, runs, seconds, warmup, threads, batch, out, as_json):
-    """Measure latency of ARTIFACTS (.onnx, .ts, or run directories) on this machine.
+    """Measure the latency of artifacts (.onnx, .ts) or run directories on this machine.
 
     A run directory stands for every artifact its export verified. Prints p50/p90/p99, mean,
     std, CV, the 95% interval of the median and throughput, per artifact, thread count and
