@@ -175,6 +175,19 @@ def test_unknown_excluded_layer_is_one_line(tiny_run):
         "name such as: features.0, features.3, classifier.1, classifier.4, classifier.7"]
 
 
+@pytest.mark.parametrize("args, line", [
+    (["--target", "pi3"], "error: unknown target 'pi3'; expected one of: local, x86, pi4, pi5, "
+                          "arm64"),
+    (["--int8-method", "fast"], "error: --int8-method 'fast'; expected one of: auto, static, "
+                                "dynamic"),
+    (["--fp16"], "error: --fp16 converts the ONNX model: add --onnx"),
+])
+def test_bad_export_options_are_one_line(tiny_run, args, line):
+    flags = [] if args == ["--fp16"] else ["--onnx", "--int8"]
+    proc = edgekit("export", tiny_run, *flags, *args, check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [line]
+
+
 def test_rerun_rebuilds_only_what_was_asked_and_describes_everything(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     export = run / "export"

@@ -122,18 +122,28 @@ def format_compare(report: dict) -> str:
     head = ["model", "artifact", "batch", "threads"]
     head += [f"{m['letter']} ms" + (" EMULATED" if m["emulated"] else "") for m in machines]
     head += [f"{m['letter']}/{base}" for m in others]
-    rows = [tuple(head)]
-    for r in report["rows"]:
-        cells = [r["model"] or "-", r["file"], r["batch"], r["threads"]]
-        for m in machines:
-            v = r["ms"][m["letter"]]
-            cells.append("-" if v is None else
-                         f"{_ms(v)}{'!' if m['letter'] in r['noisy'] else ''}")
-        for m in others:
-            v = r["ratio"][m["letter"]]
-            cells.append("-" if v is None else f"{v:.2f}x")
-        rows.append(tuple(cells))
-    return "\n".join([*lines, "", table(rows)])
+    rows = report["rows"]
+    columns = [[r["model"] or "-" for r in rows], [r["file"] for r in rows],
+               [r["batch"] for r in rows], [r["threads"] for r in rows]]
+    for m, title in zip(machines, head[4:], strict=False):
+        values = [None if r["ms"][m["letter"]] is None else _ms(r["ms"][m["letter"]])
+                  for r in rows]
+        columns.append(flagged(values, [m["letter"] in r["noisy"] for r in rows], title))
+    for m in others:
+        columns.append([_ratio(r["ratio"][m["letter"]]) for r in rows])
+    return "\n".join([*lines, "", table([tuple(head), *zip(*columns, strict=True)])])
+
+
+def flagged(values: list[str | None], flags: list[bool], header: str = "",
+            mark: str = "!") -> list[str]:
+    """Numbers right-aligned to one width, `mark` after the flagged ones; None is "-".
+
+    Every cell comes out as wide as the header, so the table aligns flagged and plain alike.
+    """
+    width = max((len(v) for v in values if v is not None), default=1)
+    cells = [("-" if v is None else v).rjust(width) + (mark if f else " ")
+             for v, f in zip(values, flags, strict=True)]
+    return [c.rjust(len(header)) for c in cells]
 
 
 def load_result(path: str | Path) -> Machine:
@@ -285,6 +295,12 @@ def _num(text: str) -> float:
 
 def _threads_order(text: str) -> float:
     return float("inf") if text == "all" else _num(text)
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
 
 
 def _ms(value: float) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
+from edgekit.bench.compare import flagged
 from edgekit.bench.stats import NOISY_CV, latency_stats, measure, noise_warning, verdict
 from edgekit.errors import EdgekitError
 from edgekit.machine import machine_info, usable_cores
@@ -136,7 +137,8 @@ def expand(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
         for row in rows:
             artifact = export / row["file"]
             if not row.get("passed"):
-                skipped.append(f"{artifact}: failed its export check")
+                skipped.append(f"{artifact}: failed its export check"
+                               + (" (kept by --allow-degraded)" if row.get("degraded") else ""))
             elif not artifact.is_file():
                 skipped.append(f"{artifact}: listed in report.json but missing")
             elif artifact.suffix == ".ts" and importlib.util.find_spec("torch") is None:
@@ -164,12 +166,13 @@ def format_table(report: dict) -> str:
             + f"; {what} after {s['warmup']} warm-up, interleaved in {s['rounds']} rounds")
     rows = [("artifact", "precision", "batch", "threads", "runs", "p50 ms", "95% CI p50",
              "p90 ms", "p99 ms", "mean ms", "std ms", "CV", "items/s")]
-    for r in report["results"]:
+    results = report["results"]
+    cv = flagged([f"{r['cv']:.1%}" for r in results], [r["noisy"] for r in results], "CV")
+    for r, cv_cell in zip(results, cv, strict=True):
         low, high = r["ci95_ms"]
         rows.append((r["file"], r["precision"], r["batch"], r["threads"], r["runs"],
                      _ms(r["p50_ms"]), f"{_ms(low)}-{_ms(high)}", _ms(r["p90_ms"]),
-                     _ms(r["p99_ms"]), _ms(r["mean_ms"]), _ms(r["std_ms"]),
-                     f"{r['cv']:.1%}" + ("!" if r["noisy"] else ""),
+                     _ms(r["p99_ms"]), _ms(r["mean_ms"]), _ms(r["std_ms"]), cv_cell,
                      f"{r['throughput_per_s']:.4g}"))
     lines = [head, table(rows)]
     for c in report["comparisons"]:

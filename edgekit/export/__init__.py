@@ -130,6 +130,7 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
 
     from edgekit.data import build_dataset
     from edgekit.export import targets
+    from edgekit.export.int8 import METHODS
     from edgekit.export.onnx import INPUT_NAME
     from edgekit.export.tune import time_artifacts
     from edgekit.tasks import get_task
@@ -138,6 +139,9 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
     started = time.perf_counter()
     fmts = _ordered(formats)
     tgt = targets.resolve(target, machine)
+    if int8_method not in (None, *METHODS):  # checked before any work
+        raise EdgekitError(f"--int8-method {int8_method!r}; expected one of: "
+                           f"{', '.join(METHODS)}")
     recipe, model, metrics = load_run(run)
     cfg = recipe.export
     thresholds = {"parity_atol": cfg.parity_atol, "fp16_atol": cfg.fp16_atol,

@@ -83,12 +83,18 @@ class OnnxRunner(Runner):
             raise EdgekitError(f"{str(path)!r} takes {self.input_dtype} input but its manifest "
                                f"says {self.manifest['input']['dtype']}")
         self._output_names = [outputs[0].name]
+        # InferenceSession.run re-checks the feed's input names in Python on every call, about
+        # as long as all of Runner.run's own checks; the names are fixed here, so call the C
+        # session it wraps (the public method if a future onnxruntime renames it).
+        native = getattr(self.session, "_sess", None)
+        self._session_run = native.run if hasattr(native, "run") else (
+            lambda names, feed, options: self.session.run(names, feed, options))
         self._state_names = (state["input"], outputs[1].name) if state else None
         self._ready()
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         try:
-            return self.session.run(self._output_names, {self.input_name: x})[0]
+            return self._session_run(self._output_names, {self.input_name: x}, None)[0]
         except Exception as e:  # onnxruntime's InvalidArgument/Fail: wrong shape, bad model
             msg = " ".join(str(e).split())[:300]
             raise EdgekitError(f"{self.path.name}: inference failed on input {x.shape}: "

@@ -206,8 +206,15 @@ class Guard:
             return await refuse(503, f"the server is busy: {self.max_concurrent} request(s) in "
                                      "progress (--max-concurrent); retry shortly")(
                 scope, receive, counted)
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
+            # Read what was sent before answering (up to another max_body; not when the client
+            # waits for "100 Continue"): closing on unread data resets the connection, and the
+            # client would never see the 413.
+            if b"100-continue" not in headers.get(b"expect", b"").lower() \
+                    and int(length) <= 2 * self.max_body:
+                await self._drain(receive, self.max_body)
             return await refuse(413, f"request body of {int(length)} bytes is over the server's "
                                      f"limit of {self.max_body} bytes (--max-body)")(
                 scope, receive, counted)
@@ -219,6 +226,8 @@ class Guard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
+                    if message.get("more_body"):
+                        await self._drain(receive, self.max_body)
                     raise HTTPException(413, f"request body is over the server's limit of "
                                              f"{self.max_body} bytes (--max-body)")
             return message
@@ -228,6 +237,20 @@ class Guard:
             await self.app(scope, limited, counted)
         finally:
             counters.in_progress -= heavy
+
+
+    @staticmethod
+    async def _drain(receive, limit: int, seconds: float = 5.0) -> None:
+        """Read and drop up to `limit` more body bytes, for at most `seconds`."""
+        import anyio
+
+        got = 0
+        with anyio.move_on_after(seconds):
+            while got <= limit:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    return
+                got += len(message.get("body", b""))
 
 
 async def _file_part(request, max_body: int) -> tuple[bytes, str | None]:
@@ -305,8 +328,12 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
     Raises:
         EdgekitError: a bad artifact, an artifact without a manifest, or an unusable address.
     """
+    import os
+
     import uvicorn
 
+    if threads is None:  # the cores shared among the workers: under load, parallel requests
+        threads = max(1, (os.cpu_count() or 1) // limits.workers)  # beat parallel kernels
     runner = load(artifact, threads=threads, device=device, verify=verify)
     app = create_app(runner, limits)
     warm_up(runner)
@@ -316,7 +343,8 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
     if not is_loopback(name):
         print(f"warning: listening on {name}, reachable from other machines; edgekit serve has "
               "no authentication", file=sys.stderr, flush=True)
-    print(f"edgekit serve: {runner.path.name} ({runner.backend}, {runner.device}) on {url} "
+    print(f"edgekit serve: {runner.path.name} ({runner.backend}, {runner.device}, {limits.workers} "
+          f"worker(s) x {threads} thread(s)) on {url} "
           "(POST /predict, GET /health, GET /metadata); Ctrl-C or SIGTERM stops",
           file=sys.stderr, flush=True)
     config = uvicorn.Config(
