@@ -426,7 +426,7 @@ def test_a_bad_file_in_a_folder(runner, folder, tmp_path):
 
 
 def test_input_arguments(runner, tmp_path):
-    assert "give INPUT files or folders, --text TEXT, or --sample N" in bad("predict",
+    assert "give INPUT files or folders, or --sample N, or --text TEXT" in bad("predict",
                                                                     runner.path)
     assert "does not exist; expected a file or a folder" in bad("predict", runner.path,
                                                                tmp_path / "nope")
