@@ -32,7 +32,8 @@ def summarize(run: str | Path) -> str:
              size, "-")]
     for a in report["artifacts"]:
         ms = p50.get(a["file"])
-        rows.append((a["file"], a["format"], a["precision"], task.format(a["accuracy"]),
+        metric = "-" if a["accuracy"] is None else task.format(a["accuracy"])  # None: did not run
+        rows.append((a["file"], a["format"], a["precision"], metric,
                      f"{a['bytes'] / 1024:.1f}", f"{ms:.3f}" if ms is not None else "-"))
     lines = [f"{metrics['recipe']}: {metrics['model']} on {metrics['dataset']}, "
              f"{report['test_samples']} held-out samples", table(rows)]

@@ -266,17 +266,16 @@ def test_manifest_beside_a_foreign_or_changed_model(tiny_run, tmp_path):
 
     export = tmp_path / "export"
     shutil.copytree(tiny_run / "export", export)
-    # A model of someone else's, with a float64 input (edgekit feeds float32 or int64),
-    # dropped beside an edgekit manifest.
+    # A model of someone else's, with int32 input, dropped beside an edgekit manifest.
     graph = helper.make_graph(
         [helper.make_node("Cast", ["ids"], ["out"], to=TensorProto.FLOAT)], "g",
-        [helper.make_tensor_value_info("ids", TensorProto.DOUBLE, ["b", 4])],
+        [helper.make_tensor_value_info("ids", TensorProto.INT32, ["b", 4])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", 4])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.save(model, export / "ids.onnx")
     line = bad("predict", export / "ids.onnx", tiny_run / "sample.png")
-    assert "takes (ids: tensor(double)); edgekit runs models with one float32 or int64 input" \
+    assert "takes (ids: tensor(int32)); edgekit runs models with one float32 or int64 input" \
         in line
     # An edgekit model whose bytes no longer match manifest.json and carry no manifest inside.
     stripped = onnx.load(export / "model.onnx")

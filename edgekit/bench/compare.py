@@ -5,7 +5,8 @@ results by (model, artifact, batch, threads) and gives each machine's median lat
 ratio to a baseline machine. Threads match as a count, or as "all" when a run used every core
 of its machine, so a 2-core x86 host at 2 threads and a 4-core Pi at 4 threads line up.
 A machine whose facts say `emulated` is labelled EMULATED everywhere: qemu times show that
-the ARM code path runs, never how fast a Pi is.
+the ARM code path runs, never how fast a Pi is. A file from before results named their model
+(bench JSON schema 1) makes every file match by artifact file name alone.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from edgekit.bench.stats import NOISY_CV
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
-from edgekit.table import table
+from edgekit.table import flagged, table
 
 Key = tuple[str, str, str, str]  # (model, artifact file, batch, threads: "1".."N" or "all")
 
@@ -132,18 +133,6 @@ def format_compare(report: dict) -> str:
     for m in others:
         columns.append([_ratio(r["ratio"][m["letter"]]) for r in rows])
     return "\n".join([*lines, "", table([tuple(head), *zip(*columns, strict=True)])])
-
-
-def flagged(values: list[str | None], flags: list[bool], header: str = "",
-            mark: str = "!") -> list[str]:
-    """Numbers right-aligned to one width, `mark` after the flagged ones; None is "-".
-
-    Every cell comes out as wide as the header, so the table aligns flagged and plain alike.
-    """
-    width = max((len(v) for v in values if v is not None), default=1)
-    cells = [("-" if v is None else v).rjust(width) + (mark if f else " ")
-             for v, f in zip(values, flags, strict=True)]
-    return [c.rjust(len(header)) for c in cells]
 
 
 def load_result(path: str | Path) -> Machine:

@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
-from edgekit.bench.compare import flagged
 from edgekit.bench.stats import NOISY_CV, latency_stats, measure, noise_warning, verdict
 from edgekit.errors import EdgekitError
 from edgekit.machine import machine_info, usable_cores
-from edgekit.table import table
+from edgekit.table import flagged, table
 
 KIND = "edgekit-bench"  # the "kind" of the JSON this writes; README "Bench JSON" documents it
 SCHEMA = 2

@@ -174,8 +174,8 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
         EdgekitError: not exactly one of inputs/texts/sample, or any load/input error.
     """
     if sum((bool(inputs), bool(texts), sample is not None)) != 1:
-        raise EdgekitError("give INPUT files or folders, --text TEXT, or --sample N; exactly "
-                           "one of them")
+        raise EdgekitError("give INPUT files or folders, or --sample N, or --text TEXT (a "
+                           "text model): exactly one of them")
     runner = load(artifact, threads=threads, device=device, verify=verify)
     if runner.stateful:
         batch = 1
