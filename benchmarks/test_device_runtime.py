@@ -16,6 +16,7 @@ and the figures say so.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -96,19 +97,27 @@ def artifacts(exported, tmp_path_factory):
 
 # -- runner overhead -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model, file, calls, rounds", [
-    ("lenet5", "model.onnx", 200, 201),
-    ("lenet5", "model.int8.onnx", 200, 201),
-    ("resnet18", "model.int8.onnx", 4, 101),
+@pytest.mark.parametrize("model, file, threads, calls, rounds", [
+    ("lenet5", "model.onnx", 1, 200, 301),
+    ("lenet5", "model.int8.onnx", 1, 200, 301),
+    ("lenet5", "model.onnx", None, 200, 301),
+    ("resnet18", "model.int8.onnx", None, 4, 101),
 ])
-def test_runner_overhead(benchmark, artifacts, overhead_log, model, file, calls, rounds):
+def test_runner_overhead(benchmark, artifacts, overhead_log, model, file, threads, calls,
+                         rounds):
     """Rounds of `calls` runner.run(x) calls, each paired with a round of bare session.run
-    calls on the same session and input, alternately just before and just after it; the
-    overhead is the median over pairs of runner / bare - 1."""
+    calls on the same session and input, alternately just before and just after it.
+
+    The goal is checked on the median over pairs of runner / bare - 1 (as
+    test_harness_overhead.py does: a busy phase of a shared machine hits both halves of a
+    pair); the ratio of the fastest rounds is reported beside it, and is only meaningful on a
+    quiet machine. One intra-op thread for lenet5 isolates the per-call cost from
+    onnxruntime's thread-pool wake-ups (the default threads are measured too).
+    """
     from edgekit.runtime import load
 
     folder, origin = artifacts(model)
-    runner = load(folder / file)
+    runner = load(folder / file, threads=threads)
     session, name = runner.session, runner.input_name
     x = runner.example_input(1)
 
@@ -139,15 +148,14 @@ def test_runner_overhead(benchmark, artifacts, overhead_log, model, file, calls,
     benchmark.pedantic(runner_round, setup=setup, teardown=teardown, rounds=rounds,
                        warmup_rounds=1)
     timed = np.asarray(benchmark.stats.stats.data)  # (rounds,) seconds, the runner's rounds
-    ratios = timed / np.asarray(bare[1:]) - 1  # bare[0] pairs with the warm-up round
-    overhead = float(np.median(ratios))
-    bare_us = float(np.median(bare[1:])) / calls * 1e6
-    runner_us = float(np.median(timed)) / calls * 1e6
-    benchmark.extra_info.update(overhead=overhead, bare_us=bare_us, runner_us=runner_us,
-                                origin=origin)
-    line = (f"runner overhead {model} {file}: {overhead:+.2%} (runner {runner_us:.1f} us vs "
-            f"bare session.run {bare_us:.1f} us per call, median of {rounds} paired rounds; "
-            f"{origin})")
+    overhead = float(np.median(timed / np.asarray(bare[1:]) - 1))  # bare[0]: the warm-up's
+    fastest = float(timed.min() / min(bare[1:]) - 1)
+    bare_us, runner_us = min(bare[1:]) / calls * 1e6, timed.min() / calls * 1e6
+    benchmark.extra_info.update(overhead=overhead, fastest_rounds_overhead=fastest,
+                                bare_us=bare_us, runner_us=runner_us, origin=origin)
+    line = (f"runner overhead {model} {file} threads={threads or 'default'}: {overhead:+.2%} "
+            f"(median of {rounds} paired rounds; fastest rounds: runner {runner_us:.1f} us vs "
+            f"bare session.run {bare_us:.1f} us per call, {fastest:+.2%}; {origin})")
     overhead_log.append(line)
     print("\n" + line)
     assert overhead <= OVERHEAD_GOAL, line
@@ -179,39 +187,72 @@ def base_python(tmp_path_factory) -> Path:
     return python
 
 
-COLD = ("import sys\n"
-        "import edgekit.runtime\n"
-        "runner = edgekit.runtime.load(sys.argv[1])\n"
-        "runner.run(runner.example_input(1))\n"
-        "assert 'torch' not in sys.modules\n")
-
-
-def cold_start(python: Path, artifact: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one fresh process running COLD."""
+COLD = """
+import sys
+import edgekit.runtime
+runner = edgekit.runtime.load(sys.argv[1])
+runner.run(runner.example_input(1))
+assert "torch" not in sys.modules
+print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])  # peak RSS, KiB
+"""
+# The same without edgekit: what onnxruntime itself costs on this machine, for comparison.
+BARE = """
+import sys
+import numpy as np
+import onnxruntime as ort
+session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+i = session.get_inputs()[0]
+session.run(None, {i.name: np.zeros([1, *i.shape[1:]], np.float32)})
+print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+"""
+# Fresh processes are started by a small launcher in the base venv, not by this (large, torch
+# holding) process: forking it would cost time and count its pages in the child's peak RSS.
+LAUNCHER = """
+import json, subprocess, sys, time
+script, artifact, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out = []
+for _ in range(n):
     t0 = time.perf_counter()
-    proc = subprocess.Popen([python, "-c", COLD, artifact], stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-c", script, artifact], capture_output=True,
+                          text=True)
     seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    assert proc.returncode == 0, err
-    return seconds, usage.ru_maxrss / 1024  # Linux reports KiB
+    if proc.returncode:
+        sys.exit(proc.stderr)
+    out.append([seconds, int(proc.stdout.split()[-1]) / 1024])
+print(json.dumps(out))
+"""
+
+
+def cold_starts(python: Path, script: str, artifact: Path, n: int) -> list[tuple[float, float]]:
+    """(wall seconds, peak RSS MB) of `n` fresh processes running `script` on `artifact`:
+    process start, imports, load and the first inference."""
+    proc = subprocess.run([python, "-c", LAUNCHER, script, artifact, str(n)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return [tuple(x) for x in json.loads(proc.stdout)]
 
 
 def test_cold_start_mobilenet_v2_int8(benchmark, artifacts, base_python, overhead_log):
     folder, origin = artifacts("mobilenet_v2")
     artifact = folder / "model.int8.onnx"
-    cold_start(base_python, artifact)  # writes the venv's .pyc files, fills the page cache
-    samples: list[tuple[float, float]] = []
-    benchmark.pedantic(lambda: samples.append(cold_start(base_python, artifact)), rounds=7,
-                       warmup_rounds=0)
+    cold_starts(base_python, COLD, artifact, 1)  # writes the venv's .pyc files, page cache
+    runs: list[list[tuple[float, float]]] = []
+    # Alternate edgekit and bare onnxruntime so a busy phase of the machine hits both.
+    bare: list[tuple[float, float]] = []
+    benchmark.pedantic(lambda: runs.append(cold_starts(base_python, COLD, artifact, 3)),
+                       setup=lambda: bare.extend(cold_starts(base_python, BARE, artifact, 3)),
+                       rounds=3, warmup_rounds=0)
+    samples = [x for r in runs for x in r]
     seconds = float(np.median([s for s, _ in samples]))
     peak_mb = max(mb for _, mb in samples)
+    bare_s = float(np.median([s for s, _ in bare]))
+    bare_mb = max(mb for _, mb in bare)
     benchmark.extra_info.update(cold_start_s=seconds, peak_rss_mb=peak_mb, origin=origin,
+                                bare_onnxruntime_s=bare_s, bare_onnxruntime_mb=bare_mb,
                                 artifact_bytes=artifact.stat().st_size)
     line = (f"cold start mobilenet_v2 int8 ({artifact.stat().st_size / 1e6:.1f} MB, {origin}): "
-            f"{seconds:.3f} s median of 7 fresh processes, peak RSS {peak_mb:.0f} MB")
+            f"{seconds:.3f} s, peak RSS {peak_mb:.0f} MB (median / max of {len(samples)} fresh "
+            f"processes; bare onnxruntime in the same venv {bare_s:.3f} s, {bare_mb:.0f} MB)")
     overhead_log.append(line)
     print("\n" + line)
     assert seconds <= COLD_START_GOAL_S and peak_mb <= COLD_START_GOAL_MB, line

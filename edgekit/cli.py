@@ -14,7 +14,6 @@ import click
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError, Interrupted
-from edgekit.export.targets import TARGETS
 
 # Modules that only the `train` extra installs: the base install is the Pi runtime.
 TRAIN_EXTRA = {"torch", "torchvision", "onnx", "onnxscript", "sklearn", "tqdm", "matplotlib",
@@ -138,11 +137,11 @@ def train_cmd(recipe, overrides, out, resume, no_progress):
               help="Also write int8 of each format asked for: model.int8.onnx (onnxruntime) "
                    "and/or model.int8.ts (torch.ao).")
 @click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (for GPU hosts).")
-@click.option("--target", type=click.Choice(TARGETS), default="local", show_default=True,
+@click.option("--target", default="local", show_default=True, metavar="TARGET",
               help="Where the model will run: local (this CPU: int8 layouts timed, the fastest "
-                   "kept), x86, pi4, pi5 or arm64 (documented presets).")
-@click.option("--int8-method", type=click.Choice(["auto", "static", "dynamic"]), default=None,
-              help="static (calibrated) or dynamic int8; default: the recipe's "
+                   "kept), or a documented preset: x86, pi4, pi5, arm64.")
+@click.option("--int8-method", default=None, metavar="METHOD",
+              help="auto, static (calibrated) or dynamic int8; default: the recipe's "
                    "export.int8_method, auto (static for conv nets, dynamic for Linear/RNN).")
 @click.option("--int8-exclude", "exclude", multiple=True, metavar="NAME",
               help="Keep layer NAME (a module name, e.g. classifier.7 or layer4) in fp32 in "
@@ -184,6 +183,8 @@ def export_cmd(run, onnx, torchscript, int8, fp16, target, int8_method, exclude,
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--sample", type=int, default=None,
               help="Use held-out sample N shipped with the export instead of INPUTS.")
+@click.option("--text", "texts", multiple=True, metavar="TEXT",
+              help="Text to predict on, for a model of text input (repeatable).")
 @click.option("-k", "--top", "k", type=click.IntRange(min=1), default=3, show_default=True,
               help="How many labels to show.")
 @click.option("--batch", type=click.IntRange(min=1, max=4096), default=32, show_default=True,
@@ -196,19 +197,24 @@ def export_cmd(run, onnx, torchscript, int8, fp16, target, int8_method, exclude,
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--no-verify", is_flag=True,
               help="Load the artifact even if its sha256 differs from manifest.json's.")
-def predict_cmd(artifact, inputs, sample, k, batch, as_json, skip_bad, threads, device,
+def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, skip_bad, threads, device,
                 no_verify):
-    """Predict INPUTS (files or folders of images) or --sample N with ARTIFACT (.onnx or .ts).
+    """Predict INPUTS, --text TEXT or --sample N with ARTIFACT (.onnx or .ts).
 
-    Folders are searched recursively for the files the model takes; results stream in input
-    order, BATCH inputs per inference, with a throughput line on stderr at the end.
+    INPUTS are files of the kind the model takes (images; .csv or .json rows for tabular
+    models; .npy or .json numbers for array models; .txt for text models) or folders of them,
+    searched recursively. Results stream in input order, BATCH inputs per inference, with a
+    throughput line on stderr at the end. A stateful model (hidden state carried) reads its
+    inputs in order, one at a time, as consecutive windows of one series.
     """
     import json
 
     from edgekit.runtime.batch import predict
+    from edgekit.tasks import get_task
 
     run = predict(artifact, list(inputs), sample, batch, k, threads, device, not no_verify,
-                  skip_bad)
+                  skip_bad, texts=list(texts))
+    task = get_task(run.runner.manifest["task"])
     bar = None
     if run.count > 1 and sys.stderr.isatty():
         bar = click.progressbar(length=run.count, label="predict", file=sys.stderr)
@@ -221,6 +227,11 @@ def predict_cmd(artifact, inputs, sample, k, batch, as_json, skip_bad, threads, 
                 click.echo(json.dumps(result))
             elif "error" in result:
                 click.echo(f"{result['input']}  error: {result['error']}")
+            elif "top" not in result:  # values, or decoded text: the task's own line
+                click.echo(task.line(result) if run.count == 1
+                           else f"{result['input']}  {task.line(result)}")
+                if "true_label" in result:
+                    click.echo(f"({result['input']}: expected {result['true_label']})")
             elif run.count == 1:
                 click.echo(f"{result['input']}"
                            + (f" (label {result['true_label']})" if "true_label" in result else "")
@@ -274,10 +285,11 @@ def verify_cmd(export_dir):
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests in progress at once (503 beyond).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Requests decoded and run at once.")
+              help="Requests decoded and run at once (1 gives one request all the threads).")
 @click.option("-k", "--top", "k", type=click.IntRange(min=1), default=5, show_default=True,
               help="Default top-k (a request's ?k=N overrides it).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op threads per worker (default: cores / workers).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--no-verify", is_flag=True,
               help="Serve the artifact even if its sha256 differs from manifest.json's.")

@@ -224,13 +224,11 @@ def crash_line(dist: str, version: str, run: dict, facts: dict) -> str:
     if dist != "torch":
         return line + f"; reinstall {dist} from PyPI for {facts['arch']} or try an older release."
     known = torch_on(facts)
-    if known and known["works"]:
+    if known:
         works = " or ".join(known["works"])
         line += (f"; versions known to work on {known['core']}: {works} "
                  f"(pip install 'torch=={known['works'][0]}' --index-url {TORCH_CPU_INDEX}), "
                  "or build one with pi/build_pytorch.sh")
-    elif known:
-        line += "; build torch for this CPU with pi/build_pytorch.sh"
     else:
         line += f"; install a torch release built for this CPU (CPU-only: {TORCH_CPU_INDEX})"
     return line + "; the .onnx artifacts need no torch."

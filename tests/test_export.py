@@ -92,6 +92,25 @@ def test_local_export_tunes_every_candidate_and_says_which_is_fastest(tiny_run):
     assert report["fastest"]["latency_ms"] == min(int8_ms, fp32_ms)
 
 
+def test_tuning_stays_within_its_budget(tiny_run):
+    import time
+
+    from edgekit.export.tune import ROUNDS, time_artifacts
+
+    export = tiny_run / "export"
+    with np.load(export / "samples.npz") as z:
+        x = z["x"][:1]
+    paths = [export / "model.onnx", export / "model.int8.onnx"]
+    t0 = time.perf_counter()
+    got = time_artifacts(paths, x, threads=1, budget_s=1e-6)  # less than one call
+    assert time.perf_counter() - t0 < 5
+    for p in paths:  # still one timed call a round, every round
+        assert got[p]["runs_per_round"] == 1 and len(got[p]["round_ms"]) == ROUNDS
+        assert got[p]["ms"] == pytest.approx(float(np.median(got[p]["round_ms"])), rel=1e-3)
+    roomy = time_artifacts(paths[:1], x, threads=1, budget_s=0.05)
+    assert 1 < roomy[paths[0]]["runs_per_round"] <= 200
+
+
 @pytest.mark.parametrize("target, onnx_layout, engine", [
     ("pi4", "qdq-s8s8-pc", "qnnpack"), ("x86", "qdq-u8s8-pc-rr", "x86")])
 def test_presets_choose_their_documented_layouts(pi4_run, x86_excluded_run, target,
@@ -173,6 +192,19 @@ def test_unknown_excluded_layer_is_one_line(tiny_run):
     assert proc.stderr.strip().splitlines() == [
         "error: --int8-exclude 'classifier.99' is not a layer of the model; expected a module "
         "name such as: features.0, features.3, classifier.1, classifier.4, classifier.7"]
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--target", "pi3"], "error: unknown target 'pi3'; expected one of: local, x86, pi4, pi5, "
+                          "arm64"),
+    (["--int8-method", "fast"], "error: --int8-method 'fast'; expected one of: auto, static, "
+                                "dynamic"),
+    (["--fp16"], "error: --fp16 converts the ONNX model: add --onnx"),
+])
+def test_bad_export_options_are_one_line(tiny_run, args, line):
+    flags = [] if args == ["--fp16"] else ["--onnx", "--int8"]
+    proc = edgekit("export", tiny_run, *flags, *args, check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [line]
 
 
 def test_rerun_rebuilds_only_what_was_asked_and_describes_everything(tiny_run, tmp_path):

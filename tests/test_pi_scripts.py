@@ -6,6 +6,7 @@ No Pi and no Docker engine here: the scripts are linted (shellcheck) and run in 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -242,8 +243,10 @@ def test_dockerfile_copies_only_what_exists():
 def test_dockerfile_runtime_is_the_base_install_as_a_non_root_user():
     s = stages()
     base = dict(s["base"]["lines"])
-    assert base["HEALTHCHECK"].endswith('CMD ["edgekit", "--version"]')
-    assert base["ENTRYPOINT"] == '["edgekit"]' and base["CMD"] == '["doctor"]'
+    assert "http://127.0.0.1:8080/health" in base["HEALTHCHECK"]
+    assert base["ENTRYPOINT"] == '["edgekit"]' and base["EXPOSE"] == "8080"
+    assert json.loads(base["CMD"]) == ["serve", "/models/model.int8.onnx", "--host", "0.0.0.0",
+                                       "--port", "8080"]
     for name in ["runtime", "runtime-torch"]:
         lines = s[name]["lines"]
         assert lines[-1] == ("USER", "10001:10001")
@@ -288,6 +291,17 @@ def test_serve_unit_runs_the_install_venv_with_its_settings():
     assert used == set(env)  # every variable the unit uses is set, and nothing else
     installed = re.search(r"^venv=\$HOME/(\S+)$", (ROOT / "pi" / "install.sh").read_text(), re.M)
     assert f"/home/pi/{installed.group(1)}/bin/edgekit" == exec_start[0]
+
+
+def test_docker_default_command_is_a_real_serve_invocation():
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    cmd = json.loads(dict(stages()["base"]["lines"])["CMD"])
+    help_text = CliRunner().invoke(main, [cmd[0], "--help"]).output
+    for flag in [w for w in cmd if w.startswith("--")]:
+        assert flag in help_text, f"the image runs serve with {flag}, which it lacks"
 
 
 def test_serve_unit_flags_exist_in_the_cli():

@@ -37,16 +37,24 @@ def test_unknown_name_lists_the_choices():
 
 
 @pytest.mark.parametrize("recipe", list_recipes())
-def test_every_recipe_model_runs_on_its_own_data(recipe):
+def test_every_recipe_model_runs_on_its_own_data(recipe, uci_files):
     import torch
+    from uci_files import data_overrides
+
+    from edgekit.loop import forward
+    from edgekit.models import model_options
 
     r = load_recipe(recipe)
+    r = load_recipe(recipe, data_overrides(r, uci_files))
     data = build_dataset(r.data)
     model = build_model(r.model.name, input_shape=data.input_shape,
-                        num_outputs=len(data.labels)).eval()
+                        num_outputs=len(data.labels),
+                        **model_options(r.model, data.preprocess)).eval()
     with torch.inference_mode():
-        out = model(torch.from_numpy(data.train.x[:3]))
-    assert out.shape == (3, len(data.labels))
+        out, _ = forward(model, torch.from_numpy(data.train.x[:3]))
+    # (B, K), or (B, T, K) for one output per step
+    steps = data.train.y.shape[1:2] if data.task.startswith("sequence") else ()
+    assert out.shape == (len(data.train.x[:3]), *steps, len(data.labels))
     assert torch.isfinite(out).all()
 
 
@@ -57,14 +65,25 @@ def test_every_model_and_dataset_is_used_by_a_recipe():
 
 
 @pytest.mark.parametrize("name", list_datasets())
-def test_every_dataset_builds_splits_with_a_contract(name):
-    data = build_dataset(DataConfig(name=name))
-    assert len(data.train) > len(data.test) > 0
+def test_every_dataset_builds_splits_with_a_contract(name, uci_files):
+    from edgekit.tasks import get_task
+
+    data = build_dataset(DataConfig(name=name, path=str(uci_files.get(name, ""))))
+    assert len(data.train) >= len(data.test) > 0
     x, y = data.train[0]
-    assert x.dtype == np.float32 and x.shape == data.input_shape
-    assert 0 <= int(y) < len(data.labels)
-    assert data.preprocess["kind"] == "image"
-    assert list(data.input_shape[1:]) == data.preprocess["size"]
+    assert x.shape == data.input_shape
+    # Token ids (a model starting with an Embedding) are integers; everything else float32.
+    assert x.dtype == (np.int64 if data.preprocess.get("encoding") == "index" else np.float32)
+    assert y.dtype == get_task(data.task).target_dtype
+    if y.dtype == np.int64:  # class indices
+        assert y.min() >= 0 and y.max() < len(data.labels)
+    spec = data.preprocess
+    shape = {"image": lambda: [len(spec["mean"]), *spec["size"]],
+             "array": lambda: spec["shape"],
+             "tabular": lambda: [len(spec["columns"])],
+             "text": lambda: [spec["length"]] + ([len(spec["vocab"])]
+                                                 if spec["encoding"] == "onehot" else [])}
+    assert list(data.input_shape) == shape[spec["kind"]]()
 
 
 def test_digits_split_is_fixed_stratified_and_normalized():

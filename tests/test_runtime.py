@@ -245,7 +245,8 @@ def test_wrong_number_of_inputs_is_one_line(tiny_run, tmp_path):
     _two_input_model(tmp_path / "two.onnx")
     line = bad("predict", tmp_path / "two.onnx", tiny_run / "sample.png")
     assert line == (f"error: '{tmp_path / 'two.onnx'}' takes (x: tensor(float), "
-                    "h: tensor(float)); edgekit runs models with one float32 input")
+                    "h: tensor(float)); edgekit runs models with one float32 or int64 input "
+                    "(and a hidden state when the manifest names one)")
 
 
 def test_nan_and_inf_inputs_warn_and_still_run(runner, export):
@@ -425,7 +426,8 @@ def test_a_bad_file_in_a_folder(runner, folder, tmp_path):
 
 
 def test_input_arguments(runner, tmp_path):
-    assert "give INPUT files or folders, or --sample N" in bad("predict", runner.path)
+    assert "give INPUT files or folders, or --sample N, or --text TEXT" in bad("predict",
+                                                                    runner.path)
     assert "does not exist; expected a file or a folder" in bad("predict", runner.path,
                                                                tmp_path / "nope")
     assert "holds no image files" in bad("predict", runner.path, tmp_path)

@@ -40,9 +40,9 @@ def report(folder: Path) -> str:
                          + (" (EMULATED by qemu-user: not Pi timings)"
                             if b["machine"]["emulated"] else "")
                          for m, b in bench.items())
-    settings = next(iter(bench.values()))["settings"] if bench else {}
-    return "\n".join(lines) + f"\n\n{machines}. Batch {settings.get('batch')}, " \
-        f"{settings.get('threads')} threads, {settings.get('runs')} runs.\n"
+    first = next(iter(bench.values()))["results"][0] if bench else {}
+    return "\n".join(lines) + f"\n\n{machines}. Batch {first.get('batch', '?')}, " \
+        f"{first.get('threads', '?')} threads, {first.get('runs', '?')} runs.\n"
 
 
 def agreement(name: str, ref: np.ndarray | None, got: np.ndarray | None) -> str:

@@ -19,9 +19,11 @@ mkdir -p "$out"
 rm -f "$out"/bench-*.json "$out"/logits-*.npz "$out"/report.md
 export EDGEKIT_ARM_ENV=$env_dir EDGEKIT_ARM_SITE=$PWD/$out/edgekit EDGEKIT_ARM_OUT=$PWD/$out
 status=0
-"$python" -m pytest -m arm -p no:cacheprovider tests "$@" || status=$?
+"$python" -m pytest -m arm -p no:cacheprovider tests "$@" | tee "$out/pytest.log" || status=$?
 # x86 vs emulated Pi 4 / Pi 5 on the same artifacts (what the tests measured and compared).
 if ls "$out"/bench-*.json >/dev/null 2>&1; then
   "$python" tools/arm_report.py "$out" || status=1
 fi
+# pytest's summary last, where CI reads it.
+tail -n 1 "$out/pytest.log"
 exit "$status"

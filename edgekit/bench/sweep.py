@@ -222,7 +222,7 @@ def _input(runner, batch: int) -> np.ndarray:
         with np.load(samples, allow_pickle=False) as z:
             x = z["x"]
         if len(x):
-            return np.resize(x, (batch, *x.shape[1:])).astype(np.float32)
+            return np.resize(x, (batch, *x.shape[1:])).astype(runner.input_dtype)  # or int64
     return runner.example_input(batch)
 
 

@@ -56,7 +56,7 @@ class ExportContext:
     """What every format's `write` may use."""
 
     model: Any  # nn.Module in eval mode on CPU
-    example: Any  # torch.Tensor (1, ...) to trace with
+    example: Any  # torch.Tensor (2, ...) to trace with, or (input, state) for a stateful model
     cfg: Any  # the recipe's ExportConfig
     calibration: np.ndarray  # (N, ...) training inputs that set int8 ranges
     stage: Path  # the folder being written; earlier artifacts are there
@@ -130,6 +130,7 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
 
     from edgekit.data import build_dataset
     from edgekit.export import targets
+    from edgekit.export.int8 import METHODS
     from edgekit.export.onnx import INPUT_NAME
     from edgekit.export.tune import time_artifacts
     from edgekit.tasks import get_task
@@ -138,6 +139,9 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
     started = time.perf_counter()
     fmts = _ordered(formats)
     tgt = targets.resolve(target, machine)
+    if int8_method not in (None, *METHODS):  # checked before any work
+        raise EdgekitError(f"--int8-method {int8_method!r}; expected one of: "
+                           f"{', '.join(METHODS)}")
     recipe, model, metrics = load_run(run)
     cfg = recipe.export
     thresholds = {"parity_atol": cfg.parity_atol, "fp16_atol": cfg.fp16_atol,
@@ -151,24 +155,30 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
             "was trained and tested on (split, preprocessing or labels changed); retrain"
         )
     # The contract is what training recorded, not what today's data code would say.
+    stateful = getattr(model, "stateful", False)
     manifest = make_manifest(
         recipe=recipe.name, model=recipe.model.name, task=data.task, input_name=INPUT_NAME,
         input_shape=[None, *metrics["input_shape"]], preprocess=metrics["preprocess"],
-        labels=metrics["labels"],
+        labels=metrics["labels"], input_dtype=metrics.get("input_dtype", "float32"),
+        state=_state_spec(model) if stateful else None,
     )
     test_x, test_y = data.test.x, data.test.y
-    with torch.inference_mode():  # (N, K) PyTorch fp32 logits
-        reference = batched(lambda xb: model(torch.from_numpy(xb)).numpy(), test_x)
+    stream = data.test.stream or 256  # a stream's windows in order, its state carried
+    reference = reference_outputs(model, test_x, stream)  # (N, ...) PyTorch fp32 outputs
     task = get_task(data.task)
     ref_acc = task.score(reference, test_y)
     pick = np.random.default_rng(recipe.data.split_seed).permutation(len(data.train))
     calibration = data.train.x[pick[:cfg.calibration_samples]]
+    # A batch of 2 to trace: with 1, torch.export specializes RNN/LSTM/GRU batches to 1.
+    example = torch.from_numpy(np.repeat(data.train.x[:1], 2, axis=0))
+    if stateful:
+        example = (example, model.initial_state(2))
 
     out = Path(run) / "export"
     with atomic_dir(out) as stage:
         kept_files = _keep_previous(out, stage, {f.file for f in fmts})
-        ctx = ExportContext(model, torch.from_numpy(data.train.x[:1]), cfg, calibration, stage,
-                            tgt, plan, stage / ".candidates")
+        ctx = ExportContext(model, example, cfg, calibration, stage, tgt, plan,
+                            stage / ".candidates")
         ctx.candidates.mkdir()
         cands: list[Candidate] = []
         for fmt in fmts:
@@ -180,7 +190,8 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
         kept = [Candidate(by_file[f], stage / f, {}, kept=True) for f in kept_files
                 if f in by_file]
         for c in cands + kept:
-            c.row = verify(c.path, c.fmt, test_x, test_y, reference, ref_acc, thresholds, task)
+            c.row = verify(c.path, c.fmt, test_x, test_y, reference, ref_acc, thresholds, task,
+                           stream)
 
         failures = [c.row["why"] for fmt in fmts
                     if not any(c.row["passed"] for c in cands if c.fmt is fmt)
@@ -202,7 +213,8 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
         report = {
             "run": str(run), "recipe": recipe.name, "model": recipe.model.name,
             "test_samples": len(test_y),
-            "pytorch": {"accuracy": ref_acc},
+            "task": data.task, "metric": task.metric,
+            "pytorch": {"accuracy": ref_acc, task.metric: ref_acc},
             "thresholds": thresholds,
             "onnx_opset": cfg.opset,
             "calibration": {"samples": len(calibration), "method": cfg.calibration_method,
@@ -227,15 +239,38 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
     return report
 
 
+def reference_outputs(model, x: np.ndarray, size: int = 256) -> np.ndarray:
+    """The PyTorch model's outputs on `x` in batches of `size` (N, ...), float32 numpy.
+
+    A stateful model reads `x` as one stream's windows in order (`size` = its streams),
+    carrying its hidden state from batch to batch as the runtime does.
+    """
+    import torch
+
+    from edgekit.loop import forward
+
+    state = None
+
+    def run(xb: np.ndarray) -> np.ndarray:
+        nonlocal state
+        out, state = forward(model, torch.from_numpy(xb), state)
+        return out.float().numpy()
+
+    with torch.inference_mode():
+        return batched(run, x, size)
+
+
 def verify(path: Path, fmt: Format, x: np.ndarray, y: np.ndarray, reference: np.ndarray,
-           ref_acc: float, thresholds: dict, task=None) -> dict:
+           ref_acc: float, thresholds: dict, task=None, size: int = 256) -> dict:
     """Run an artifact through edgekit.runtime on the held-out inputs and compare with PyTorch.
 
     fp32 artifacts must match the PyTorch outputs within `parity_atol`, fp16 within `fp16_atol`
-    (both scaled by the outputs' range); int8 artifacts must keep the task's metric (accuracy)
-    within `max_int8_drop` points of PyTorch fp32. `task` (edgekit.tasks; classification when
-    None) scores and decodes the outputs. An artifact that cannot be loaded or run (an
-    operator the runtime lacks) fails its check with the runtime's one-line reason.
+    (both scaled by the outputs' range); int8 artifacts must keep the task's score within
+    `max_int8_drop` points of PyTorch fp32 (edgekit.tasks.Task.drop_points: accuracy points, or
+    R² points for regression, the MSE change also reported). The task decodes both outputs:
+    top-1 agreement for classification, whole decoded sequences for character models. An
+    artifact that cannot be loaded or run (an operator the runtime lacks) fails its check with
+    the runtime's one-line reason. `size` is the batch (a stateful model's streams: 1).
     """
     from edgekit.runtime import load
     from edgekit.tasks import get_task
@@ -245,7 +280,7 @@ def verify(path: Path, fmt: Format, x: np.ndarray, y: np.ndarray, reference: np.
            "bytes": path.stat().st_size}
     try:
         runner = load(path)
-        outputs = batched(runner.run, x)
+        outputs = batched(runner.run, x, size)  # the runner carries a stateful model's state
     except EdgekitError as e:
         return {**row, "accuracy": None, "accuracy_drop_points": None,
                 "max_abs_diff": None, "top1_agreement": None, "passed": False,
@@ -260,10 +295,16 @@ def verify(path: Path, fmt: Format, x: np.ndarray, y: np.ndarray, reference: np.
     diff = float(np.abs(outputs - reference).max())
     scale = max(1.0, float(np.abs(reference).max()))
     row.update({
-        "accuracy": acc, "accuracy_drop_points": round(task.worse_by(ref_acc, acc), 4),
+        "accuracy": acc, task.metric: acc,
+        "accuracy_drop_points": round(task.drop_points(reference, outputs, y), 4),
         "max_abs_diff": diff,
-        "top1_agreement": float((task.decode(outputs) == task.decode(reference)).mean()),
+        "top1_agreement": float((task.decode(outputs) == task.decode(reference)).mean())
+        if task.higher_is_better else None,  # regression: no classes to agree on
     })
+    if hasattr(task, "sequences_equal"):  # character models: whole decoded strings
+        row["sequences_equal"] = task.sequences_equal(outputs, reference)
+    if not task.higher_is_better:
+        row[f"{task.metric}_change"] = acc - ref_acc
     if fmt.precision in ("fp32", "fp16"):
         atol = thresholds["parity_atol" if fmt.precision == "fp32" else "fp16_atol"] * scale
         row["passed"] = diff <= atol
@@ -271,7 +312,9 @@ def verify(path: Path, fmt: Format, x: np.ndarray, y: np.ndarray, reference: np.
     else:
         max_drop = thresholds["max_int8_drop"]
         row["passed"] = row["accuracy_drop_points"] <= max_drop
-        row["why"] = (f"{path.name} loses {row['accuracy_drop_points']:.2f} accuracy points "
+        what = "accuracy points" if task.higher_is_better else (
+            f"R² points ({task.metric} {task.format(ref_acc)} -> {task.format(acc)})")
+        row["why"] = (f"{path.name} loses {row['accuracy_drop_points']:.2f} {what} "
                       f"against PyTorch fp32 (allowed {max_drop})")
     if row["passed"]:
         row["why"] = ""
@@ -330,10 +373,14 @@ def batched(fn, x: np.ndarray, size: int = 256) -> np.ndarray:
 
 
 def report_markdown(report: dict) -> str:
+    from edgekit.tasks import get_task
+
+    task = get_task(report.get("task", "classification"))
+    fmt = task.format
     lines = [
         f"# Export report: {report['recipe']} ({report['model']})", "",
-        f"Held-out samples: {report['test_samples']}; PyTorch fp32 accuracy "
-        f"{report['pytorch']['accuracy']:.2%}.", "",
+        f"Held-out samples: {report['test_samples']}; PyTorch fp32 {task.metric} "
+        f"{fmt(report['pytorch']['accuracy'])}.", "",
     ]
     target = report.get("target") or {}
     if target:
@@ -344,7 +391,7 @@ def report_markdown(report: dict) -> str:
         excl = f"; kept in fp32: {', '.join(int8['exclude'])}" if int8["exclude"] else ""
         lines += [f"int8 method: {int8['why']}{excl}.", ""]
     lines += [
-        "| artifact | format | precision | layout | size KB | accuracy | drop (pts) "
+        f"| artifact | format | precision | layout | size KB | {task.metric} | drop (pts) "
         "| max abs diff | top-1 agree | p50 ms | check |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
@@ -353,18 +400,19 @@ def report_markdown(report: dict) -> str:
             + (", kept" if r.get("kept") else "")
         lines.append(
             f"| {r['file']} | {r['format']} | {r['precision']} | {r.get('layout', '-')} "
-            f"| {r['bytes'] / 1024:.1f} | {_num(r['accuracy'], '.2%')} "
+            f"| {r['bytes'] / 1024:.1f} | {_num(r['accuracy'], fmt)} "
             f"| {_num(r['accuracy_drop_points'], '.2f')} | {_num(r['max_abs_diff'], '.2e')} "
             f"| {_num(r['top1_agreement'], '.2%')} | {_ms(r)} | {check} |"
         )
     if report.get("candidates"):
         lines += ["", "int8 candidates:", "",
-                  "| format | layout | size KB | accuracy | drop (pts) | p50 ms | check | chosen |",
+                  f"| format | layout | size KB | {task.metric} | drop (pts) | p50 ms | check "
+                  "| chosen |",
                   "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
         for c in report["candidates"]:
             lines.append(
                 f"| {c['format']} | {c['layout']} | {c['bytes'] / 1024:.1f} "
-                f"| {_num(c['accuracy'], '.2%')} | {_num(c['accuracy_drop_points'], '.2f')} "
+                f"| {_num(c['accuracy'], fmt)} | {_num(c['accuracy_drop_points'], '.2f')} "
                 f"| {_ms(c)} "
                 f"| {'pass' if c['passed'] else 'FAIL: ' + c['why']} "
                 f"| {'yes' if c['chosen'] else ''} |")
@@ -543,12 +591,23 @@ def _notes(stage: Path, fmts: list[Format], kept: list[Candidate]) -> list[str]:
     return notes
 
 
+def _state_spec(model) -> dict:
+    """The manifest's `state` entry: a stateful model's second input and output."""
+    from edgekit.export.onnx import STATE_NAME, STATE_OUT_NAME
+
+    layers, hidden = model.state_shape
+    return {"input": STATE_NAME, "output": STATE_OUT_NAME, "shape": [layers, None, hidden]}
+
+
 def _ms(row: dict) -> str:
     return _num(row.get("latency_ms"), ".3f")
 
 
-def _num(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _num(value, spec) -> str:
+    """`value` formatted by a format spec or a function (a task's format); None as "-"."""
+    if value is None:
+        return "-"
+    return spec(value) if callable(spec) else format(value, spec)
 
 
 def _save_samples(path: Path, x: np.ndarray, y: np.ndarray) -> None:

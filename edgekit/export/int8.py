@@ -47,7 +47,7 @@ def choose_method(model, requested: str = "auto") -> tuple[str, str]:
     from torch import nn
 
     if requested not in METHODS:
-        raise EdgekitError(f"int8 method {requested!r}; expected one of: {', '.join(METHODS)}")
+        raise EdgekitError(f"--int8-method {requested!r}; expected one of: {', '.join(METHODS)}")
     if requested != "auto":
         return requested, f"{requested} (asked for)"
     kinds = {type(m).__name__ for m in model.modules()}

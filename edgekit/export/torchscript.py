@@ -36,6 +36,10 @@ def export_torchscript(model, example, path: Path, manifest: dict, fmt: str = "t
 def to_torchscript(model, example, fmt: str = "torchscript"):
     """A frozen ScriptModule of `model`: traced on `example`, scripted if tracing fails.
 
+    A model with control flow that tracing would unroll (`model.script`, e.g. an RNNCell step
+    loop) is scripted first, so the loop survives and any sequence length runs. `example` is
+    a batch, or a tuple of a stateful model's inputs (batch, state).
+
     Raises:
         EdgekitError: neither tracing nor scripting works (the first error, named).
     """
@@ -47,8 +51,14 @@ def to_torchscript(model, example, fmt: str = "torchscript"):
         # torch >= 2.10 marks torch.jit deprecated; it is still what a Pi's libtorch loads.
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        module = None
+        if getattr(model, "script", False):
+            try:
+                module = torch.jit.script(model)
+            except Exception:  # e.g. quantized modules that only tracing takes
+                module = None
         try:
-            module = torch.jit.trace(model, example, check_trace=True)
+            module = module or torch.jit.trace(model, example, check_trace=True)
         except Exception as traced:  # data-dependent control flow, unsupported outputs
             try:
                 module = torch.jit.script(model)

@@ -328,8 +328,12 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
     Raises:
         EdgekitError: a bad artifact, an artifact without a manifest, or an unusable address.
     """
+    import os
+
     import uvicorn
 
+    if threads is None:  # the cores shared among the workers: under load, parallel requests
+        threads = max(1, (os.cpu_count() or 1) // limits.workers)  # beat parallel kernels
     runner = load(artifact, threads=threads, device=device, verify=verify)
     app = create_app(runner, limits)
     warm_up(runner)
@@ -339,7 +343,8 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
     if not is_loopback(name):
         print(f"warning: listening on {name}, reachable from other machines; edgekit serve has "
               "no authentication", file=sys.stderr, flush=True)
-    print(f"edgekit serve: {runner.path.name} ({runner.backend}, {runner.device}) on {url} "
+    print(f"edgekit serve: {runner.path.name} ({runner.backend}, {runner.device}, {limits.workers} "
+          f"worker(s) x {threads} thread(s)) on {url} "
           "(POST /predict, GET /health, GET /metadata); Ctrl-C or SIGTERM stops",
           file=sys.stderr, flush=True)
     config = uvicorn.Config(

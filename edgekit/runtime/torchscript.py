@@ -82,6 +82,18 @@ class TorchScriptRunner(Runner):
             raise EdgekitError(f"{self.path.name}: inference failed on input {x.shape}: "
                                f"{msg}") from None
 
+    def _run_state(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        try:
+            with torch.inference_mode():
+                out, new = self.module(torch.from_numpy(x).to(self._target),
+                                       torch.from_numpy(state).to(self._target))
+                return out.float().cpu().numpy(), new.float().cpu().numpy()
+        except RuntimeError as e:
+            msg = " ".join(str(e).split())[:300]
+            raise EdgekitError(f"{self.path.name}: inference failed on input {x.shape} with "
+                               f"state {state.shape}: {msg}") from None
+
 
 def _use_recorded_engine(torch, path: Path) -> str:
     """Switch torch to the quantized engine an int8 artifact was made for, if this torch has it.

@@ -99,6 +99,7 @@ def validate(spec: Any, source: str) -> None:
 
 
 # Kinds register themselves on import; the image helpers stay importable from here.
+from edgekit.runtime.preprocess import array, tabular, text  # noqa: E402, F401
 from edgekit.runtime.preprocess.image import (  # noqa: E402
     image_spec,
     image_to_array,
