@@ -76,7 +76,7 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
                 row = {**_describe(runner), "batch": b, "threads": t,
                        **latency_stats(ms, batch=b)}
                 row["noisy"] = row["cv"] > NOISY_CV
-                line = noise_warning(row, f"{row['label']} (batch {b}, {t} threads)")
+                line = noise_warning(row, f"{row['label']} (batch {b}, {_threads(t)})")
                 if line:
                     warnings.append(line)
                 group.append(row)
@@ -175,7 +175,7 @@ def format_table(report: dict) -> str:
                      f"{r['throughput_per_s']:.4g}"))
     lines = [head, table(rows)]
     for c in report["comparisons"]:
-        lines.append(f"{c['model']}, batch {c['batch']}, {c['threads']} threads: {c['text']}")
+        lines.append(f"{c['model']}, batch {c['batch']}, {_threads(c['threads'])}: {c['text']}")
     return "\n".join(lines)
 
 
@@ -242,6 +242,10 @@ def _loadavg() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+def _threads(n: int) -> str:
+    return "1 thread" if n == 1 else f"{n} threads"
 
 
 def _ms(value: float) -> str:
