@@ -26,7 +26,7 @@ def time_artifacts(paths: list[Path], x: np.ndarray, threads: int, budget_s: flo
         x: one model input batch (B, ...) float32.
         threads: intra-op threads for every backend.
         budget_s: seconds of timed calls per artifact; an artifact slower than
-            budget_s / rounds still runs once a round (plus 5 warm-up calls in all).
+            budget_s / rounds still runs once a round (plus 3 sizing calls in all).
 
     Returns:
         path -> {"ms": median of round medians, "round_ms": [...], "runs_per_round": n}.
@@ -37,7 +37,7 @@ def time_artifacts(paths: list[Path], x: np.ndarray, threads: int, budget_s: flo
     runners = {p: load(p, threads=threads) for p in paths}
     runs = {}
     for p, runner in runners.items():  # warm up, and size each round to the budget
-        probe = float(np.median(measure(runner.run, x, runs=3, warmup=2)))
+        probe = float(measure(runner.run, x, runs=2, warmup=1).min())
         runs[p] = int(np.clip(budget_s * 1e3 / rounds / max(probe, 1e-3), 1, MAX_RUNS))
     rounds_ms: dict[Path, list[float]] = {p: [] for p in paths}
     order = list(paths)
