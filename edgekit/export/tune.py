@@ -48,6 +48,6 @@ def time_artifacts(paths: list[Path], x: np.ndarray, threads: int, budget_s: flo
             warm = 1 if runs[p] >= 4 else 0
             rounds_ms[p].append(float(np.median(measure(runners[p].run, x, runs=runs[p],
                                                          warmup=warm))))
-    return {p: {"ms": float(np.median(rounds_ms[p])), "round_ms": [round(v, 4) for v in ms],
+    return {p: {"ms": float(np.median(rounds_ms[p])), "round_ms": [float(f"{v:.4g}") for v in ms],
                 "runs_per_round": runs[p]} for p, ms in rounds_ms.items()}
 
