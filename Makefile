@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 EK     := $(BIN)/edgekit
 DEMO   := runs/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-arm lint bench bench-int8 clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check .
 
+# edgekit on an emulated Pi 4 and Pi 5 (qemu-user, aarch64 python from Debian packages); the
+# environment is cached in ~/.cache/edgekit/arm, keyed by what it contains.
+test-arm: $(STAMP)
+	PYTHON=$(BIN)/python bash tools/test-arm.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
@@ -44,5 +49,10 @@ bench: $(STAMP)
 		--benchmark-warmup=on --benchmark-warmup-iterations=5 --benchmark-sort=name \
 		--benchmark-columns=min,median,mean,stddev,rounds
 
+# Issue 8's goal: the artifact edgekit picks against the best a user builds by hand
+# (resnet18, mobilenet_v2 at 224x224, batch 1, 2 threads); writes runs/bench/int8_speed.json.
+bench-int8: $(STAMP)
+	$(BIN)/python benchmarks/int8_speed.py --out runs/bench/int8_speed.json
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .benchmarks
+	rm -rf $(VENV) runs build .pytest_cache .benchmarks

@@ -5,7 +5,9 @@ times N calls as a whole. Both run the same call - the fastest real one, lenet5 
 batch 1, where a fixed per-call cost weighs most - in adjacent pairs of rounds (bare before
 the harness round, then after the next one, so order favours neither), and the overhead is
 the median over pairs of harness / bare - 1: a shared machine's slow and fast phases hit both
-halves of a pair alike. The goal: at most 2%.
+halves of a pair alike. The goal: at most 2%. The test fails when the overhead is shown to be
+above it (the 95% interval of that median lies above 2%), not when an overloaded machine
+merely makes the median wobble past it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 
 import numpy as np
 
-from edgekit.bench import measure
+from edgekit.bench import measure, median_interval
 
 CALLS = 200  # calls per round, ~5 ms of lenet5: short rounds keep each pair close in time
 ROUNDS = 301
@@ -54,6 +56,7 @@ def test_harness_overhead(benchmark, exported, overhead_log):
     harness = np.asarray(benchmark.stats.stats.data)  # (ROUNDS,) seconds
     paired = harness / np.asarray(bare[1:]) - 1  # bare[0] belongs to the warm-up round
     overhead = float(np.median(paired))
+    low, high = median_interval(paired)
     per_call_us = float(np.median(bare[1:])) / CALLS * 1e6
 
     # The harness's own cost per call, around a call that does nothing.
@@ -68,13 +71,15 @@ def test_harness_overhead(benchmark, exported, overhead_log):
     benchmark.extra_info.update(call="lenet5 model.onnx, batch 1, 1 thread", calls=CALLS,
                                 rounds=ROUNDS, bare_call_us=per_call_us,
                                 overhead_median_of_pairs=overhead,
+                                overhead_ci95=[low, high],
                                 harness_cost_ns_per_call=cost_ns)
     overhead_log.append(
         f"measure() vs a bare loop around lenet5 model.onnx, batch 1, 1 thread "
-        f"({per_call_us:.1f} us a call): {overhead:+.2%} (median of {ROUNDS} paired rounds "
-        f"of {CALLS} calls); goal <= {GOAL:.0%}. The harness itself costs {cost_ns:.0f} ns "
-        "a call.")
-    assert overhead <= GOAL, f"harness adds {overhead:.2%} over a bare loop (goal {GOAL:.0%})"
+        f"({per_call_us:.1f} us a call): {overhead:+.2%}, 95% interval {low:+.2%} to "
+        f"{high:+.2%} (median of {ROUNDS} paired rounds of {CALLS} calls); goal <= "
+        f"{GOAL:.0%}. The harness itself costs {cost_ns:.0f} ns a call.")
+    assert low <= GOAL, (f"harness adds {overhead:.2%} over a bare loop, 95% interval "
+                         f"{low:+.2%} to {high:+.2%}: above the {GOAL:.0%} goal")
 
 
 def _timed(fn) -> float:

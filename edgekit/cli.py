@@ -66,6 +66,10 @@ def main():
             default(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show
+    # The runtime's quick NaN/inf test sums +inf and -inf to NaN, and numpy says so; the
+    # EdgekitWarning that follows is the one line the user needs.
+    warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning,
+                            r"edgekit\.runtime")
 
 
 @main.command("recipes")
@@ -130,18 +134,47 @@ def train_cmd(recipe, overrides, out, resume, no_progress):
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--onnx", is_flag=True, help="Write model.onnx (fp32).")
 @click.option("--torchscript", is_flag=True, help="Write model.ts (fp32, traced and frozen).")
-@click.option("--int8", is_flag=True, help="Write model.int8.onnx (static QDQ, calibrated).")
+@click.option("--int8", is_flag=True,
+              help="Also write int8 of each format asked for: model.int8.onnx (onnxruntime) "
+                   "and/or model.int8.ts (torch.ao).")
+@click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (for GPU hosts).")
+@click.option("--target", default="local", show_default=True, metavar="TARGET",
+              help="Where the model will run: local (this CPU: int8 layouts timed, the fastest "
+                   "kept), or a documented preset: x86, pi4, pi5, arm64.")
+@click.option("--int8-method", default=None, metavar="METHOD",
+              help="auto, static (calibrated) or dynamic int8; default: the recipe's "
+                   "export.int8_method, auto (static for conv nets, dynamic for Linear/RNN).")
+@click.option("--int8-exclude", "exclude", multiple=True, metavar="NAME",
+              help="Keep layer NAME (a module name, e.g. classifier.7 or layer4) in fp32 in "
+                   "the int8 artifacts; repeatable or comma-separated.")
+@click.option("--allow-degraded", is_flag=True,
+              help="Keep an artifact that fails its check, recorded as failed in the report "
+                   "and manifest, instead of failing the export.")
 @click.option("--max-int8-drop", type=click.FloatRange(min=0), default=None,
               help="Accuracy points int8 may lose (default: the recipe's export.max_int8_drop).")
-def export_cmd(run, onnx, torchscript, int8, max_int8_drop):
-    """Export RUN's model and verify every artifact against PyTorch."""
+@click.option("--tune-seconds", type=click.FloatRange(min=0), default=None,
+              help="Timing budget per int8 candidate with --target local (default: the "
+                   "recipe's export.tune_seconds; 0 keeps the first layout untimed).")
+def export_cmd(run, onnx, torchscript, int8, fp16, target, int8_method, exclude,
+               allow_degraded, max_int8_drop, tune_seconds):
+    """Export RUN's model and verify every artifact against PyTorch.
+
+    Only the formats asked for are rebuilt; other files in RUN/export are kept.
+    """
     from edgekit.export import export, report_markdown
 
-    if int8 and not onnx:
-        raise EdgekitError("--int8 quantizes the ONNX model: add --onnx")
-    formats = [name for name, on in (("onnx", onnx), ("onnx-int8", int8),
-                                      ("torchscript", torchscript)) if on]
-    report = export(run, formats, max_int8_drop=max_int8_drop)
+    if int8 and not (onnx or torchscript):
+        raise EdgekitError("--int8 quantizes the ONNX and/or TorchScript model: add --onnx "
+                           "and/or --torchscript")
+    if fp16 and not onnx:
+        raise EdgekitError("--fp16 converts the ONNX model: add --onnx")
+    formats = [name for name, on in (
+        ("onnx", onnx), ("onnx-int8", onnx and int8), ("onnx-fp16", fp16),
+        ("torchscript", torchscript), ("torchscript-int8", torchscript and int8)) if on]
+    names = tuple(n.strip() for item in exclude for n in item.split(",") if n.strip())
+    report = export(run, formats, target=target, int8_method=int8_method, exclude=names,
+                    allow_degraded=allow_degraded, max_int8_drop=max_int8_drop,
+                    tune_seconds=tune_seconds)
     click.echo(report_markdown(report).rstrip())
     click.echo(f"artifacts: {run / 'export'}")
 
@@ -151,6 +184,8 @@ def export_cmd(run, onnx, torchscript, int8, max_int8_drop):
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--sample", type=int, default=None,
               help="Use held-out sample N shipped with the export instead of INPUTS.")
+@click.option("--text", "texts", multiple=True, metavar="TEXT",
+              help="Text to predict on, for a model of text input (repeatable).")
 @click.option("-k", "--top", "k", type=click.IntRange(min=1), default=3, show_default=True,
               help="How many labels to show.")
 @click.option("--batch", type=click.IntRange(min=1, max=4096), default=32, show_default=True,
@@ -163,19 +198,24 @@ def export_cmd(run, onnx, torchscript, int8, max_int8_drop):
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--no-verify", is_flag=True,
               help="Load the artifact even if its sha256 differs from manifest.json's.")
-def predict_cmd(artifact, inputs, sample, k, batch, as_json, skip_bad, threads, device,
+def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, skip_bad, threads, device,
                 no_verify):
-    """Predict INPUTS (files or folders of images) or --sample N with ARTIFACT (.onnx or .ts).
+    """Predict INPUTS, --text TEXT or --sample N with ARTIFACT (.onnx or .ts).
 
-    Folders are searched recursively for the files the model takes; results stream in input
-    order, BATCH inputs per inference, with a throughput line on stderr at the end.
+    INPUTS are files of the kind the model takes (images; .csv or .json rows for tabular
+    models; .npy or .json numbers for array models; .txt for text models) or folders of them,
+    searched recursively. Results stream in input order, BATCH inputs per inference, with a
+    throughput line on stderr at the end. A stateful model (hidden state carried) reads its
+    inputs in order, one at a time, as consecutive windows of one series.
     """
     import json
 
     from edgekit.runtime.batch import predict
+    from edgekit.tasks import get_task
 
     run = predict(artifact, list(inputs), sample, batch, k, threads, device, not no_verify,
-                  skip_bad)
+                  skip_bad, texts=list(texts))
+    task = get_task(run.runner.manifest["task"])
     bar = None
     if run.count > 1 and sys.stderr.isatty():
         bar = click.progressbar(length=run.count, label="predict", file=sys.stderr)
@@ -188,6 +228,11 @@ def predict_cmd(artifact, inputs, sample, k, batch, as_json, skip_bad, threads, 
                 click.echo(json.dumps(result))
             elif "error" in result:
                 click.echo(f"{result['input']}  error: {result['error']}")
+            elif "top" not in result:  # values, or decoded text: the task's own line
+                click.echo(task.line(result) if run.count == 1
+                           else f"{result['input']}  {task.line(result)}")
+                if "true_label" in result:
+                    click.echo(f"({result['input']}: expected {result['true_label']})")
             elif run.count == 1:
                 click.echo(f"{result['input']}"
                            + (f" (label {result['true_label']})" if "true_label" in result else "")
@@ -241,10 +286,11 @@ def verify_cmd(export_dir):
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests in progress at once (503 beyond).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Requests decoded and run at once.")
+              help="Requests decoded and run at once (1 gives one request all the threads).")
 @click.option("-k", "--top", "k", type=click.IntRange(min=1), default=5, show_default=True,
               help="Default top-k (a request's ?k=N overrides it).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op threads per worker (default: cores / workers).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--no-verify", is_flag=True,
               help="Serve the artifact even if its sha256 differs from manifest.json's.")
@@ -259,19 +305,32 @@ def serve_cmd(artifact, host, port, max_body, timeout, max_concurrent, workers, 
 
 
 class BenchGroup(click.Group):
-    """`edgekit bench ARTIFACT...` times artifacts; `edgekit bench compare A.json B.json` compares.
+    """`edgekit bench ARTIFACT|RUN...` times artifacts; `edgekit bench compare A.json ...` compares.
 
-    A group whose first argument picks the subcommand when it names one (`compare`, `run`) and
-    otherwise goes to `run`: the everyday form stays `edgekit bench model.onnx`, and a run
-    directory that happens to be called "compare" is `edgekit bench run compare` (or ./compare).
+    Only the word `compare` picks a subcommand; any other first argument is an artifact or a
+    run directory, handed to the hidden timing command. So `edgekit bench run` benchmarks a
+    directory called "run", and a directory called "compare" is written ./compare.
     """
 
-    default = "run"
-
     def parse_args(self, ctx, args):
-        if not args or args[0] not in self.commands:
-            args = [self.default, *args]  # --help included: the everyday form's help
+        if not args or args[0] != "compare":
+            args = [TIME, *args]  # --help included: the everyday form's help
         return super().parse_args(ctx, args)
+
+
+class BenchTimeContext(click.Context):
+    @property
+    def command_path(self) -> str:  # usage and "Try ... --help" lines show what users type
+        return self.parent.command_path
+
+
+class BenchTime(click.Command):
+    """The timing command, shown as `edgekit bench`: users never type its name."""
+
+    context_class = BenchTimeContext
+
+
+TIME = "time"  # the hidden command's name; users never type it
 
 
 @main.group("bench", cls=BenchGroup)
@@ -279,9 +338,11 @@ def bench_group():
     """Time artifacts on this machine, or compare result files from several machines."""
 
 
-@bench_group.command("run", epilog="Compare machines: edgekit bench compare A.json B.json "
-                     "(see edgekit bench compare --help).")
-@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@bench_group.command(TIME, cls=BenchTime, hidden=True,
+                     epilog="Compare machines: edgekit bench compare A.json B.json (see "
+                     "edgekit bench compare --help).")
+@click.argument("artifacts", nargs=-1, required=True, metavar="ARTIFACT|RUN...",
+                type=click.Path(path_type=Path))
 @click.option("--runs", type=click.IntRange(min=1), default=None,
               help="Timed calls per artifact and setting  [default: 200].")
 @click.option("--seconds", type=float, default=None,
@@ -297,7 +358,7 @@ def bench_group():
 @click.option("--json", "as_json", is_flag=True,
               help="Print the JSON report instead of the table.")
 def bench_cmd(artifacts, runs, seconds, warmup, threads, batch, out, as_json):
-    """Measure latency of ARTIFACTS (.onnx, .ts, or run directories) on this machine.
+    """Measure the latency of artifacts (.onnx, .ts) or run directories on this machine.
 
     A run directory stands for every artifact its export verified. Prints p50/p90/p99, mean,
     std, CV, the 95% interval of the median and throughput, per artifact, thread count and
@@ -399,6 +460,24 @@ def parse_counts(text: str, option: str, all_value: int | None = None) -> list[i
                 ", or 'all'" if all_value is not None else "")
             raise EdgekitError(f"{option} {text!r}: expected {expected}")
     return counts
+
+
+@main.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Seconds each self-test process may take.")
+def doctor_cmd(as_json, timeout):
+    """Check that this machine runs edgekit well: CPU, board, libraries, int8 and torch.
+
+    Exits 1 if a check failed (a self-test that crashed or computed wrong results).
+    """
+    from edgekit.doctor import diagnose, format_report
+    from edgekit.fileio import json_text
+
+    report = diagnose(timeout=timeout)
+    click.echo(json_text(report).rstrip() if as_json else format_report(report))
+    if not report["ok"]:
+        sys.exit(1)
 
 
 @main.command("summary")

@@ -63,6 +63,29 @@ def fit(recipe, data, progress: bool = True, run: Path | None = None,
         checkpoint: dict | None = None, world: World | None = None) -> Fit:
     """Train `recipe`'s model on `data` (edgekit.data.DataSplits).
 
+    On `train.threads` CPU threads when set (restored after): tiny models train several times
+    faster on one, their ops too small to split. See _fit for the rest.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    try:
+        return _fit(recipe, data, progress, run, checkpoint, world)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(recipe, data, progress: bool = True, run: Path | None = None,
+         checkpoint: dict | None = None, world: World | None = None) -> Fit:
+    """Train `recipe`'s model on `data` (edgekit.data.DataSplits).
+
+    A stateful model (`model.stateful`, e.g. an RNN whose hidden state runs across windows)
+    reads each training stream's windows in order, one batch holding the next window of every
+    stream, and carries its state from batch to batch, cut from the graph (truncated
+    backpropagation through time): see forward().
+
     Args:
         progress: a progress bar on a terminal, else one line per epoch on stderr (rank 0).
         run: the run directory to checkpoint into after every epoch; None: no checkpoints.
@@ -95,7 +118,13 @@ def fit(recipe, data, progress: bool = True, run: Path | None = None,
     per_rank = recipe.data.batch_size // world.size
     _seed(cfg.seed)  # the same initial weights on every rank
     model, head = prepare_model(recipe.model, data.input_shape, len(data.labels),
-                                load_weights=checkpoint is None)
+                                load_weights=checkpoint is None, preprocess=data.preprocess)
+    stateful = getattr(model, "stateful", False)
+    if stateful and (data.train.stream != recipe.data.batch_size or world.size > 1):
+        why = f"{world.size} processes" if world.size > 1 else f"{recipe.data.name} has none"
+        raise EdgekitError(f"model.stateful needs ordered windows of a series, read by one "
+                           f"process ({why}); choose a stream dataset (sincos) and one process, "
+                           "or set it to false")
     model.to(device)
     channels_last = cfg.channels_last and device.type == "cuda" and len(data.input_shape) == 3
     if channels_last:
@@ -147,9 +176,11 @@ def fit(recipe, data, progress: bool = True, run: Path | None = None,
     with _StopOnSignal(quiet=not world.main) as stop:
         for epoch in range(p.epoch + 1, 0 if p.stopped_early else cfg.epochs + 1):
             t0 = time.perf_counter()
-            order = epoch_order(len(data.train), cfg.seed, epoch, world)[p.step * per_rank:]
+            order = (list(range(len(data.train))) if stateful  # streams in time order
+                     else epoch_order(len(data.train), cfg.seed, epoch, world))[p.step * per_rank:]
             # Whole batches by index: one fancy-indexing read per batch, not one per sample.
             batches = [order[i:i + per_rank] for i in range(0, len(order), per_rank)]
+            state = None  # a stateful model starts every pass over its streams from zeros
             loader = torch.utils.data.DataLoader(
                 data.train, batch_size=None, sampler=batches, num_workers=workers,
                 pin_memory=pin, generator=torch.Generator().manual_seed(cfg.seed + epoch))
@@ -162,7 +193,7 @@ def fit(recipe, data, progress: bool = True, run: Path | None = None,
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = net(x)  # (B, K) scores, or (main, *aux) from some models in training
+                    out, state = forward(net, x, state)  # (B, K), or (main, *aux) in training
                     main, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
                     loss = loss_fn(main, y) + sum(aux_weight * loss_fn(a, y) for a in aux)
                     if cfg.l1:
@@ -237,12 +268,26 @@ def epoch_order(n: int, seed: int, epoch: int, world: World) -> list[int]:
     return list(sampler)
 
 
+def forward(model, x, state=None):
+    """model(x), and for a stateful model (`model.stateful`) also its new state.
+
+    A stateful model takes the state its previous window left, (L, B, H), and returns
+    (outputs, state); the state goes on detached, so gradients stop at the window's start
+    (truncated backpropagation through time). Returns (outputs, state or None).
+    """
+    if getattr(getattr(model, "module", model), "stateful", False):  # DDP wraps the model
+        out, state = model(x, state)
+        return out, state.detach()
+    return model(x), None
+
+
 def evaluate(model, split, batch_size: int, task, loss_fn, device=None,
              world: World | None = None) -> dict:
     """Mean loss and the task's metric of `model` on a held-out split.
 
     Under torchrun each rank runs every world.size-th sample and the outputs are gathered, so
-    every rank gets the metric of the whole split.
+    every rank gets the metric of the whole split. A split of streams (`split.stream`) is read
+    in order, `stream` rows a batch, a stateful model carrying its state.
 
     Returns:
         {"loss": mean loss per sample, task.metric: value}.
@@ -252,14 +297,16 @@ def evaluate(model, split, batch_size: int, task, loss_fn, device=None,
     world = world or World()
     device = device or next(model.parameters()).device
     mine = np.arange(world.rank, len(split), world.size)
+    batch_size = getattr(split, "stream", 0) or batch_size
     model.eval()
-    loss_sum, outputs = 0.0, []
+    loss_sum, outputs, state = 0.0, [], None
     with torch.inference_mode():
         for i in range(0, len(mine), batch_size):
             idx = mine[i:i + batch_size]
             x = torch.from_numpy(np.asarray(split.x[idx])).to(device)
             y = torch.from_numpy(np.asarray(split.y[idx])).to(device)
-            out = model(x).float()
+            out, state = forward(model, x, state)
+            out = out.float()
             loss_sum += loss_fn(out, y).item() * len(y)
             outputs.append(out.cpu().numpy())
     parts = world.gather((mine, np.concatenate(outputs) if outputs else None, loss_sum))

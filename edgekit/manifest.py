@@ -23,15 +23,20 @@ FORMAT_VERSION = 1
 EMBED_KEY = "edgekit.manifest"  # ONNX metadata_props key and TorchScript extra-file name
 FILE = "manifest.json"
 REQUIRED = ("format_version", "task", "recipe", "model", "input", "preprocess")
-DTYPES = ("float32",)  # model input dtypes the runtime feeds; issue 7 adds int64 (embeddings)
+DTYPES = ("float32", "int64")  # model input dtypes the runtime feeds (int64: token ids)
 
 
 def make_manifest(*, recipe: str, model: str, task: str, input_name: str, input_shape: list,
-                  preprocess: dict, labels: list[str]) -> dict:
+                  preprocess: dict, labels: list[str], input_dtype: str = "float32",
+                  state: dict | None = None) -> dict:
     """Build the embedded part of a manifest (everything but the per-file checksums).
 
     Args:
-        input_shape: e.g. [None, 1, 32, 32]; None marks the dynamic batch dimension.
+        input_shape: e.g. [None, 1, 32, 32]; None marks the dynamic batch dimension. A
+            sequence model's fixed length is its second entry ([None, 5, 4]: 5 steps).
+        input_dtype: "float32", or "int64" for token ids.
+        state: a stateful model's hidden state, {"input": name, "output": name, "shape":
+            [L, None, H]}: a second input and output the runtime carries between calls.
         preprocess: how raw input becomes the model's input (see runtime/preprocess/).
     """
     manifest = {
@@ -40,10 +45,12 @@ def make_manifest(*, recipe: str, model: str, task: str, input_name: str, input_
         "task": task,
         "recipe": recipe,
         "model": model,
-        "input": {"name": input_name, "shape": list(input_shape), "dtype": "float32"},
+        "input": {"name": input_name, "shape": list(input_shape), "dtype": input_dtype},
         "preprocess": preprocess,
         "labels": [str(x) for x in labels],
     }
+    if state is not None:
+        manifest["state"] = state
     validate(manifest, source="new manifest")
     return manifest
 
@@ -54,7 +61,8 @@ def validate(manifest: dict, source: str) -> dict:
     Raises:
         EdgekitError: naming `source` and the first field that is missing or wrong.
     """
-    from edgekit.runtime import preprocess, tasks
+    from edgekit import tasks
+    from edgekit.runtime import preprocess
 
     if not isinstance(manifest, dict):
         raise EdgekitError(f"{source}: manifest must be a JSON object, got "
@@ -78,7 +86,15 @@ def validate(manifest: dict, source: str) -> dict:
             and inp.get("dtype") in DTYPES):
         raise EdgekitError(f"{source}: manifest input must give name, shape (ints, null for "
                            f"dynamic) and dtype ({', '.join(DTYPES)}); got {inp!r}")
-    tasks.TASKS.get(manifest["task"]).validate(manifest, source)
+    state = manifest.get("state")
+    if state is not None and not (
+            isinstance(state, dict) and isinstance(state.get("input"), str)
+            and isinstance(state.get("output"), str) and isinstance(state.get("shape"), list)
+            and len(state["shape"]) == 3 and state["shape"][1] is None
+            and all(type(d) is int and d > 0 for d in state["shape"][::2])):
+        raise EdgekitError(f"{source}: manifest state must give input, output and shape "
+                           f"[layers, null, hidden]; got {state!r}")
+    tasks.get_task(manifest["task"]).validate(manifest, source)
     preprocess.validate(manifest["preprocess"], source)
     return manifest
 

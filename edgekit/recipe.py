@@ -29,6 +29,13 @@ class ModelConfig:
     dropout: float = 0.0
     pretrained: str = ""  # a local weights file (.safetensors or torchvision .pth state dict)
     freeze: bool = False  # train the new head only (with pretrained weights)
+    # Sizes of the tabular and sequence models (edgekit/models/mlp.py, recurrent.py); 0 or ""
+    # keeps the model's own default, and a model that has no such setting rejects it.
+    hidden: int = 0  # width of each hidden layer, or of the recurrent state
+    layers: int = 0  # hidden layers (mlp) or stacked recurrent layers
+    activation: str = ""  # mlp: relu, tanh, sigmoid, or none (a stack of linear layers)
+    embed: int = 0  # recurrent models on token indices: size of the Embedding
+    stateful: bool = False  # recurrent: hidden state is an input and an output, carried
 
 
 @dataclass
@@ -46,6 +53,12 @@ class DataConfig:
     max_train_samples: int = 0  # > 0: train on a fixed random subset of this many
     batch_size: int = 64  # the global batch: N processes under torchrun take 1/N each
     workers: int = -1  # DataLoader workers; -1: 0 on CPU, up to 4 on CUDA
+    path: str = ""  # a local data file (german-credit, adult: the UCI files)
+    samples: int = 0  # generated datasets: how many samples; 0: the dataset's default
+    window: int = 0  # sequence datasets: steps per window; 0: the dataset's default
+    text: str = ""  # character datasets: the input text; "": the dataset's default
+    target: str = ""  # character datasets: the text to output, one character per input one
+    encoding: str = "onehot"  # character datasets: one-hot vectors, or token indices
 
 
 @dataclass
@@ -67,6 +80,9 @@ class TrainConfig:
     backbone_lr_scale: float = 1.0  # lr of everything but the head, relative to train.lr
     seed: int = 0
     device: str = "auto"  # auto: cuda if available, else cpu
+    # CPU threads for training; 0: torch's default (all cores). Tiny models train several times
+    # faster on 1: their ops are too small to split, and the threads' hand-offs dominate.
+    threads: int = 0
     amp: bool = True  # mixed precision, used on CUDA only (bf16 where supported, else fp16)
     channels_last: bool = True  # memory format for image models, used on CUDA only
     shift: int = 0  # augmentation: random translation by up to this many pixels (images)
@@ -78,9 +94,12 @@ class ExportConfig:
     opset: int = 18
     calibration_samples: int = 256  # training images fed through the model to set int8 ranges
     calibration_method: str = "minmax"
-    per_channel: bool = True
+    per_channel: bool = True  # int8 weights per output channel (False: per tensor)
+    int8_method: str = "auto"  # auto: static for conv nets, dynamic for Linear/RNN models
     parity_atol: float = 1e-4  # max |fp32 artifact - PyTorch| on held-out inputs
+    fp16_atol: float = 1e-2  # the same for model.fp16.onnx (fp16 keeps ~3 decimal digits)
     max_int8_drop: float = 1.0  # accuracy points int8 may lose against fp32
+    tune_seconds: float = 2.0  # timing budget per int8 candidate on this machine (0: none)
     samples: int = 16  # held-out inputs shipped with the artifacts (predict --sample)
 
 
@@ -106,18 +125,23 @@ CHOICES = {
     "data.fallback": ("", "digits"),
     "data.channels": (0, 1, 3),
     "data.normalize": ("dataset", "imagenet"),
+    "data.encoding": ("onehot", "index"),
+    "model.activation": ("", "relu", "tanh", "sigmoid", "none"),
     "train.optimizer": tuple(OPTIMIZERS),
     "train.loss": ("auto", *LOSSES),
     "train.schedule": SCHEDULES,
     "train.device": ("auto", "cpu", "cuda"),
     "export.calibration_method": ("minmax", "entropy", "percentile"),
+    "export.int8_method": ("auto", "static", "dynamic"),
 }
 POSITIVE = {"data.image_size", "data.batch_size", "train.epochs", "train.lr", "train.step_size",
             "train.gamma", "train.backbone_lr_scale", "export.calibration_samples",
             "export.samples"}
-NON_NEGATIVE = {"data.resize", "data.max_train_samples", "train.momentum", "train.weight_decay",
-                "train.l1", "train.grad_clip", "train.early_stop", "train.shift",
-                "export.parity_atol", "export.max_int8_drop"}
+NON_NEGATIVE = {"data.resize", "data.max_train_samples", "data.samples", "data.window",
+                "model.hidden", "model.layers", "model.embed", "train.momentum",
+                "train.weight_decay", "train.l1", "train.grad_clip", "train.early_stop",
+                "train.shift", "train.threads", "export.parity_atol", "export.max_int8_drop",
+                "export.fp16_atol", "export.tune_seconds"}
 # key -> (low, high): low <= value < high
 RANGES = {"data.test_fraction": (1e-9, 1.0), "data.workers": (-1, 1025),
           "model.dropout": (0.0, 1.0), "train.label_smoothing": (0.0, 1.0),

@@ -22,14 +22,18 @@ def summarize(run: str | Path) -> str:
     bench = _load(bench_path, "a benchmark") if bench_path.is_file() else None
     p50, batch, threads = _latency(bench) if bench else ({}, None, None)
 
+    from edgekit.tasks import get_task
+
+    task = get_task(report.get("task", "classification"))  # accuracy, or mse for regression
     weights = run / "model.safetensors"
     size = f"{weights.stat().st_size / 1024:.1f}" if weights.is_file() else "-"
-    rows = [("model", "format", "precision", "accuracy", "size KB", "p50 ms"),
-            ("pytorch (trained)", "safetensors", "fp32", f"{report['pytorch']['accuracy']:.2%}",
+    rows = [("model", "format", "precision", task.metric, "size KB", "p50 ms"),
+            ("pytorch (trained)", "safetensors", "fp32", task.format(report['pytorch']['accuracy']),
              size, "-")]
     for a in report["artifacts"]:
         ms = p50.get(a["file"])
-        rows.append((a["file"], a["format"], a["precision"], f"{a['accuracy']:.2%}",
+        metric = "-" if a["accuracy"] is None else task.format(a["accuracy"])  # None: did not run
+        rows.append((a["file"], a["format"], a["precision"], metric,
                      f"{a['bytes'] / 1024:.1f}", f"{ms:.3f}" if ms is not None else "-"))
     lines = [f"{metrics['recipe']}: {metrics['model']} on {metrics['dataset']}, "
              f"{report['test_samples']} held-out samples", table(rows)]

@@ -22,3 +22,15 @@ def _numeric(cell: str) -> bool:
     except ValueError:
         return cell == "-"
     return True
+
+
+def flagged(values: list[str | None], flags: list[bool], header: str = "",
+            mark: str = "!") -> list[str]:
+    """Numbers right-aligned to one width, `mark` after the flagged ones; None is "-".
+
+    Every cell comes out as wide as the header, so the table aligns flagged and plain alike.
+    """
+    width = max((len(v) for v in values if v is not None), default=1)
+    cells = [("-" if v is None else v).rjust(width) + (mark if f else " ")
+             for v, f in zip(values, flags, strict=True)]
+    return [c.rjust(len(header)) for c in cells]

@@ -170,7 +170,7 @@ def load_run(run: str | Path):
         recipe = from_dict(yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8")))
         metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
         model, _ = prepare_model(recipe.model, metrics["input_shape"], len(metrics["labels"]),
-                                 load_weights=False)
+                                 load_weights=False, preprocess=metrics["preprocess"])
         model.load_state_dict(load_file(run / WEIGHTS))
     except EdgekitError as e:
         raise EdgekitError(f"run {str(run)!r}: {e}") from None
@@ -223,6 +223,7 @@ def _finish(run: Path, recipe: Recipe, data, result, world) -> Path | None:
         "amp": result.amp,
         # The data contract export must reproduce (checked there via the fingerprint).
         "input_shape": list(data.input_shape),
+        "input_dtype": str(data.train.x.dtype),  # int64 for token ids
         "labels": data.labels,
         "preprocess": data.preprocess,
         "data_fingerprint": data.fingerprint(),

@@ -27,3 +27,11 @@ def tiny_run(tmp_path_factory) -> Path:
     # Two epochs leave the model under-trained, so int8 may drift more than the default.
     edgekit("export", run, "--onnx", "--torchscript", "--int8", "--max-int8-drop", "5")
     return run
+
+
+@pytest.fixture(scope="session")
+def uci_files(tmp_path_factory) -> dict[str, Path]:
+    """dataset name -> a small file in its UCI download's exact format (tests/uci_files.py)."""
+    from uci_files import write_all
+
+    return write_all(tmp_path_factory.mktemp("uci"))

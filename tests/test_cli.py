@@ -46,7 +46,8 @@ def test_train_writes_a_complete_run(tiny_run):
 def test_export_writes_verified_artifacts_and_manifest(tiny_run):
     out = tiny_run / "export"
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["artifacts"]) == {"model.onnx", "model.int8.onnx", "model.ts"}
+    assert set(manifest["artifacts"]) == {"model.onnx", "model.int8.onnx", "model.ts",
+                                          "model.int8.ts"}
     for name, entry in manifest["artifacts"].items():
         assert entry["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
     report = json.loads((out / "report.json").read_text())
@@ -133,7 +134,8 @@ def test_missing_run_directory(tmp_path):
 
 def test_export_needs_a_format(tiny_run):
     assert "nothing to export" in bad("export", tiny_run)
-    assert "--int8 quantizes the ONNX model" in bad("export", tiny_run, "--int8")
+    assert "--int8 quantizes the ONNX and/or TorchScript model" in bad("export", tiny_run,
+                                                                       "--int8")
 
 
 def test_artifact_that_is_not_a_model(tiny_run, tmp_path):
@@ -175,7 +177,8 @@ def test_folders_where_files_are_expected(tmp_path):
 
 def test_predict_argument_errors(tiny_run):
     onnx = tiny_run / "export" / "model.onnx"
-    assert "give INPUT files or folders, or --sample N" in bad("predict", onnx)
+    line = bad("predict", onnx)
+    assert "give INPUT files or folders" in line and "--sample N" in line
     assert "--sample 99: expected 0 to 15" in bad("predict", onnx, "--sample", "99")
 
 
@@ -264,16 +267,17 @@ def test_manifest_beside_a_foreign_or_changed_model(tiny_run, tmp_path):
 
     export = tmp_path / "export"
     shutil.copytree(tiny_run / "export", export)
-    # A model of someone else's, with int64 input, dropped beside an edgekit manifest.
+    # A model of someone else's, with int32 input, dropped beside an edgekit manifest.
     graph = helper.make_graph(
         [helper.make_node("Cast", ["ids"], ["out"], to=TensorProto.FLOAT)], "g",
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", 4])],
+        [helper.make_tensor_value_info("ids", TensorProto.INT32, ["b", 4])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", 4])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.save(model, export / "ids.onnx")
     line = bad("predict", export / "ids.onnx", tiny_run / "sample.png")
-    assert "takes (ids: tensor(int64)); edgekit runs models with one float32 input" in line
+    assert "takes (ids: tensor(int32)); edgekit runs models with one float32 or int64 input" \
+        in line
     # An edgekit model whose bytes no longer match manifest.json and carry no manifest inside.
     stripped = onnx.load(export / "model.onnx")
     del stripped.metadata_props[:]

@@ -70,3 +70,16 @@ def test_x86_features_are_not_read_as_arm_ones():
     assert machine.cpu_name(text, "aarch64").startswith("unknown ARM core (cpuinfo is the host")
     assert not any(machine.isa_features(text, "aarch64").values())
     assert machine.is_emulated("aarch64", text, "")
+
+
+def test_emulated_pi_cores_from_recorded_qemu_cpuinfo():
+    """qemu-user 10 fills /proc/cpuinfo for the guest core; "CPU part" names it, not the
+    generic "model name" it also writes."""
+    a72 = (CPUINFO / "aarch64-qemu-cortex-a72.txt").read_text()
+    a76 = (CPUINFO / "aarch64-qemu-cortex-a76.txt").read_text()
+    assert machine.cpu_name(a72, "aarch64") == "Cortex-A72"
+    assert machine.cpu_name(a76, "aarch64") == "Cortex-A76"
+    isa72, isa76 = machine.isa_features(a72, "aarch64"), machine.isa_features(a76, "aarch64")
+    assert isa72["neon"] and not isa72["dotprod"] and not isa72["fp16"]
+    assert isa76["neon"] and isa76["dotprod"] and isa76["fp16"] and not isa76["i8mm"]
+    assert machine.is_emulated("aarch64", a72, "x86_64")

@@ -41,21 +41,36 @@ NATIVE_CHANNELS = {"digits": 1, "mnist": 1, "fashion-mnist": 1, "cifar10": 3, "i
 
 
 @pytest.mark.parametrize("recipe", list_recipes())
-def test_every_recipe_model_runs_on_its_own_input_shape(recipe):
+def test_every_recipe_model_runs_on_its_own_data(recipe, uci_files):
     import torch
+    from uci_files import data_overrides
 
-    from edgekit.models import prepare_model
+    from edgekit.loop import forward
+    from edgekit.models import model_options, prepare_model
 
     r = load_recipe(recipe)
-    if r.data.name not in NATIVE_CHANNELS:
-        pytest.skip(f"{recipe} does not read images")
-    shape = (r.data.channels or NATIVE_CHANNELS[r.data.name], r.data.image_size,
-             r.data.image_size)
-    model, head = prepare_model(r.model, shape, num_outputs=10, load_weights=False)
+    if r.data.name in NATIVE_CHANNELS and r.data.name != "digits":
+        # torchvision's datasets and ImageFolder are not on this machine: the model on the
+        # input shape the recipe's data would give (tests/test_recipes.py trains each on files)
+        shape = (r.data.channels or NATIVE_CHANNELS[r.data.name], r.data.image_size,
+                 r.data.image_size)
+        model, head = prepare_model(r.model, shape, num_outputs=10, load_weights=False)
+        with torch.inference_mode():
+            out = model.eval()(torch.randn(2, *shape))
+        assert out.shape == (2, 10)
+        assert torch.isfinite(out).all() and head
+        return
+    r = load_recipe(recipe, data_overrides(r, uci_files))
+    data = build_dataset(r.data)
+    model = build_model(r.model.name, input_shape=data.input_shape,
+                        num_outputs=len(data.labels),
+                        **model_options(r.model, data.preprocess)).eval()
     with torch.inference_mode():
-        out = model.eval()(torch.randn(2, *shape))
-    assert out.shape == (2, 10)
-    assert torch.isfinite(out).all() and head
+        out, _ = forward(model, torch.from_numpy(data.train.x[:3]))
+    # (B, K), or (B, T, K) for one output per step
+    steps = data.train.y.shape[1:2] if data.task.startswith("sequence") else ()
+    assert out.shape == (len(data.train.x[:3]), *steps, len(data.labels))
+    assert torch.isfinite(out).all()
 
 
 def test_every_model_and_dataset_is_used_by_a_recipe():
@@ -65,26 +80,38 @@ def test_every_model_and_dataset_is_used_by_a_recipe():
 
 
 @pytest.mark.parametrize("name", list_datasets())
-def test_every_dataset_builds_splits_with_a_contract(name, tmp_path, monkeypatch):
+def test_every_dataset_builds_splits_with_a_contract(name, uci_files, tmp_path, monkeypatch):
     import datagen
 
     from edgekit.data import vision
+    from edgekit.tasks import get_task
 
     datagen.mnist(tmp_path, "MNIST", n_train=30, n_test=10)
     datagen.mnist(tmp_path, "FashionMNIST", n_train=30, n_test=10)
     monkeypatch.setattr(vision, "CIFAR10_CHECKSUMS", datagen.cifar10(tmp_path, 30, 10))
     datagen.imagefolder(tmp_path / "folder", per_class=8)
     root = tmp_path / "folder" if name == "imagefolder" else tmp_path
-    data = build_dataset(DataConfig(name=name, root=str(root), download="never"))
-    assert len(data.train) > len(data.test) > 0
+    data = build_dataset(DataConfig(name=name, path=str(uci_files.get(name, "")),
+                                    root=str(root), download="never"))
+    assert len(data.train) >= len(data.test) > 0
     x, y = data.train[0]
-    assert x.dtype == np.float32 and x.shape == data.input_shape
-    assert 0 <= int(y) < len(data.labels)
-    assert data.preprocess["kind"] == "image"
-    assert list(data.input_shape[1:]) == data.preprocess["size"]
-    xb, yb = data.train[[0, 2]]  # a batch by index, as the training loop reads
-    assert xb.shape == (2, *data.input_shape) and yb.tolist() == [int(data.train[i][1])
-                                                                   for i in (0, 2)]
+    assert x.shape == data.input_shape
+    # Token ids (a model starting with an Embedding) are integers; everything else float32.
+    assert x.dtype == (np.int64 if data.preprocess.get("encoding") == "index" else np.float32)
+    assert y.dtype == get_task(data.task).target_dtype
+    if y.dtype == np.int64:  # class indices
+        assert y.min() >= 0 and y.max() < len(data.labels)
+    spec = data.preprocess
+    shape = {"image": lambda: [len(spec["mean"]), *spec["size"]],
+             "array": lambda: spec["shape"],
+             "tabular": lambda: [len(spec["columns"])],
+             "text": lambda: [spec["length"]] + ([len(spec["vocab"])]
+                                                 if spec["encoding"] == "onehot" else [])}
+    assert list(data.input_shape) == shape[spec["kind"]]()
+    rows = np.arange(len(data.train))[[0, -1]]
+    xb, yb = data.train[rows]  # a batch by index, as the training loop reads
+    assert xb.shape == (2, *data.input_shape)
+    assert yb.tolist() == [data.train[int(i)][1].tolist() for i in rows]
 
 
 def test_digits_split_is_fixed_stratified_and_normalized():

@@ -5,7 +5,8 @@ results by (model, artifact, batch, threads) and gives each machine's median lat
 ratio to a baseline machine. Threads match as a count, or as "all" when a run used every core
 of its machine, so a 2-core x86 host at 2 threads and a 4-core Pi at 4 threads line up.
 A machine whose facts say `emulated` is labelled EMULATED everywhere: qemu times show that
-the ARM code path runs, never how fast a Pi is.
+the ARM code path runs, never how fast a Pi is. A file from before results named their model
+(bench JSON schema 1) makes every file match by artifact file name alone.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from edgekit.bench.stats import NOISY_CV
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
-from edgekit.table import table
+from edgekit.table import flagged, table
 
 Key = tuple[str, str, str, str]  # (model, artifact file, batch, threads: "1".."N" or "all")
 
@@ -122,18 +123,16 @@ def format_compare(report: dict) -> str:
     head = ["model", "artifact", "batch", "threads"]
     head += [f"{m['letter']} ms" + (" EMULATED" if m["emulated"] else "") for m in machines]
     head += [f"{m['letter']}/{base}" for m in others]
-    rows = [tuple(head)]
-    for r in report["rows"]:
-        cells = [r["model"] or "-", r["file"], r["batch"], r["threads"]]
-        for m in machines:
-            v = r["ms"][m["letter"]]
-            cells.append("-" if v is None else
-                         f"{_ms(v)}{'!' if m['letter'] in r['noisy'] else ''}")
-        for m in others:
-            v = r["ratio"][m["letter"]]
-            cells.append("-" if v is None else f"{v:.2f}x")
-        rows.append(tuple(cells))
-    return "\n".join([*lines, "", table(rows)])
+    rows = report["rows"]
+    columns = [[r["model"] or "-" for r in rows], [r["file"] for r in rows],
+               [r["batch"] for r in rows], [r["threads"] for r in rows]]
+    for m, title in zip(machines, head[4:], strict=False):
+        values = [None if r["ms"][m["letter"]] is None else _ms(r["ms"][m["letter"]])
+                  for r in rows]
+        columns.append(flagged(values, [m["letter"] in r["noisy"] for r in rows], title))
+    for m in others:
+        columns.append([_ratio(r["ratio"][m["letter"]]) for r in rows])
+    return "\n".join([*lines, "", table([tuple(head), *zip(*columns, strict=True)])])
 
 
 def load_result(path: str | Path) -> Machine:
@@ -285,6 +284,12 @@ def _num(text: str) -> float:
 
 def _threads_order(text: str) -> float:
     return float("inf") if text == "all" else _num(text)
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
 
 
 def _ms(value: float) -> str:

@@ -21,7 +21,7 @@ from edgekit import __version__
 from edgekit.bench.stats import NOISY_CV, latency_stats, measure, noise_warning, verdict
 from edgekit.errors import EdgekitError
 from edgekit.machine import machine_info, usable_cores
-from edgekit.table import table
+from edgekit.table import flagged, table
 
 KIND = "edgekit-bench"  # the "kind" of the JSON this writes; README "Bench JSON" documents it
 SCHEMA = 2
@@ -60,6 +60,7 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
     if seconds is not None and not seconds > 0:
         raise EdgekitError(f"seconds: expected a value > 0, got {seconds}")
     files, skipped = expand(paths)
+    rounds = ROUNDS if seconds is not None else min(ROUNDS, runs)
     load_before = _loadavg()
     runners = [load(p, threads=threads_list[0]) for p in files]  # bad paths fail before timing
 
@@ -69,21 +70,23 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
             runners = [load(p, threads=t) for p in files]
         for b in batches:
             times = _interleaved(runners, [_input(r, b) for r in runners], t, runs, warmup,
-                                 seconds)
+                                 seconds, rounds)
             group = []
             for runner, ms in zip(runners, times, strict=True):
                 row = {**_describe(runner), "batch": b, "threads": t,
                        **latency_stats(ms, batch=b)}
                 row["noisy"] = row["cv"] > NOISY_CV
-                line = noise_warning(row, f"{row['label']} (batch {b}, {t} threads)")
+                line = noise_warning(row, f"{row['label']} (batch {b}, {_threads(t)})")
                 if line:
                     warnings.append(line)
                 group.append(row)
             for model in dict.fromkeys(r["model"] for r in group):  # artifacts of one model
                 same = [r for r in group if r["model"] == model]
+                names = [r["file"] for r in same]  # the paths where two runs share file names
+                name = "file" if len(set(names)) == len(names) else "artifact"
                 if len(same) > 1:
                     comparisons.append({"model": model, "batch": b, "threads": t,
-                                        **verdict(same, name="file")})
+                                        **verdict(same, name=name)})
             results += group
     return {
         "kind": KIND, "schema": SCHEMA,
@@ -91,7 +94,7 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "settings": {"runs": None if seconds else runs, "seconds": seconds, "warmup": warmup,
-                     "rounds": ROUNDS, "threads": threads_list, "batch": batches,
+                     "rounds": rounds, "threads": threads_list, "batch": batches,
                      "load_average_before": load_before, "load_average_after": _loadavg()},
         "results": results,
         "comparisons": comparisons,
@@ -133,7 +136,8 @@ def expand(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
         for row in rows:
             artifact = export / row["file"]
             if not row.get("passed"):
-                skipped.append(f"{artifact}: failed its export check")
+                skipped.append(f"{artifact}: failed its export check"
+                               + (" (kept by --allow-degraded)" if row.get("degraded") else ""))
             elif not artifact.is_file():
                 skipped.append(f"{artifact}: listed in report.json but missing")
             elif artifact.suffix == ".ts" and importlib.util.find_spec("torch") is None:
@@ -144,7 +148,12 @@ def expand(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
             raise EdgekitError(f"{str(path)!r} has no verified artifact to benchmark"
                                + (f" ({'; '.join(skipped)})" if skipped else ""))
         files += found
-    return files, skipped
+    unique, seen = [], set()
+    for file in files:  # each file once, in the order given
+        if file.resolve() not in seen:
+            seen.add(file.resolve())
+            unique.append(file)
+    return unique, skipped
 
 
 def format_table(report: dict) -> str:
@@ -156,22 +165,22 @@ def format_table(report: dict) -> str:
             + f"; {what} after {s['warmup']} warm-up, interleaved in {s['rounds']} rounds")
     rows = [("artifact", "precision", "batch", "threads", "runs", "p50 ms", "95% CI p50",
              "p90 ms", "p99 ms", "mean ms", "std ms", "CV", "items/s")]
-    for r in report["results"]:
+    results = report["results"]
+    cv = flagged([f"{r['cv']:.1%}" for r in results], [r["noisy"] for r in results], "CV")
+    for r, cv_cell in zip(results, cv, strict=True):
         low, high = r["ci95_ms"]
         rows.append((r["file"], r["precision"], r["batch"], r["threads"], r["runs"],
                      _ms(r["p50_ms"]), f"{_ms(low)}-{_ms(high)}", _ms(r["p90_ms"]),
-                     _ms(r["p99_ms"]), _ms(r["mean_ms"]), _ms(r["std_ms"]),
-                     f"{r['cv']:.1%}" + ("!" if r["noisy"] else ""),
+                     _ms(r["p99_ms"]), _ms(r["mean_ms"]), _ms(r["std_ms"]), cv_cell,
                      f"{r['throughput_per_s']:.4g}"))
     lines = [head, table(rows)]
     for c in report["comparisons"]:
-        lines.append(f"{c['model']}, batch {c['batch']}, {c['threads']} threads: {c['text']}")
+        lines.append(f"{c['model']}, batch {c['batch']}, {_threads(c['threads'])}: {c['text']}")
     return "\n".join(lines)
 
 
-def _interleaved(runners, inputs, threads, runs, warmup, seconds) -> list[np.ndarray]:
-    """Per runner, the latencies of `runs` calls (or `seconds`) split over ROUNDS rounds."""
-    rounds = ROUNDS if seconds is not None else max(1, min(ROUNDS, runs))
+def _interleaved(runners, inputs, threads, runs, warmup, seconds, rounds) -> list[np.ndarray]:
+    """Per runner, the latencies of `runs` calls (or `seconds`) split over `rounds` rounds."""
     shares = [len(a) for a in np.array_split(np.arange(runs), rounds)] if seconds is None \
         else [0] * rounds
     times: list[list[np.ndarray]] = [[] for _ in runners]
@@ -188,9 +197,11 @@ def _interleaved(runners, inputs, threads, runs, warmup, seconds) -> list[np.nda
 
 
 def _set_torch_threads(runner, threads: int) -> None:
-    torch = getattr(runner, "_torch", None)
-    if torch is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    if runner.backend == "torchscript":  # torch is imported: the runner loaded with it
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def _describe(runner) -> dict:
@@ -211,7 +222,7 @@ def _input(runner, batch: int) -> np.ndarray:
         with np.load(samples, allow_pickle=False) as z:
             x = z["x"]
         if len(x):
-            return np.resize(x, (batch, *x.shape[1:])).astype(np.float32)
+            return np.resize(x, (batch, *x.shape[1:])).astype(runner.input_dtype)  # or int64
     return runner.example_input(batch)
 
 
@@ -231,6 +242,10 @@ def _loadavg() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+def _threads(n: int) -> str:
+    return "1 thread" if n == 1 else f"{n} threads"
 
 
 def _ms(value: float) -> str:

@@ -35,9 +35,13 @@ class DataUnavailable(EdgekitError):
 class ArraySplit:
     """One split held in memory; a map-style dataset for torch's DataLoader."""
 
-    x: np.ndarray  # (N, C, H, W) float32, already preprocessed
-    y: np.ndarray  # (N,) int64 class indices
+    x: np.ndarray  # (N, ...) model inputs, already preprocessed: (N, C, H, W) images, ...
+    y: np.ndarray  # (N, ...) targets: int64 class indices, or float32 values (regression)
     images: list = field(default_factory=list)  # raw PIL images, where the data are images
+    # > 0: the rows are consecutive windows of `stream` parallel series, rows k*stream ...
+    # (k+1)*stream - 1 holding window k of each; read in that order, in batches of `stream`,
+    # a stateful model carries its hidden state from one window into the next.
+    stream: int = 0
 
     def __post_init__(self):
         assert len(self.x) == len(self.y), (self.x.shape, self.y.shape)
@@ -111,4 +115,4 @@ def list_datasets() -> list[str]:
 
 
 # Builders register themselves on import.
-from edgekit.data import digits, folder, vision  # noqa: E402, F401
+from edgekit.data import digits, folder, generated, text, uci, vision  # noqa: E402, F401

@@ -10,28 +10,44 @@ from edgekit.manifest import EMBED_KEY
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+# A stateful model's hidden state: a second input and output (edgekit.models.recurrent).
+STATE_NAME = "state"
+STATE_OUT_NAME = "state_out"
 
 
-def write(ctx, path: Path, manifest: dict) -> None:
+def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
     """Format hook for edgekit.export: fp32 ONNX of ctx.model."""
-    export_onnx(ctx.model, ctx.example, path, ctx.cfg.opset, manifest)
+    return [(export_onnx(ctx.model, ctx.example, path, ctx.cfg.opset, manifest), {})]
 
 
 def export_onnx(model, example, path: Path, opset: int, manifest: dict) -> Path:
     """Export `model` (eval mode, CPU) to `path` with a dynamic batch dimension.
 
     Args:
-        example: one input batch (B, ...) used to trace the graph.
+        example: one input batch (B, ...) used to trace the graph, B >= 2 (a batch of 1 lets
+            torch.export specialize the batch of RNN/LSTM/GRU layers to 1); or, for a stateful
+            model, (input batch, state (L, B, H)): the state becomes a second input and output.
         manifest: embedded as metadata_props[EMBED_KEY].
+
+    Raises:
+        EdgekitError: an operator torch.onnx cannot export (named), or a wrong opset.
     """
     import torch
 
+    from edgekit.export import conversion_error
+
     batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.onnx.export(
-        model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), optimize=True,
-        verbose=False,
-    )
+    args, inputs, outputs, dims = (example,), [INPUT_NAME], [OUTPUT_NAME], ({0: batch},)
+    if isinstance(example, tuple):  # (input, state): the state's batch is its dim 1
+        args, inputs = example, [INPUT_NAME, STATE_NAME]
+        outputs, dims = [OUTPUT_NAME, STATE_OUT_NAME], ({0: batch}, {1: batch})
+    try:
+        program = torch.onnx.export(
+            model, args, dynamo=True, opset_version=opset, input_names=inputs,
+            output_names=outputs, dynamic_shapes=dims, optimize=True, verbose=False,
+        )
+    except Exception as e:  # torch.export / torch.onnx raise many types; name the operator
+        raise conversion_error(f"onnx (opset {opset})", e) from None
     import onnx
 
     proto = program.model_proto  # a fresh ModelProto on each access: take it once

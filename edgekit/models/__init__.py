@@ -2,7 +2,9 @@
 
 A builder takes keyword arguments `input_shape` (one input without the batch dimension, e.g.
 (1, 32, 32) for images or (T, F) for sequences), `num_outputs` and `dropout`, and raises
-EdgekitError for an input shape it cannot take. Names that are not registered but are
+EdgekitError for an input shape it cannot take. Builders with sizes to choose also take some
+of OPTIONS (the recipe's model.hidden, model.layers, ...); a recipe that sets an option its
+model does not take is an error, not silently ignored. Names that are not registered but are
 torchvision classification models (alexnet, vgg16, googlenet, inception_v3, ...) are built by
 edgekit.models.zoo, with input channels and size adapted.
 
@@ -13,27 +15,60 @@ or the last convolution of an all-convolutional classifier), which a new task re
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 from edgekit.errors import EdgekitError
 from edgekit.registry import Registry
 
 MODELS: Registry = Registry("model")
 register_model = MODELS.register
 
+# Recipe keys (model.KEY) passed to the builders that take them, when set (non-zero, non-"").
+OPTIONS = ("hidden", "layers", "activation", "embed", "stateful")
+
 
 def build_model(name: str, *, input_shape: tuple[int, ...], num_outputs: int,
-                dropout: float = 0.0):
+                dropout: float = 0.0, **options):
     """Build a registered or torchvision model.
 
+    Args:
+        options: OPTIONS the recipe sets (model.hidden, ...), and `vocab_size` (how many token
+            ids the input holds) for data given as token ids; see model_options().
+
     Raises:
-        EdgekitError: an unknown name (listing the valid ones), or an input it can't take.
+        EdgekitError: an unknown name (listing the valid ones), an input it can't take, or an
+            option the model does not have.
     """
     check_model_name(name)
-    kwargs = {"input_shape": tuple(input_shape), "num_outputs": num_outputs, "dropout": dropout}
     if name in MODELS:
-        return MODELS.get(name)(**kwargs)
-    from edgekit.models.zoo import torchvision_model
+        builder = MODELS.get(name)
+    else:
+        from edgekit.models.zoo import torchvision_model
 
-    return torchvision_model(name, **kwargs)
+        builder = functools.partial(torchvision_model, name)  # the keywords of a builder
+    params = inspect.signature(builder).parameters
+    for key, value in options.items():
+        if key not in params and value:
+            what = f"model.{key}" if key in OPTIONS else f"input given as {key}={value}"
+            raise EdgekitError(f"{what} does not apply to model {name!r}; remove it or choose "
+                               "a model that takes it")
+    kwargs = {k: v for k, v in options.items() if k in params and v}
+    return builder(input_shape=tuple(input_shape), num_outputs=num_outputs, dropout=dropout,
+                   **kwargs)
+
+
+def model_options(model_cfg, preprocess: dict) -> dict:
+    """The options build_model passes on: the recipe's set OPTIONS plus the data's vocab size.
+
+    Args:
+        model_cfg: the recipe's ModelConfig.
+        preprocess: the data's preprocess spec (a `text` spec with index encoding has a vocab).
+    """
+    options = {k: getattr(model_cfg, k) for k in OPTIONS if getattr(model_cfg, k)}
+    if preprocess.get("kind") == "text" and preprocess.get("encoding") == "index":
+        options["vocab_size"] = len(preprocess["vocab"])
+    return options
 
 
 def check_model_name(name: str) -> None:
@@ -48,13 +83,15 @@ def check_model_name(name: str) -> None:
                            "inception_v3, resnet50, efficientnet_b0, ...)")
 
 
-def prepare_model(cfg, input_shape, num_outputs: int, load_weights: bool = True):
+def prepare_model(cfg, input_shape, num_outputs: int, load_weights: bool = True,
+                  preprocess: dict | None = None):
     """The model a recipe's `model` section describes, ready to train.
 
     Args:
-        cfg: the recipe's ModelConfig (name, dropout, pretrained, freeze).
+        cfg: the recipe's ModelConfig (name, dropout, pretrained, freeze, sizes).
         load_weights: read cfg.pretrained (False when the weights come from a checkpoint or a
             finished run instead).
+        preprocess: the data's preprocess spec (token-id text gives an Embedding its size).
 
     Returns:
         (model, names of the head's parameters).
@@ -63,7 +100,7 @@ def prepare_model(cfg, input_shape, num_outputs: int, load_weights: bool = True)
         EdgekitError: unknown model, unfit input, or a weights file that doesn't fit.
     """
     model = build_model(cfg.name, input_shape=input_shape, num_outputs=num_outputs,
-                        dropout=cfg.dropout)
+                        dropout=cfg.dropout, **model_options(cfg, preprocess or {}))
     head = head_module(model)
     head_params = {f"{head}.{n}" for n, _ in model.get_submodule(head).named_parameters()}
     if cfg.pretrained and load_weights:
@@ -95,4 +132,4 @@ def list_models() -> list[str]:
 
 
 # Builders register themselves on import.
-from edgekit.models import handbook, lenet, zoo  # noqa: E402, F401
+from edgekit.models import handbook, lenet, mlp, recurrent, zoo  # noqa: E402, F401

@@ -140,10 +140,12 @@ def sample_input(runner: Runner, index: int) -> tuple[np.ndarray, str]:
         raise EdgekitError(f"{str(path)!r} is damaged: {e}") from None
     if not 0 <= index < len(y):
         raise EdgekitError(f"--sample {index}: expected 0 to {len(y) - 1}")
-    labels = (runner.manifest or {}).get("labels")
-    label = labels[int(y[index])] if labels and 0 <= int(y[index]) < len(labels) \
-        else str(y[index])
-    return x[index], label
+    manifest = runner.manifest or {}
+    if manifest.get("task"):  # a class name, a decoded text, or values
+        from edgekit.tasks import get_task
+
+        return x[index], get_task(manifest["task"]).target(y[index], manifest.get("labels"))
+    return x[index], str(y[index])
 
 
 @dataclass
@@ -158,20 +160,37 @@ class Prediction:
 
 def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None = None,
             batch: int = 32, k: int = 3, threads: int | None = None, device: str = "cpu",
-            verify: bool = True, skip_bad: bool = False) -> Prediction:
-    """Load `artifact` and set up prediction over files/folders, or held-out sample N.
+            verify: bool = True, skip_bad: bool = False, texts: list[str] = ()) -> Prediction:
+    """Load `artifact` and set up prediction over files/folders, texts, or held-out sample N.
+
+    A stateful model reads its inputs one at a time, in order: consecutive windows of one
+    series, its hidden state carried from each into the next.
 
     Returns:
         A Prediction whose `results` yields one JSON-able dict per input, in order
         ({"input": ..., **the task's result}); `stats` fills in as they are consumed.
 
     Raises:
-        EdgekitError: both or neither of inputs/sample, or any load/input error.
+        EdgekitError: not exactly one of inputs/texts/sample, or any load/input error.
     """
-    if bool(inputs) == (sample is not None):
-        raise EdgekitError("give INPUT files or folders, or --sample N; not both or neither")
+    if sum((bool(inputs), bool(texts), sample is not None)) != 1:
+        raise EdgekitError("give INPUT files or folders, or --sample N, or --text TEXT (a "
+                           "text model): exactly one of them")
     runner = load(artifact, threads=threads, device=device, verify=verify)
+    if runner.stateful:
+        batch = 1
     stats = Throughput(batch)
+    if texts:
+        kind = runner._require_manifest()["preprocess"]["kind"]
+        if kind != "text":
+            raise EdgekitError(f"--text: {runner.path.name} takes {kind} input, not text; give "
+                               "INPUT files")
+        t0 = time.perf_counter()
+        results = ({"input": t, **r} for t, r in zip(
+            texts, runner.predict_batch(list(texts), k), strict=True))
+        stats.inputs = len(texts)
+        stats.seconds = stats.infer_seconds = time.perf_counter() - t0
+        return Prediction(runner, len(texts), results, stats)
     if sample is not None:
         x, label = sample_input(runner, sample)
         runner._require_manifest()

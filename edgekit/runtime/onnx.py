@@ -64,11 +64,17 @@ class OnnxRunner(Runner):
         super().__init__(path, embedded_or_listed(path, meta.get(EMBED_KEY), listed),
                          f"cuda:{index or 0}" if device == "cuda" else "cpu")
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        # One input today; models with a hidden state as a second input are issue 7's.
-        if len(inputs) != 1 or ORT_TYPES.get(inputs[0].type) not in DTYPES:
+        # One input, and a stateful model's hidden state as a second input and output.
+        state = (self.manifest or {}).get("state")
+        names = [i.name for i in inputs]
+        if state and (names[1:] != [state["input"]] or len(outputs) != 2):
+            raise EdgekitError(f"{str(path)!r} takes ({', '.join(names)}); its manifest says "
+                               f"the input and the hidden state {state['input']!r}")
+        if len(inputs) != 1 + bool(state) or ORT_TYPES.get(inputs[0].type) not in DTYPES:
             got = ", ".join(f"{i.name}: {i.type}" for i in inputs)
             raise EdgekitError(f"{str(path)!r} takes ({got}); edgekit runs models with one "
-                               f"{' or '.join(DTYPES)} input")
+                               f"{' or '.join(DTYPES)} input (and a hidden state when the "
+                               "manifest names one)")
         self.input_name = inputs[0].name
         self.input_shape = list(inputs[0].shape)
         self.input_dtype = np.dtype(ORT_TYPES[inputs[0].type])
@@ -77,15 +83,33 @@ class OnnxRunner(Runner):
             raise EdgekitError(f"{str(path)!r} takes {self.input_dtype} input but its manifest "
                                f"says {self.manifest['input']['dtype']}")
         self._output_names = [outputs[0].name]
+        # InferenceSession.run re-checks the feed's input names in Python on every call, about
+        # as long as all of Runner.run's own checks; the names are fixed here, so call the C
+        # session it wraps (the public method if a future onnxruntime renames it).
+        native = getattr(self.session, "_sess", None)
+        self._session_run = native.run if hasattr(native, "run") else (
+            lambda names, feed, options: self.session.run(names, feed, options))
+        self._state_names = (state["input"], outputs[1].name) if state else None
         self._ready()
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         try:
-            return self.session.run(self._output_names, {self.input_name: x})[0]
+            return self._session_run(self._output_names, {self.input_name: x}, None)[0]
         except Exception as e:  # onnxruntime's InvalidArgument/Fail: wrong shape, bad model
             msg = " ".join(str(e).split())[:300]
             raise EdgekitError(f"{self.path.name}: inference failed on input {x.shape}: "
                                f"{msg}") from None
+
+    def _run_state(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        name_in, name_out = self._state_names
+        try:
+            out, new = self.session.run([self._output_names[0], name_out],
+                                        {self.input_name: x, name_in: state})
+        except Exception as e:
+            msg = " ".join(str(e).split())[:300]
+            raise EdgekitError(f"{self.path.name}: inference failed on input {x.shape} with "
+                               f"state {state.shape}: {msg}") from None
+        return out, new
 
     def describe(self) -> dict:
         return {**super().describe(), "providers": self.session.get_providers()}

@@ -41,13 +41,13 @@ class Limits:
 
     max_body: int = 10 * 1024 * 1024  # bytes; 413 beyond
     timeout: float = 30.0  # seconds from the start of the body to the response; 504 beyond
-    max_concurrent: int = 64  # requests in progress at once (uvicorn); 503 beyond
+    max_concurrent: int = 64  # requests in progress at once; 503 beyond
     workers: int = 2  # threads that decode and run inputs at once
     k: int = 5  # default top-k for classification
 
 
 class Counters:
-    """What /health reports: requests seen, error responses, requests in progress."""
+    """What /health reports: requests seen, error responses, predictions in progress."""
 
     def __init__(self):
         self.started = time.monotonic()
@@ -110,7 +110,6 @@ def create_app(runner: Runner, limits: Limits = Limits()):
             return error(400, f"k={request.query_params.get('k')!r}; expected a positive "
                               "integer")
         media_type = _media_type(request.headers.get("content-type"))
-        counters.in_progress += 1
         try:
             with anyio.fail_after(limits.timeout):
                 if media_type == "multipart/form-data":
@@ -135,8 +134,6 @@ def create_app(runner: Runner, limits: Limits = Limits()):
             return error(500, str(e))
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is listening any more
-        finally:
-            counters.in_progress -= 1
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "artifact": runner.path.name,
@@ -166,7 +163,7 @@ def create_app(runner: Runner, limits: Limits = Limits()):
                 Route("/", index, methods=["GET"])],
         exception_handlers={HTTPException: http_error},
     )
-    return Guard(app, limits.max_body, counters)
+    return Guard(app, limits, counters)
 
 
 class BadInput(EdgekitError):
@@ -174,14 +171,16 @@ class BadInput(EdgekitError):
 
 
 class Guard:
-    """ASGI middleware: count requests and error responses, and refuse a body over `max_body`
-    bytes with 413, whether declared (Content-Length, refused before any of it is read) or
-    streamed (chunked, refused as soon as it passes the limit).
+    """ASGI middleware: count requests and error responses; refuse a request with 503 while
+    `max_concurrent` others are in progress; refuse a body over `max_body` bytes with 413,
+    whether declared (Content-Length: refused before any of it is read) or streamed (chunked:
+    refused as soon as it passes the limit).
     """
 
-    def __init__(self, app, max_body: int, counters: Counters):
+    def __init__(self, app, limits: Limits, counters: Counters):
         self.app = app
-        self.max_body = max_body
+        self.max_body = limits.max_body
+        self.max_concurrent = limits.max_concurrent
         self.counters = counters
 
     async def __call__(self, scope, receive, send):
@@ -198,13 +197,27 @@ class Guard:
                 counters.errors += 1
             await send(message)
 
-        length = dict(scope["headers"]).get(b"content-length")
+        def refuse(status: int, message: str):
+            return JSONResponse({"error": message, "status": status}, status_code=status,
+                                headers={"connection": "close"})
+
+        heavy = scope["path"] == "/predict"  # /health and /metadata answer even when busy
+        if heavy and counters.in_progress >= self.max_concurrent:
+            return await refuse(503, f"the server is busy: {self.max_concurrent} request(s) in "
+                                     "progress (--max-concurrent); retry shortly")(
+                scope, receive, counted)
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            response = JSONResponse(
-                {"error": f"request body of {int(length)} bytes is over the server's limit of "
-                          f"{self.max_body} bytes (--max-body)", "status": 413},
-                status_code=413, headers={"connection": "close"})
-            return await response(scope, receive, counted)
+            # Read what was sent before answering (up to another max_body; not when the client
+            # waits for "100 Continue"): closing on unread data resets the connection, and the
+            # client would never see the 413.
+            if b"100-continue" not in headers.get(b"expect", b"").lower() \
+                    and int(length) <= 2 * self.max_body:
+                await self._drain(receive, self.max_body)
+            return await refuse(413, f"request body of {int(length)} bytes is over the server's "
+                                     f"limit of {self.max_body} bytes (--max-body)")(
+                scope, receive, counted)
         seen = 0
 
         async def limited():
@@ -213,11 +226,31 @@ class Guard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
+                    if message.get("more_body"):
+                        await self._drain(receive, self.max_body)
                     raise HTTPException(413, f"request body is over the server's limit of "
                                              f"{self.max_body} bytes (--max-body)")
             return message
 
-        await self.app(scope, limited, counted)
+        counters.in_progress += heavy
+        try:
+            await self.app(scope, limited, counted)
+        finally:
+            counters.in_progress -= heavy
+
+
+    @staticmethod
+    async def _drain(receive, limit: int, seconds: float = 5.0) -> None:
+        """Read and drop up to `limit` more body bytes, for at most `seconds`."""
+        import anyio
+
+        got = 0
+        with anyio.move_on_after(seconds):
+            while got <= limit:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    return
+                got += len(message.get("body", b""))
 
 
 async def _file_part(request, max_body: int) -> tuple[bytes, str | None]:
@@ -279,8 +312,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def is_loopback(sock: socket.socket) -> bool:
-    return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
+def is_loopback(address: str) -> bool:
+    """Whether a bound address is reachable from this machine only ("::1", "127.0.0.1")."""
+    return ipaddress.ip_address(address.split("%")[0]).is_loopback
 
 
 def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
@@ -294,24 +328,31 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
     Raises:
         EdgekitError: a bad artifact, an artifact without a manifest, or an unusable address.
     """
+    import os
+
     import uvicorn
 
+    if threads is None:  # the cores shared among the workers: under load, parallel requests
+        threads = max(1, (os.cpu_count() or 1) // limits.workers)  # beat parallel kernels
     runner = load(artifact, threads=threads, device=device, verify=verify)
     app = create_app(runner, limits)
     warm_up(runner)
     sock = bind(host, port)
     name, bound_port = sock.getsockname()[:2]
     url = f"http://{'[' + name + ']' if ':' in name else name}:{bound_port}"
-    if not is_loopback(sock):
+    if not is_loopback(name):
         print(f"warning: listening on {name}, reachable from other machines; edgekit serve has "
               "no authentication", file=sys.stderr, flush=True)
-    print(f"edgekit serve: {runner.path.name} ({runner.backend}, {runner.device}) on {url} "
+    print(f"edgekit serve: {runner.path.name} ({runner.backend}, {runner.device}, {limits.workers} "
+          f"worker(s) x {threads} thread(s)) on {url} "
           "(POST /predict, GET /health, GET /metadata); Ctrl-C or SIGTERM stops",
           file=sys.stderr, flush=True)
     config = uvicorn.Config(
         app, http="h11", loop="asyncio", lifespan="off",
         log_level="info" if access_log else "warning",
-        access_log=access_log, limit_concurrency=limits.max_concurrent, timeout_keep_alive=5,
+        access_log=access_log, timeout_keep_alive=5,
+        # A backstop on open connections (idle keep-alive ones too); requests are limited above.
+        limit_concurrency=4 * limits.max_concurrent + 16,
         timeout_graceful_shutdown=int(limits.timeout) + 5, server_header=False)
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has shut down; with these

@@ -46,6 +46,8 @@ class TorchScriptRunner(Runner):
         target = torch_device(torch, device, index)
         if threads:
             torch.set_num_threads(threads)
+        self.engine = _use_recorded_engine(torch, path)
+        _quiet_quantized_deprecation(torch)
         extra = {EMBED_KEY: ""}
         try:
             with warnings.catch_warnings():  # torch >= 2.10 marks all of torch.jit deprecated
@@ -79,3 +81,49 @@ class TorchScriptRunner(Runner):
             msg = " ".join(str(e).split())[:300]
             raise EdgekitError(f"{self.path.name}: inference failed on input {x.shape}: "
                                f"{msg}") from None
+
+    def _run_state(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        try:
+            with torch.inference_mode():
+                out, new = self.module(torch.from_numpy(x).to(self._target),
+                                       torch.from_numpy(state).to(self._target))
+                return out.float().cpu().numpy(), new.float().cpu().numpy()
+        except RuntimeError as e:
+            msg = " ".join(str(e).split())[:300]
+            raise EdgekitError(f"{self.path.name}: inference failed on input {x.shape} with "
+                               f"state {state.shape}: {msg}") from None
+
+
+def _use_recorded_engine(torch, path: Path) -> str:
+    """Switch torch to the quantized engine an int8 artifact was made for, if this torch has it.
+
+    Loading repacks int8 weights for the current engine, so it must be set before
+    torch.jit.load: qnnpack for an ARM target, x86 for an x86 one. The engine is read from the
+    embedded manifest in the archive (a zip) without loading the model.
+    """
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith(f"/extra/{EMBED_KEY}")), None)
+            engine = json.loads(z.read(name)).get("artifact", {}).get("quantized_engine") \
+                if name else None
+    except (OSError, zipfile.BadZipFile, ValueError, AttributeError):
+        engine = None  # not an edgekit archive: torch.jit.load reports what is wrong
+    if engine and engine in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = engine
+    return torch.backends.quantized.engine
+
+
+def _quiet_quantized_deprecation(torch) -> None:
+    """Keep torch's quantized-tensor deprecation notice off stderr.
+
+    torch >= 2.14 warns once per process when a quantized tensor is created; raised inside a
+    TorchScript int8 model it is printed by C++, past Python's warning filters. Creating one
+    quantized tensor here, where the filters apply, uses up that once.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.quantize_per_tensor(torch.zeros(1), 1.0, 0, torch.quint8)

@@ -99,12 +99,13 @@ def validate(spec: Any, source: str) -> None:
 
 
 # Kinds register themselves on import; the image helpers stay importable from here.
+from edgekit.runtime.preprocess import array, tabular, text  # noqa: E402, F401
 from edgekit.runtime.preprocess.image import (  # noqa: E402
     image_spec,
     image_to_array,
     load_image,
 )
-from edgekit.runtime.tasks import softmax, topk  # noqa: E402
+from edgekit.tasks import softmax, topk  # noqa: E402
 
 __all__ = ["KINDS", "Kind", "UnsupportedMediaType", "get_kind", "validate", "image_spec",
            "image_to_array", "load_image", "softmax", "topk"]

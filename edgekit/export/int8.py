@@ -1,0 +1,79 @@
+"""What the int8 formats (onnx-int8, torchscript-int8) share: the method and the layers kept fp32.
+
+Static quantization (ranges calibrated on training data) for conv nets; dynamic quantization
+(activation ranges measured at run time, weights int8) for models made of Linear/RNN/LSTM/GRU
+layers, as onnxruntime's guide ("Method selection") and PyTorch recommend. For conv nets dynamic
+quantization is slower than fp32 on onnxruntime's CPU provider (shared/REFERENCE.md: resnet18
+76.7 ms dynamic vs 10 ms fp32), so `auto` never picks it for a model with convolutions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgekit.errors import EdgekitError
+
+METHODS = ("auto", "static", "dynamic")
+
+
+@dataclass(frozen=True)
+class Int8Plan:
+    """How the int8 artifacts of one export are made."""
+
+    method: str  # "static" or "dynamic"
+    why: str  # how the method was chosen, for the report
+    exclude: tuple[str, ...]  # module names kept fp32 (as in model.named_modules())
+    calibration_method: str  # "minmax", "entropy" or "percentile" (static only)
+    calibration_samples: int
+
+    def to_dict(self) -> dict:
+        out = {"method": self.method, "why": self.why, "exclude": list(self.exclude)}
+        if self.method == "static":
+            out["calibration"] = {"method": self.calibration_method,
+                                  "samples": self.calibration_samples}
+        return out
+
+
+def choose_method(model, requested: str = "auto") -> tuple[str, str]:
+    """Static or dynamic int8 for `model`, and why.
+
+    Args:
+        model: the nn.Module to quantize.
+        requested: "auto" (decide from the layers), "static" or "dynamic".
+
+    Raises:
+        EdgekitError: `requested` is not one of METHODS.
+    """
+    from torch import nn
+
+    if requested not in METHODS:
+        raise EdgekitError(f"--int8-method {requested!r}; expected one of: {', '.join(METHODS)}")
+    if requested != "auto":
+        return requested, f"{requested} (asked for)"
+    kinds = {type(m).__name__ for m in model.modules()}
+    convs = sorted(k for k in kinds if k.startswith(("Conv", "LazyConv")))
+    if convs:
+        return "static", f"static (auto: the model has {', '.join(convs)} layers)"
+    seq = (nn.Linear, nn.RNNBase, nn.RNNCellBase, nn.Embedding, nn.EmbeddingBag)
+    if any(isinstance(m, seq) for m in model.modules()):
+        found = sorted({type(m).__name__ for m in model.modules() if isinstance(m, seq)})
+        return "dynamic", (f"dynamic (auto: no convolutions; made of {', '.join(found)} layers, "
+                           "whose activations dynamic quantization measures at run time)")
+    return "static", "static (auto: no convolution, linear or recurrent layers found)"
+
+
+def check_exclude(model, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Validate `--int8-exclude` names against the model's module names.
+
+    Raises:
+        EdgekitError: a name that is not a module of the model, listing the valid ones.
+    """
+    modules = dict(model.named_modules())
+    for name in names:
+        if name not in modules or name == "":
+            leaves = [n for n, m in modules.items()
+                      if n and any(True for _ in m.parameters(recurse=False))]
+            shown = ", ".join(leaves[:12]) + (", ..." if len(leaves) > 12 else "")
+            raise EdgekitError(f"--int8-exclude {name!r} is not a layer of the model; "
+                               f"expected a module name such as: {shown}")
+    return tuple(dict.fromkeys(names))

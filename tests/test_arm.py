@@ -1,0 +1,274 @@
+"""edgekit on an emulated Raspberry Pi: aarch64 Python under qemu-user, -cpu cortex-a72 (Pi 4)
+and cortex-a76 (Pi 5), against the same artifacts on this x86 machine.
+
+`make test-arm` (tools/test-arm.sh) builds the environment and runs these; without it they skip.
+The emulated side runs edgekit's installed wheel (the base install) from the aarch64 python;
+torch 2.9.1 (aarch64 CPU wheel) is added only where TorchScript is under test. Emulated timings
+are not Pi timings: the bench JSON says `"emulated": true`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import edgekit
+
+from edgekit.runtime import load
+
+pytestmark = [
+    pytest.mark.arm, pytest.mark.slow,
+    pytest.mark.skipif(not os.environ.get("EDGEKIT_ARM_ENV"), reason="no emulated aarch64 "
+                       "environment: `make test-arm` builds one and runs these"),
+]
+
+CPUS = {"cortex-a72": "Cortex-A72", "cortex-a76": "Cortex-A76"}  # qemu -cpu -> core name
+ONNX = ["model.onnx", "model.int8.onnx"]
+TORCHSCRIPT = ["model.ts", "model.int8.ts"]
+FP32_RTOL = 1e-4  # of the logits' range
+INT8_MIN_AGREEMENT = 0.99
+
+
+class Emulator:
+    """Runs the aarch64 python of an environment built by tools/arm-env.sh."""
+
+    def __init__(self, env: Path, edgekit_site: Path, out: Path):
+        self.env, self.site, self.out = env, edgekit_site, out
+        self.info = json.loads((env / "env.json").read_text())
+
+    def python(self, cpu: str, *args, torch: str | None = None,
+               timeout: float = 900) -> subprocess.CompletedProcess:
+        """Run `python ARGS` on core `cpu`; torch: None, "torch" (2.9.1) or "torch-sigill"
+        (2.10.0, with the pure-Python dependencies from torch/)."""
+        dirs = {None: [], "torch": ["torch"], "torch-sigill": ["torch-sigill", "torch"]}[torch]
+        path = [str(self.site)] + [str(self.env / d) for d in dirs]
+        env = {**os.environ, "QEMU_CPU": cpu, "PYTHONPATH": os.pathsep.join(path)}
+        return subprocess.run([str(self.env / "bin" / "python3"), *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def emu() -> Emulator:
+    out = Path(os.environ["EDGEKIT_ARM_OUT"])
+    out.mkdir(parents=True, exist_ok=True)
+    return Emulator(Path(os.environ["EDGEKIT_ARM_ENV"]), Path(os.environ["EDGEKIT_ARM_SITE"]),
+                    out)
+
+
+@pytest.fixture(scope="session")
+def pi_run(tmp_path_factory) -> Path:
+    """lenet5 as tiny_run trains it, exported for a Pi: `edgekit export --target pi4` (int8
+    TorchScript on the qnnpack engine, ARM's int8 ONNX layout). tiny_run is not reused: its
+    export (--target local) would be thrown away, and nothing else in `make test-arm` uses it.
+    The pi4 and pi5 presets are the same today, so both emulated cores and x86 run these."""
+    run = tmp_path_factory.mktemp("pi") / "tiny-pi4"
+    edgekit("train", "lenet5", "--set", "train.epochs=2", "--out", run, "--no-progress")
+    edgekit("export", run, "--onnx", "--torchscript", "--int8", "--target", "pi4",
+            "--max-int8-drop", "5")
+    return run
+
+
+@pytest.fixture(scope="session")
+def export(pi_run) -> Path:
+    return pi_run / "export"
+
+
+@pytest.fixture(scope="session")
+def artifacts(export) -> list[str]:
+    return [a for a in ONNX + TORCHSCRIPT if (export / a).is_file()]
+
+
+@pytest.fixture(scope="session")
+def x86_logits(emu, export, artifacts) -> dict[str, np.ndarray]:
+    """(N, 10) logits over the held-out samples, from each artifact on this x86 machine."""
+    x = held_out(export)[0]
+    logits = {a: load(export / a, threads=1).run(x) for a in artifacts}
+    np.savez(emu.out / "logits-x86_64.npz", **logits)  # for tools/arm_report.py
+    return logits
+
+
+# The emulated side: one aarch64 process per core computes every artifact's logits.
+LOGITS = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from edgekit.runtime import load
+    export, out, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+    with np.load(f"{export}/samples.npz", allow_pickle=False) as z:
+        x = z["x"]  # (N, 1, 32, 32)
+    np.savez(out, **{n: load(f"{export}/{n}", threads=1).run(x) for n in names})
+""")
+
+
+@pytest.fixture(scope="session", params=list(CPUS))
+def cpu(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def emulated(emu, pi_run, export, artifacts, x86_bench, x86_logits) -> dict[tuple, Future]:
+    """Every emulated command of the session, started at once on two workers.
+
+    A qemu process keeps one core busy for seconds to a minute; two at a time halve the
+    wall time on a 2-core machine. Tests wait for the result they need. The x86 bench and
+    logits come first, so two busy qemu processes do not slow the x86 timings.
+    """
+    ts = "torch" if any(a.endswith(".ts") for a in artifacts) else None
+    jobs = {}
+    for cpu in CPUS:  # the longest first
+        jobs["logits", cpu] = (cpu, ["-c", LOGITS, export, emu.out / f"logits-{cpu}.npz",
+                                     *artifacts], ts)
+        jobs["bench", cpu] = (cpu, ["-m", "edgekit", "bench", *(export / a for a in artifacts),
+                                    "--runs", "30", "--warmup", "5", "--threads", "1",
+                                    "--out", emu.out / f"bench-{cpu}.json"], ts)
+    # torch 2.9.1 on the Cortex-A76 is already under test above: its doctor runs without it.
+    for cpu in CPUS:
+        jobs["doctor", cpu] = (cpu, ["-m", "edgekit", "doctor", "--json"],
+                               "torch" if cpu == "cortex-a72" else None)
+    jobs["sigill"] = ("cortex-a72", ["-m", "edgekit", "doctor"], "torch-sigill")
+    for cpu in CPUS:
+        for name in ONNX:
+            jobs["predict", cpu, name] = (cpu, ["-m", "edgekit", "predict", export / name,
+                                                pi_run / "sample.png", "-k", "3"], None)
+    seconds = {}
+
+    def timed(key, cpu, args, torch):
+        start = time.perf_counter()
+        try:
+            return emu.python(cpu, *args, torch=torch)
+        finally:
+            seconds[" ".join(key)] = round(time.perf_counter() - start, 1)
+
+    pool = ThreadPoolExecutor(max_workers=2)
+    yield {key: pool.submit(timed, (key,) if isinstance(key, str) else key, *job)
+           for key, job in jobs.items()}
+    pool.shutdown(cancel_futures=True)
+    (emu.out / "jobs.json").write_text(json.dumps(seconds, indent=2) + "\n")  # wall s per job
+
+
+@pytest.fixture(scope="session")
+def x86_bench(emu, export, artifacts) -> Path:
+    """The same artifacts and settings on this machine, for `edgekit bench compare`."""
+    out = emu.out / "bench-x86_64.json"
+    edgekit("bench", *(export / a for a in artifacts), "--runs", "30", "--warmup", "5",
+            "--threads", "1", "--out", out)
+    return out
+
+
+def finished(proc: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, f"emulated {what} failed ({proc.returncode}):\n" \
+        f"{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def arm_logits(emu, emulated, artifacts, cpu) -> dict[str, np.ndarray]:
+    finished(emulated["logits", cpu].result(), f"logits on {cpu}")
+    with np.load(emu.out / f"logits-{cpu}.npz") as z:
+        return {a: z[a] for a in artifacts}
+
+
+def held_out(export: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(export / "samples.npz", allow_pickle=False) as z:
+        return z["x"], z["y"]
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.ts"])
+def test_fp32_logits_match_x86(name, cpu, arm_logits, x86_logits, export):
+    if name not in x86_logits:
+        pytest.skip(f"{name} not exported")
+    ref, got = x86_logits[name], arm_logits[name]
+    assert got.shape == ref.shape == (len(held_out(export)[1]), 10)
+    tol = FP32_RTOL * float(ref.max() - ref.min())
+    diff = float(np.abs(got - ref).max())
+    print(f"{name} on {cpu}: max |arm - x86| = {diff:.2e} (tolerance {tol:.2e})")
+    assert diff <= tol, f"{name} on emulated {cpu} differs from x86 by {diff:.3g} > {tol:.3g}"
+
+
+@pytest.mark.parametrize("name", ["model.int8.onnx", "model.int8.ts"])
+def test_int8_top1_agrees_with_x86(name, cpu, arm_logits, x86_logits, export):
+    if name not in x86_logits:
+        pytest.skip(f"{name} not exported")
+    y = held_out(export)[1]
+    ref, got = x86_logits[name].argmax(1), arm_logits[name].argmax(1)
+    flips = [f"sample {i} (label {y[i]}): x86 {ref[i]} -> arm {got[i]}"
+             for i in np.flatnonzero(ref != got)]
+    agreement = 1 - len(flips) / len(y)
+    print(f"{name} on {cpu}: top-1 agreement {agreement:.2%}; flips: {flips or 'none'}")
+    assert agreement >= INT8_MIN_AGREEMENT, \
+        f"{name} on emulated {cpu}: {agreement:.2%} top-1 agreement; flips: {flips}"
+
+
+@pytest.mark.parametrize("name", ONNX)
+def test_predict_cli_matches_x86(name, cpu, emulated, pi_run, export):
+    x86 = load(export / name).classify_image(pi_run / "sample.png", k=3)
+    proc = finished(emulated["predict", cpu, name].result(), f"predict {name} on {cpu}")
+    ranked = [line.split()[1] for line in proc.stdout.splitlines()[1:]]  # "  1. 7  0.9981"
+    assert ranked[0] == x86[0][0], proc.stdout
+
+
+def test_bench_json_is_marked_emulated(cpu, emu, emulated, artifacts):
+    finished(emulated["bench", cpu].result(), f"bench on {cpu}")
+    report = json.loads((emu.out / f"bench-{cpu}.json").read_text())
+    m = report["machine"]
+    assert m["arch"] == "aarch64" and m["emulated"] is True
+    assert m["cpu"] == CPUS[cpu]
+    assert m["isa"]["neon"] and m["isa"]["dotprod"] == (cpu == "cortex-a76")
+    assert [r["file"] for r in report["results"]] == artifacts
+    assert all(r["p50_ms"] > 0 for r in report["results"])
+
+
+def test_x86_bench_for_comparison(x86_bench):
+    report = json.loads(x86_bench.read_text())
+    assert report["machine"]["emulated"] is False and report["machine"]["arch"] == "x86_64"
+
+
+def test_bench_compare_labels_the_emulated_machines(emu, emulated, x86_bench, artifacts):
+    """x86 and both emulated cores through `edgekit bench compare`, x86 the baseline."""
+    for cpu in CPUS:
+        finished(emulated["bench", cpu].result(), f"bench on {cpu}")
+    files = [x86_bench] + [emu.out / f"bench-{cpu}.json" for cpu in CPUS]
+    proc = edgekit("bench", "compare", *files, "--chart", emu.out / "compare.png")
+    table = json.loads(edgekit("bench", "compare", *files, "--no-chart", "--json").stdout)
+    assert (emu.out / "compare.png").stat().st_size > 0
+    text = json.dumps(table)
+    assert "Cortex-A72" in text and "Cortex-A76" in text
+    assert proc.stdout.lower().count("emulated") >= 2, proc.stdout
+    for artifact in artifacts:
+        assert artifact in proc.stdout
+
+
+def test_doctor_under_emulation(cpu, emulated):
+    proc = finished(emulated["doctor", cpu].result(), f"doctor on {cpu}")
+    report = json.loads(proc.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert report["ok"], proc.stdout
+    assert report["machine"]["cpu"] == CPUS[cpu] and report["machine"]["emulated"]
+    assert checks["emulation"]["status"] == "warn"
+    assert checks["onnxruntime"]["status"] == "ok" and checks["onnxruntime"]["max_error_steps"] <= 1
+    if cpu == "cortex-a72":
+        assert checks["torch"]["status"] == "ok"
+        assert "qnnpack" in checks["torch"]["quantized_engines"]
+        assert checks["torch"]["version"].startswith("2.9.1")
+    else:
+        assert checks["torch"]["status"] == "skip"
+
+
+def test_doctor_names_the_wheel_that_dies_on_a_pi4(emulated):
+    """torch 2.10.0's aarch64 wheel really dies with SIGILL on a Cortex-A72 (a Pi 4)."""
+    proc = emulated["sigill"].result()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    diagnosis = [line for line in proc.stdout.splitlines() if line.startswith("diagnosis:")]
+    assert diagnosis == [
+        'diagnosis: torch 2.10.0 dies with "Illegal instruction" (SIGILL) at `import torch` on '
+        "this Cortex-A72: the wheel was built for instructions this CPU lacks; versions known to "
+        "work on Cortex-A72: 2.9.1 (pip install 'torch==2.9.1' --index-url "
+        "https://download.pytorch.org/whl/cpu), or build one with pi/build_pytorch.sh; the .onnx "
+        "artifacts need no torch."]
+    assert "[  ok] onnxruntime" in proc.stdout  # the crash stayed in its child process

@@ -1,0 +1,80 @@
+"""The base install alone (`pip install .`, no extras, in a fresh venv) runs the device path:
+verify, predict, bench and serve on ONNX artifacts, with torch and onnx absent."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgekit.runtime.loadtest import load_test, served
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory) -> Path:
+    """A fresh venv with `pip install .` of a copy of this checkout: the base install only."""
+    root = tmp_path_factory.mktemp("base-install")
+    src = root / "src"  # a copy, so the build writes nothing into the checkout
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src)
+    for name in ("edgekit", "recipes"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", root / "venv"], check=True)
+    python = root / "venv" / "bin" / "python"
+    t0 = time.perf_counter()
+    # This pip, pointed at the new venv (no ensurepip); .pyc files are written on first use.
+    proc = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install",
+                           "--quiet", "--no-compile", "--disable-pip-version-check", src],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    print(f"\nbase install: {time.perf_counter() - t0:.1f} s")
+    return python
+
+
+def run(python: Path, *args, code: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [python, "-c", code] if code else [python, "-m", "edgekit", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_the_base_install_has_no_training_stack(venv):
+    proc = run(venv, code="import importlib.util as u; print([m for m in ('torch', 'torchvision',"
+                          " 'onnx', 'sklearn') if u.find_spec(m)])")
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+    assert run(venv, "--version").stdout.startswith("edgekit, version ")
+
+
+def test_verify_predict_and_bench_without_torch(venv, tiny_run, tmp_path):
+    export = tiny_run / "export"
+    proc = run(venv, "verify", export)
+    listed = json.loads((export / "manifest.json").read_text())["artifacts"]
+    assert proc.returncode == 0, proc.stderr
+    assert f"ok: {len(listed)} artifact(s) match" in proc.stdout
+    proc = run(venv, "predict", export / "model.int8.onnx", tiny_run / "sample.png", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["label"] in [str(i) for i in range(10)]
+    proc = run(venv, "predict", export / "model.onnx", tiny_run, "--batch", "8")
+    assert proc.returncode == 0 and "inputs/s end to end" in proc.stderr, proc.stderr
+    proc = run(venv, "bench", export / "model.onnx", export / "model.int8.onnx", "--runs", "5",
+               "--warmup", "1", "--out", tmp_path / "bench.json")
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads((tmp_path / "bench.json").read_text())["results"]) == 2
+    proc = run(venv, "predict", export / "model.ts", tiny_run / "sample.png")
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        "error: model.ts is TorchScript, which needs torch; install it, or run the .onnx "
+        "artifact instead")
+
+
+def test_serve_without_torch(venv, tiny_run):
+    png = (tiny_run / "sample.png").read_bytes()
+    with served(tiny_run / "export" / "model.int8.onnx", python=str(venv)) as server:
+        report = load_test(server.url, png, "image/png", clients=4, requests=40, deadline=60)
+    assert report["errors"] == 0 and report["requests"] == 40, report["error_samples"]
