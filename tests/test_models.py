@@ -51,6 +51,8 @@ def test_resnet18_stem_follows_the_image_size():
     small = build_model("resnet18", input_shape=(1, 16, 16), num_outputs=10)
     assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (1, 1)
     assert small.conv1.in_channels == 1 and isinstance(small.maxpool, torch.nn.Identity)
+    below = build_model("resnet18", input_shape=(3, 111, 111), num_outputs=10)
+    assert below.conv1.kernel_size == (3, 3) and isinstance(below.maxpool, torch.nn.Identity)
     big = build_model("resnet18", input_shape=(3, 112, 112), num_outputs=10)
     assert big.conv1.kernel_size == (7, 7) and big.conv1.stride == (2, 2)
     assert isinstance(big.maxpool, torch.nn.MaxPool2d)
