@@ -62,6 +62,9 @@ def main(argv=None) -> int:
                         help="profile the pick with onnxruntime when a goal is missed")
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help="keep the trained runs here (default: a temporary folder)")
+    parser.add_argument("--run", dest="runs", action="append", default=[],
+                        metavar="RECIPE=RUN", help="use this trained run instead of training "
+                        "(it is exported again: the pick comes from that export)")
     args = parser.parse_args(argv)
 
     warnings.simplefilter("ignore")
@@ -90,9 +93,13 @@ def bench_recipe(name: str, args, root: Path) -> dict:
     from edgekit.train import load_run, train
 
     overrides = QUICK + args.overrides if name != "lenet5" else args.overrides
+    given = dict(r.split("=", 1) for r in args.runs)
     t0 = time.perf_counter()
-    run = train(load_recipe(name, overrides), root / f"{name}-{int(time.time())}",
-                progress=False)
+    if name in given:
+        run = Path(given[name])
+    else:
+        run = train(load_recipe(name, overrides), root / f"{name}-{int(time.time())}",
+                    progress=False)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     report = export(run, ["onnx", "onnx-int8", "torchscript", "torchscript-int8"],
