@@ -163,8 +163,7 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
         state=_state_spec(model) if stateful else None,
     )
     test_x, test_y = data.test.x, data.test.y
-    # a split of streams is read in order, its state carried (image splits have no streams)
-    stream = getattr(data.test, "stream", 0) or 256
+    stream = data.test.stream or 256  # a stream's windows in order, its state carried
     reference = reference_outputs(model, test_x, stream)  # (N, ...) PyTorch fp32 outputs
     task = get_task(data.task)
     ref_acc = task.score(reference, test_y)
