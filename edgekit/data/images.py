@@ -66,6 +66,8 @@ class PreparedImages:
 class ImageSplit:
     """One split of images and labels; a map-style dataset for torch's DataLoader."""
 
+    stream = 0  # independent samples, not windows of a series (see ArraySplit.stream)
+
     def __init__(self, images: Sequence, y: np.ndarray, spec: dict):
         c = 1 if spec["mode"] == "L" else 3
         shape = (c, *spec["size"])
