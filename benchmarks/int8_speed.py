@@ -71,6 +71,11 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(THREADS)
+    busy = os.getloadavg()[0]
+    if busy > 0.5:  # measured: a 2-thread eager mobilenet_v2 ran 2.1 s instead of 24 ms
+        print(f"warning: load average {busy:.2f} before the run: other programs hold CPU time, "
+              "and 2-thread torch paths slow down most (OpenMP threads wait for each other at "
+              "every op); the ratios are unreliable", file=sys.stderr)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = args.runs_dir or Path(tmp)
@@ -78,6 +83,7 @@ def main(argv=None) -> int:
             results.append(bench_recipe(name, args, root))
     ok = all(r["goals"]["eager_6x"] and r["goals"]["within_5pct"] for r in results)
     report = {"machine": machine_info(), "threads": THREADS, "batch": 1,
+              "load_average_before": busy, "load_average_after": os.getloadavg()[0],
               "rounds": args.rounds, "results": results, "all_goals_met": ok}
     write_json(args.out, report)
     print(f"\nwrote {args.out}")
