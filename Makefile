@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 EK     := $(BIN)/edgekit
 DEMO   := runs/demo
 
-.PHONY: install demo test test-arm lint bench bench-int8 clean
+.PHONY: install demo test test-arm lint bench bench-arm bench-int8 clean
 
 install: $(STAMP)
 
@@ -48,6 +48,13 @@ bench: $(STAMP)
 		--benchmark-json=$(BENCH_JSON) --benchmark-min-rounds=10 --benchmark-max-time=1 \
 		--benchmark-warmup=on --benchmark-warmup-iterations=5 --benchmark-sort=name \
 		--benchmark-columns=min,median,mean,stddev,rounds
+
+# x86 vs emulated Pi 4 / Pi 5 on the same ONNX artifacts: edgekit bench on each, then
+# edgekit bench compare (build/arm-bench/compare.md, compare.png). Emulated != Pi timings.
+# make bench-arm ARTIFACTS="runs/demo/export/model.onnx runs/demo/export/model.int8.onnx"
+ARTIFACTS ?= $(DEMO)/export/model.onnx $(DEMO)/export/model.int8.onnx
+bench-arm: $(STAMP)
+	PYTHON=$(BIN)/python bash tools/bench-arm.sh $(ARTIFACTS)
 
 # Issue 8's goal: the artifact edgekit picks against the best a user builds by hand
 # (resnet18, mobilenet_v2 at 224x224, batch 1, 2 threads); writes runs/bench/int8_speed.json.

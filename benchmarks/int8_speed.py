@@ -62,12 +62,20 @@ def main(argv=None) -> int:
                         help="profile the pick with onnxruntime when a goal is missed")
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help="keep the trained runs here (default: a temporary folder)")
+    parser.add_argument("--run", dest="runs", action="append", default=[],
+                        metavar="RECIPE=RUN", help="use this trained run instead of training "
+                        "(it is exported again: the pick comes from that export)")
     args = parser.parse_args(argv)
 
     warnings.simplefilter("ignore")
     import torch
 
     torch.set_num_threads(THREADS)
+    busy = os.getloadavg()[0]
+    if busy > 0.5:  # measured: a 2-thread eager mobilenet_v2 ran 2.1 s instead of 24 ms
+        print(f"warning: load average {busy:.2f} before the run: other programs hold CPU time, "
+              "and 2-thread torch paths slow down most (OpenMP threads wait for each other at "
+              "every op); the ratios are unreliable", file=sys.stderr)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = args.runs_dir or Path(tmp)
@@ -75,6 +83,7 @@ def main(argv=None) -> int:
             results.append(bench_recipe(name, args, root))
     ok = all(r["goals"]["eager_6x"] and r["goals"]["within_5pct"] for r in results)
     report = {"machine": machine_info(), "threads": THREADS, "batch": 1,
+              "load_average_before": busy, "load_average_after": os.getloadavg()[0],
               "rounds": args.rounds, "results": results, "all_goals_met": ok}
     write_json(args.out, report)
     print(f"\nwrote {args.out}")
@@ -90,9 +99,13 @@ def bench_recipe(name: str, args, root: Path) -> dict:
     from edgekit.train import load_run, train
 
     overrides = QUICK + args.overrides if name != "lenet5" else args.overrides
+    given = dict(r.split("=", 1) for r in args.runs)
     t0 = time.perf_counter()
-    run = train(load_recipe(name, overrides), root / f"{name}-{int(time.time())}",
-                progress=False)
+    if name in given:
+        run = Path(given[name])
+    else:
+        run = train(load_recipe(name, overrides), root / f"{name}-{int(time.time())}",
+                    progress=False)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     report = export(run, ["onnx", "onnx-int8", "torchscript", "torchscript-int8"],
