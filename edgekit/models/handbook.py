@@ -56,29 +56,14 @@ def mnist_fc(input_shape, num_outputs, dropout=0.0):
                          nn.Dropout(dropout), nn.Linear(8, num_outputs))
 
 
-class Cifar10Net(nn.Module):
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, dropout: float = 0.0):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5), nn.ReLU(), nn.MaxPool2d(2),  # (B, 6, 14, 14)
-            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),  # (B, 16, 5, 5)
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),  # (B, 400)
-            nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(120, 84), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(84, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, 32, 32) -> logits (B, num_classes)."""
-        return self.classifier(self.features(x))
-
-
 @register_model("cifar10_net")
 def cifar10_net(input_shape, num_outputs, dropout=0.0):
+    """The 60-minute blitz's CIFAR-10 net: the same layers as LeNet-5 (conv 6 k5, pool, conv 16 k5,
+    pool, fc 400-120-84), on colour images."""
+    from edgekit.models.lenet import LeNet5
+
     _need("cifar10_net", input_shape, 32)
-    return Cifar10Net(input_shape[0], num_outputs, dropout)
+    return LeNet5(num_outputs, input_shape[0], dropout)
 
 
 VGG_CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
