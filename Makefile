@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(EK) train lenet5 --out $(DEMO)
 	$(EK) export $(DEMO) --onnx --torchscript --int8
 	$(EK) predict $(DEMO)/export/model.int8.onnx $(DEMO)/sample.png
-	$(EK) bench $(DEMO)/export/model.onnx $(DEMO)/export/model.int8.onnx $(DEMO)/export/model.ts
+	$(EK) bench $(DEMO)
 	$(EK) summary $(DEMO)
 
 test: $(STAMP)
