@@ -11,9 +11,13 @@ depend on accuracy), once per session. Environment:
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# The test helpers (tests/basevenv.py) serve the benchmarks too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 # Benchmark model -> (recipe, --set overrides): the shortest training that exports.
 MODELS = {

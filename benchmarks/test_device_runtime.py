@@ -18,14 +18,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from basevenv import base_venv
 
 from edgekit.fileio import write_json
 
@@ -171,17 +170,7 @@ def base_python(tmp_path_factory) -> Path:
     """
     if os.environ.get("EDGEKIT_BASE_PYTHON"):
         return Path(os.environ["EDGEKIT_BASE_PYTHON"])
-    root = tmp_path_factory.mktemp("base-venv")
-    src = root / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src)
-    for name in ("edgekit", "recipes"):
-        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", root / "venv"], check=True)
-    python = root / "venv" / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", src],
-                   check=True, timeout=900)
+    python = base_venv(tmp_path_factory.mktemp("base-venv"))
     probe = subprocess.run([python, "-c", "import torch"], capture_output=True)
     assert probe.returncode != 0, "the base venv must not have torch"
     return python

@@ -4,13 +4,12 @@ verify, predict, bench and serve on ONNX artifacts, with torch and onnx absent."
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from basevenv import base_venv
 
 from edgekit.runtime.loadtest import load_test, served
 
@@ -21,21 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory) -> Path:
     """A fresh venv with `pip install .` of a copy of this checkout: the base install only."""
-    root = tmp_path_factory.mktemp("base-install")
-    src = root / "src"  # a copy, so the build writes nothing into the checkout
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src)
-    for name in ("edgekit", "recipes"):
-        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", root / "venv"], check=True)
-    python = root / "venv" / "bin" / "python"
     t0 = time.perf_counter()
-    # This pip, pointed at the new venv (no ensurepip); .pyc files are written on first use.
-    proc = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install",
-                           "--quiet", "--no-compile", "--disable-pip-version-check", src],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    python = base_venv(tmp_path_factory.mktemp("base-install"), compile=False)
     print(f"\nbase install: {time.perf_counter() - t0:.1f} s")
     return python
 
