@@ -90,7 +90,8 @@ def exported(tmp_path_factory):
         if model in given:
             return Path(given[model])
         if model not in runs:
-            from edgekit.export import FORMATS, export
+            from edgekit import formats
+            from edgekit.export import export
             from edgekit.recipe import list_recipes, load_recipe
             from edgekit.train import train
 
@@ -101,7 +102,7 @@ def exported(tmp_path_factory):
                         tmp_path_factory.mktemp("bench") / model, progress=False)
             # Under-trained on purpose: int8 may drift more than a real run's export allows.
             export(run, [f for f in ("onnx", "onnx-int8", "torchscript", "torchscript-int8")
-                         if f in FORMATS], max_int8_drop=100)
+                         if f in formats.CATALOG], max_int8_drop=100)
             runs[model] = run
         return runs[model]
 

@@ -130,14 +130,25 @@ def train_cmd(recipe, overrides, out, resume, no_progress):
         click.echo(f"held-out image: {run / m['sample']['file']} (label {m['sample']['label']})")
 
 
+def format_flags(command):
+    """`--FAMILY` for each format family and `--PRECISION` for each other precision, from the
+    format catalog (edgekit.formats): a new format brings its own flag."""
+    from edgekit import formats
+
+    for precision in reversed(formats.precisions()):
+        made = " and/or ".join(f.help for f in formats.formats() if f.precision == precision)
+        command = click.option(f"--{precision}", is_flag=True,
+                               help=f"Also write {precision} of each format asked for: {made}.")(
+            command)
+    for family in reversed(formats.families()):
+        fp32 = next(f for f in formats.formats() if f.format == family)
+        command = click.option(f"--{family}", is_flag=True, help=fp32.help)(command)
+    return command
+
+
 @main.command("export")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--onnx", is_flag=True, help="Write model.onnx (fp32).")
-@click.option("--torchscript", is_flag=True, help="Write model.ts (fp32, traced and frozen).")
-@click.option("--int8", is_flag=True,
-              help="Also write int8 of each format asked for: model.int8.onnx (onnxruntime) "
-                   "and/or model.int8.ts (torch.ao).")
-@click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (for GPU hosts).")
+@format_flags
 @click.option("--target", default="local", show_default=True, metavar="TARGET",
               help="Where the model will run: local (this CPU: int8 layouts timed, the fastest "
                    "kept), or a documented preset: x86, pi4, pi5, arm64.")
@@ -155,24 +166,19 @@ def train_cmd(recipe, overrides, out, resume, no_progress):
 @click.option("--tune-seconds", type=click.FloatRange(min=0), default=None,
               help="Timing budget per int8 candidate with --target local (default: the "
                    "recipe's export.tune_seconds; 0 keeps the first layout untimed).")
-def export_cmd(run, onnx, torchscript, int8, fp16, target, int8_method, exclude,
-               allow_degraded, max_int8_drop, tune_seconds):
+def export_cmd(run, target, int8_method, exclude, allow_degraded, max_int8_drop, tune_seconds,
+               **flags):
     """Export RUN's model and verify every artifact against PyTorch.
 
     Only the formats asked for are rebuilt; other files in RUN/export are kept.
     """
+    from edgekit import formats as catalog
     from edgekit.export import export, report_markdown
 
-    if int8 and not (onnx or torchscript):
-        raise EdgekitError("--int8 quantizes the ONNX and/or TorchScript model: add --onnx "
-                           "and/or --torchscript")
-    if fp16 and not onnx:
-        raise EdgekitError("--fp16 converts the ONNX model: add --onnx")
-    formats = [name for name, on in (
-        ("onnx", onnx), ("onnx-int8", onnx and int8), ("onnx-fp16", fp16),
-        ("torchscript", torchscript), ("torchscript-int8", torchscript and int8)) if on]
-    names = tuple(n.strip() for item in exclude for n in item.split(",") if n.strip())
-    report = export(run, formats, target=target, int8_method=int8_method, exclude=names,
+    names = catalog.select([f for f in catalog.families() if flags[f]],
+                           [p for p in catalog.precisions() if flags[p]])
+    layers = tuple(n.strip() for item in exclude for n in item.split(",") if n.strip())
+    report = export(run, names, target=target, int8_method=int8_method, exclude=layers,
                     allow_degraded=allow_degraded, max_int8_drop=max_int8_drop,
                     tune_seconds=tune_seconds)
     click.echo(report_markdown(report).rstrip())

@@ -221,10 +221,11 @@ def verify_export(folder: str | Path) -> list[dict]:
                          "why": f"sha256 differs from {FILE}: damaged or replaced"})
         else:
             rows.append({"file": name, "bytes": file.stat().st_size, "status": "ok", "why": ""})
-    from edgekit.runtime import BACKENDS  # the suffixes of model files
+    from edgekit.formats import backends  # the suffixes of model files
 
+    suffixes = backends()
     for file in sorted(path.parent.iterdir()) if only is None else []:
-        if file.suffix in BACKENDS and file.is_file() and file.name not in manifest["artifacts"]:
+        if file.suffix in suffixes and file.is_file() and file.name not in manifest["artifacts"]:
             rows.append({"file": file.name, "bytes": file.stat().st_size, "status": "unlisted",
                          "why": f"not listed in {FILE}: not covered by a checksum"})
     return rows

@@ -28,11 +28,11 @@ def summarize(run: str | Path) -> str:
     weights = run / "model.safetensors"
     size = f"{weights.stat().st_size / 1024:.1f}" if weights.is_file() else "-"
     rows = [("model", "format", "precision", task.metric, "size KB", "p50 ms"),
-            ("pytorch (trained)", "safetensors", "fp32", task.format(report['pytorch']['accuracy']),
+            ("pytorch (trained)", "safetensors", "fp32", task.format(report['pytorch']['score']),
              size, "-")]
     for a in report["artifacts"]:
         ms = p50.get(a["file"])
-        metric = "-" if a["accuracy"] is None else task.format(a["accuracy"])  # None: did not run
+        metric = "-" if a["score"] is None else task.format(a["score"])  # None: did not run
         rows.append((a["file"], a["format"], a["precision"], metric,
                      f"{a['bytes'] / 1024:.1f}", f"{ms:.3f}" if ms is not None else "-"))
     lines = [f"{metrics['recipe']}: {metrics['model']} on {metrics['dataset']}, "

@@ -36,8 +36,10 @@ def test_each_file_once_in_the_order_given(run):
 
 
 def test_torchscript_is_left_out_where_torch_is_missing(run, monkeypatch):
-    real = sweep.importlib.util.find_spec
-    monkeypatch.setattr(sweep.importlib.util, "find_spec",
+    from edgekit import formats
+
+    real = formats.importlib.util.find_spec
+    monkeypatch.setattr(formats.importlib.util, "find_spec",
                         lambda name, *a: None if name == "torch" else real(name, *a))
     files, skipped = sweep.expand([run])
     assert files == [run / "export" / "model.onnx"]

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 from click.testing import CliRunner
 
+from edgekit.bench.loadtest import load_test, served
 from edgekit.cli import main
 from edgekit.runtime import load
-from edgekit.runtime.loadtest import load_test, served
 from edgekit.runtime.serve import bind, is_loopback
 
 pytestmark = pytest.mark.slow  # uses tiny_run; starts servers

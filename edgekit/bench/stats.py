@@ -70,6 +70,39 @@ def _timed_calls(fn, args: tuple, n: int) -> np.ndarray:
     return np.diff(stamps) * 1e3
 
 
+def interleaved(calls: list[tuple], rounds: int, runs, warmup, seconds: float | None = None,
+                rotate: bool = False, before=None) -> list[list[np.ndarray]]:
+    """Time several artifacts against each other in interleaved rounds (A B C, A B C, ...).
+
+    A slow phase of a shared machine then hits every artifact alike, so their ratios stay
+    honest; `edgekit bench` and export's tuning both time this way.
+
+    Args:
+        calls: (fn, x) per artifact; each call is fn(x).
+        rounds: how many rounds.
+        runs: (artifact, round) -> timed calls (ignored when `seconds` is given).
+        warmup: (artifact, round) -> untimed calls first: the other artifacts' rounds evicted
+            this one's weights from the caches.
+        seconds: a time budget per artifact, split evenly over the rounds.
+        rotate: start round k at artifact k, so no artifact always runs first.
+        before: called with the artifact's index before its round (e.g. to set threads).
+
+    Returns:
+        Per artifact, one array of latencies (ms) per round.
+    """
+    times: list[list[np.ndarray]] = [[] for _ in calls]
+    n = len(calls)
+    for k in range(rounds):
+        for i in [(k + j) % n for j in range(n)] if rotate else range(n):
+            if before is not None:
+                before(i)
+            fn, x = calls[i]
+            times[i].append(measure(fn, x, runs=0 if seconds else runs(i, k),
+                                    warmup=warmup(i, k), min_runs=1,
+                                    seconds=None if seconds is None else seconds / rounds))
+    return times
+
+
 def latency_stats(ms: np.ndarray, *, batch: int = 1) -> dict:
     """Percentiles, spread, a 95% interval of the median, and throughput.
 

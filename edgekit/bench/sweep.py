@@ -9,7 +9,6 @@ the times are not ARM timings.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from datetime import datetime, timezone
@@ -17,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit import __version__
-from edgekit.bench.stats import NOISY_CV, latency_stats, measure, noise_warning, verdict
+from edgekit import __version__, formats
+from edgekit.bench.stats import NOISY_CV, interleaved, latency_stats, noise_warning, verdict
 from edgekit.errors import EdgekitError
 from edgekit.machine import machine_info, usable_cores
 from edgekit.table import flagged, table
@@ -134,14 +133,15 @@ def expand(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
                 from None
         found = []
         for row in rows:
-            artifact = export / row["file"]
+            artifact, fmt = export / row["file"], formats.backends().get(Path(row["file"]).suffix)
             if not row.get("passed"):
                 skipped.append(f"{artifact}: failed its export check"
                                + (" (kept by --allow-degraded)" if row.get("degraded") else ""))
             elif not artifact.is_file():
                 skipped.append(f"{artifact}: listed in report.json but missing")
-            elif artifact.suffix == ".ts" and importlib.util.find_spec("torch") is None:
-                skipped.append(f"{artifact}: TorchScript needs torch, which is not installed")
+            elif fmt is not None and fmt.missing():
+                skipped.append(f"{artifact}: {fmt.title} needs {' and '.join(fmt.missing())}, "
+                               "which is not installed")
             else:
                 found.append(artifact)
         if not found:
@@ -181,18 +181,13 @@ def format_table(report: dict) -> str:
 
 def _interleaved(runners, inputs, threads, runs, warmup, seconds, rounds) -> list[np.ndarray]:
     """Per runner, the latencies of `runs` calls (or `seconds`) split over `rounds` rounds."""
-    shares = [len(a) for a in np.array_split(np.arange(runs), rounds)] if seconds is None \
-        else [0] * rounds
-    times: list[list[np.ndarray]] = [[] for _ in runners]
-    for k in range(rounds):
-        for i, (runner, x) in enumerate(zip(runners, inputs, strict=True)):
-            _set_torch_threads(runner, threads)  # torch's thread count is process-wide
-            # The first round warms up fully; later rounds re-warm the caches the other
-            # artifacts' rounds evicted with a call or two.
-            ms = measure(runner.run, x, runs=shares[k],
-                         warmup=warmup if k == 0 else min(warmup, 2),
-                         seconds=None if seconds is None else seconds / rounds, min_runs=1)
-            times[i].append(ms)
+    shares = [len(a) for a in np.array_split(np.arange(runs), rounds)]
+    # The first round warms up fully; later rounds re-warm the caches with a call or two.
+    times = interleaved(list(zip((r.run for r in runners), inputs, strict=True)), rounds,
+                        runs=lambda i, k: shares[k],
+                        warmup=lambda i, k: warmup if k == 0 else min(warmup, 2),
+                        seconds=seconds,
+                        before=lambda i: _set_torch_threads(runners[i], threads))
     return [np.concatenate(t) for t in times]
 
 

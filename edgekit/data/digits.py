@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.data import register_dataset
 from edgekit.data.images import image_splits
+from edgekit.data.splits import register_dataset
 from edgekit.errors import EdgekitError
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.data import DataUnavailable, register_dataset
 from edgekit.data.images import Images, image_splits
+from edgekit.data.splits import DataUnavailable, register_dataset
 from edgekit.errors import EdgekitError
 
 HOW = ("expected a folder of class folders (DIR/cat/*.jpg, DIR/dog/*.jpg) or DIR/train and "

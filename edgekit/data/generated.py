@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.data import ArraySplit, DataSplits, register_dataset
+from edgekit.data.splits import ArraySplit, DataSplits, register_dataset
 from edgekit.errors import EdgekitError
 from edgekit.runtime.preprocess.array import array_spec
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from edgekit.data import DataSplits
+from edgekit.data.splits import DataSplits
 from edgekit.runtime.preprocess.image import image_spec, image_to_array
 
 MEMORY_LIMIT = 1 << 30  # bytes of float32 per split kept in memory

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.data import ArraySplit, DataSplits, register_dataset
+from edgekit.data.splits import ArraySplit, DataSplits, register_dataset
 from edgekit.errors import EdgekitError
 from edgekit.runtime.preprocess.text import text_spec, text_to_array
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.data import ArraySplit, DataSplits, register_dataset
+from edgekit.data.splits import ArraySplit, DataSplits, register_dataset
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
 from edgekit.runtime.preprocess.tabular import category_column, numeric_column, rows_to_array

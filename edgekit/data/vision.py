@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from edgekit.data import DataUnavailable, register_dataset
 from edgekit.data.images import Images, image_splits
+from edgekit.data.splits import DataUnavailable, register_dataset
 
 TIMEOUT = 5.0  # seconds to reach a download host before calling the network unreachable
 # CIFAR-10 file name -> md5 replacing torchvision's (for a copy whose sums are known to differ).

@@ -34,7 +34,7 @@ def export_onnx(model, example, path: Path, opset: int, manifest: dict) -> Path:
     """
     import torch
 
-    from edgekit.export import conversion_error
+    from edgekit.export.conversion import conversion_error
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     args, inputs, outputs, dims = (example,), [INPUT_NAME], [OUTPUT_NAME], ({0: batch},)

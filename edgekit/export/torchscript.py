@@ -45,7 +45,7 @@ def to_torchscript(model, example, fmt: str = "torchscript"):
     """
     import torch
 
-    from edgekit.export import conversion_error
+    from edgekit.export.conversion import conversion_error
 
     with warnings.catch_warnings(), torch.no_grad():
         # torch >= 2.10 marks torch.jit deprecated; it is still what a Pi's libtorch loads.

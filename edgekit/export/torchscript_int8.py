@@ -78,7 +78,7 @@ def quantize_static_fx(model, example, calibration, engine: str, method: str,
     from torch.ao.quantization import MinMaxObserver, QConfig, get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    from edgekit.export import conversion_error
+    from edgekit.export.conversion import conversion_error
 
     mapping = get_default_qconfig_mapping(engine)
     default = mapping.global_qconfig

@@ -29,25 +29,25 @@ def time_artifacts(paths: list[Path], x: np.ndarray, threads: int, budget_s: flo
             budget_s / rounds still runs once a round (plus 3 sizing calls in all).
 
     Returns:
-        path -> {"ms": median of round medians, "round_ms": [...], "runs_per_round": n}.
+        path -> {"ms": median of round medians, "round_ms": [...], "runs_per_round": n,
+        "ci95_ms": the 95% interval of the median of every timed call}.
     """
-    from edgekit.bench import measure
+    from edgekit.bench.stats import interleaved, latency_stats, measure
     from edgekit.runtime import load
 
-    runners = {p: load(p, threads=threads) for p in paths}
-    runs = {}
-    for p, runner in runners.items():  # warm up, and size each round to the budget
+    runners = [load(p, threads=threads) for p in paths]
+    runs = []
+    for runner in runners:  # warm up, and size each round to the budget
         probe = float(measure(runner.run, x, runs=2, warmup=1).min())
-        runs[p] = int(np.clip(budget_s * 1e3 / rounds / max(probe, 1e-3), 1, MAX_RUNS))
-    rounds_ms: dict[Path, list[float]] = {p: [] for p in paths}
-    order = list(paths)
-    for i in range(rounds):
-        for p in order[i % len(order):] + order[:i % len(order)]:
-            # One untimed call first when the round has room: the previous artifact evicted
-            # this one's weights from the caches.
-            warm = 1 if runs[p] >= 4 else 0
-            rounds_ms[p].append(float(np.median(measure(runners[p].run, x, runs=runs[p],
-                                                         warmup=warm))))
-    return {p: {"ms": float(np.median(rounds_ms[p])), "round_ms": [float(f"{v:.4g}") for v in ms],
-                "runs_per_round": runs[p]} for p, ms in rounds_ms.items()}
-
+        runs.append(int(np.clip(budget_s * 1e3 / rounds / max(probe, 1e-3), 1, MAX_RUNS)))
+    # One untimed call a round when the round has room: the previous artifact evicted this
+    # one's weights from the caches.
+    times = interleaved([(r.run, x) for r in runners], rounds, runs=lambda i, k: runs[i],
+                        warmup=lambda i, k: 1 if runs[i] >= 4 else 0, rotate=True)
+    out = {}
+    for p, n, per_round in zip(paths, runs, times, strict=True):
+        medians = [float(np.median(ms)) for ms in per_round]
+        out[p] = {"ms": float(np.median(medians)), "round_ms": [float(f"{v:.4g}") for v in medians],
+                  "runs_per_round": n,
+                  "ci95_ms": latency_stats(np.concatenate(per_round))["ci95_ms"]}
+    return out

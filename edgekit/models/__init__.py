@@ -19,10 +19,7 @@ import functools
 import inspect
 
 from edgekit.errors import EdgekitError
-from edgekit.registry import Registry
-
-MODELS: Registry = Registry("model")
-register_model = MODELS.register
+from edgekit.models.registry import MODELS, register_model  # noqa: F401
 
 # Recipe keys (model.KEY) passed to the builders that take them, when set (non-zero, non-"").
 OPTIONS = ("hidden", "layers", "activation", "embed", "stateful")

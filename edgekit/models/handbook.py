@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from edgekit.errors import EdgekitError
-from edgekit.models import register_model
+from edgekit.models.registry import register_model
 
 
 def _need(name: str, input_shape, size: int) -> None:

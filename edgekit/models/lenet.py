@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from edgekit.errors import EdgekitError
-from edgekit.models import register_model
+from edgekit.models.registry import register_model
 
 
 class LeNet5(nn.Module):

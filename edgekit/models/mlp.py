@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from edgekit.errors import EdgekitError
-from edgekit.models import register_model
+from edgekit.models.registry import register_model
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "none": nn.Identity}
 

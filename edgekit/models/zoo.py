@@ -17,7 +17,7 @@ import inspect
 from functools import cache
 
 from edgekit.errors import EdgekitError
-from edgekit.models import register_model
+from edgekit.models.registry import register_model
 
 SMALL_STEM_BELOW = 112  # px: below this, ResNet/MobileNetV2 use the small-image stem
 AUX_WEIGHTS = {"googlenet": 0.3, "inception_v3": 0.4}  # the papers' auxiliary loss weights

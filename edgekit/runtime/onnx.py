@@ -8,7 +8,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.manifest import DTYPES, EMBED_KEY
-from edgekit.runtime import Runner, embedded_or_listed
+from edgekit.runtime.runner import Runner, embedded_or_listed
 
 # onnxruntime's type strings -> numpy dtype names (the inputs edgekit can feed are in DTYPES).
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",

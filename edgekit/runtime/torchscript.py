@@ -9,7 +9,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.manifest import EMBED_KEY
-from edgekit.runtime import Runner, embedded_or_listed
+from edgekit.runtime.runner import Runner, embedded_or_listed
 
 
 def torch_device(torch, device: str, index: int | None) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
-from edgekit.runtime.preprocess import KINDS, Kind
+from edgekit.runtime.preprocess.kind import KINDS, Kind
 
 RESAMPLE = ("nearest", "bilinear", "bicubic")
 MODES = {"L": 1, "RGB": 3}  # mode -> channels

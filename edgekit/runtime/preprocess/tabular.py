@@ -23,7 +23,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
-from edgekit.runtime.preprocess import KINDS, Kind
+from edgekit.runtime.preprocess.kind import KINDS, Kind
 
 MISSING = ("?", "")  # how a numeric value is written when it is unknown
 KEYS = ("columns",)

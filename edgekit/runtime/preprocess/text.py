@@ -16,7 +16,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
-from edgekit.runtime.preprocess import KINDS, Kind
+from edgekit.runtime.preprocess.kind import KINDS, Kind
 
 ENCODINGS = ("onehot", "index")
 KEYS = ("vocab", "length", "encoding")

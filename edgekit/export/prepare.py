@@ -1,0 +1,128 @@
+"""Export's first stage: everything the formats are written and checked from.
+
+The trained model, the data it was trained on (checked unchanged), the held-out split with
+PyTorch's own outputs, the calibration inputs, the example batch to trace, the manifest every
+artifact embeds, the target and the int8 plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.export.check import Gate, Heldout
+
+
+@dataclass
+class Options:
+    """What the user chose (the CLI's flags); None takes the recipe's value."""
+
+    target: str = "local"
+    int8_method: str | None = None
+    exclude: tuple[str, ...] = ()
+    allow_degraded: bool = False
+    max_int8_drop: float | None = None
+    tune_seconds: float | None = None
+    machine: dict | None = None
+
+
+@dataclass
+class Prepared:
+    run: Path
+    recipe: Any  # edgekit.recipe.Recipe
+    cfg: Any  # the recipe's ExportConfig
+    model: Any  # nn.Module in eval mode on CPU
+    formats: list  # edgekit.formats.Format, in catalog order
+    task_name: str
+    manifest: dict  # embedded in every artifact (each adds its own "artifact" entry)
+    held: Heldout
+    gate: Gate
+    calibration: np.ndarray  # (N, ...) training inputs that set int8 ranges
+    example: Any  # torch.Tensor (2, ...) to trace with, or (input, state) for a stateful model
+    target: Any  # edgekit.export.targets.Target
+    plan: Any  # edgekit.export.int8.Int8Plan, or None without int8 formats
+    budget: float  # timing seconds per artifact for a local target
+    samples: tuple[np.ndarray, np.ndarray]  # held-out (x, y) shipped as samples.npz
+
+
+def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
+    """Load the run and build what every stage after it needs.
+
+    Raises:
+        EdgekitError: a bad option, a missing or damaged run, or data that no longer match
+            the ones the run was trained and tested on.
+    """
+    import torch
+
+    from edgekit.data import build_dataset
+    from edgekit.export import targets
+    from edgekit.export.check import reference_outputs
+    from edgekit.export.int8 import METHODS
+    from edgekit.tasks import get_task
+    from edgekit.train import load_run
+
+    tgt = targets.resolve(opts.target, opts.machine)
+    if opts.int8_method not in (None, *METHODS):  # checked before any work
+        raise EdgekitError(f"--int8-method {opts.int8_method!r}; expected one of: "
+                           f"{', '.join(METHODS)}")
+    recipe, model, metrics = load_run(run)
+    cfg = recipe.export
+    plan = _int8_plan(model, fmts, cfg, opts.int8_method, tuple(opts.exclude))
+    data = build_dataset(recipe.data)
+    if data.fingerprint() != metrics.get("data_fingerprint"):
+        raise EdgekitError(
+            f"the data built from {str(Path(run) / 'recipe.yaml')!r} differ from those the run "
+            "was trained and tested on (split, preprocessing or labels changed); retrain")
+    task = get_task(data.task)
+    batch = data.test.stream or 256  # a stream's windows in order, its state carried
+    reference = reference_outputs(model, data.test.x, batch)  # (N, ...) PyTorch fp32
+    held = Heldout(data.test.x, data.test.y, reference, task.score(reference, data.test.y),
+                   task, batch)
+    gate = Gate(cfg.parity_atol, cfg.fp16_atol,
+                cfg.max_int8_drop if opts.max_int8_drop is None else opts.max_int8_drop)
+    pick = np.random.default_rng(recipe.data.split_seed).permutation(len(data.train))
+    # A batch of 2 to trace: with 1, torch.export specializes RNN/LSTM/GRU batches to 1.
+    example = torch.from_numpy(np.repeat(data.train.x[:1], 2, axis=0))
+    if getattr(model, "stateful", False):
+        example = (example, model.initial_state(2))
+    return Prepared(
+        Path(run), recipe, cfg, model, fmts, data.task, _manifest(recipe, model, metrics, data),
+        held, gate, data.train.x[pick[:cfg.calibration_samples]], example, tgt, plan,
+        cfg.tune_seconds if opts.tune_seconds is None else opts.tune_seconds,
+        (data.test.x[:cfg.samples], data.test.y[:cfg.samples]))
+
+
+def _manifest(recipe, model, metrics: dict, data) -> dict:
+    """The contract is what training recorded, not what today's data code would say."""
+    from edgekit.export.onnx import INPUT_NAME
+    from edgekit.manifest import make_manifest
+
+    return make_manifest(
+        recipe=recipe.name, model=recipe.model.name, task=data.task, input_name=INPUT_NAME,
+        input_shape=[None, *metrics["input_shape"]], preprocess=metrics["preprocess"],
+        labels=metrics["labels"], input_dtype=metrics.get("input_dtype", "float32"),
+        state=_state_spec(model) if getattr(model, "stateful", False) else None)
+
+
+def _state_spec(model) -> dict:
+    """The manifest's `state` entry: a stateful model's second input and output."""
+    from edgekit.export.onnx import STATE_NAME, STATE_OUT_NAME
+
+    layers, hidden = model.state_shape
+    return {"input": STATE_NAME, "output": STATE_OUT_NAME, "shape": [layers, None, hidden]}
+
+
+def _int8_plan(model, fmts: list, cfg, method: str | None, exclude: tuple[str, ...]):
+    from edgekit.export.int8 import Int8Plan, check_exclude, choose_method
+
+    if not any(f.precision == "int8" for f in fmts):
+        if exclude:
+            raise EdgekitError("--int8-exclude applies to int8 artifacts: add --int8")
+        return None
+    chosen, why = choose_method(model, method or cfg.int8_method)
+    return Int8Plan(chosen, why, check_exclude(model, exclude), cfg.calibration_method,
+                    cfg.calibration_samples)

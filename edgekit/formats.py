@@ -1,0 +1,153 @@
+"""The format catalog: every artifact kind edgekit writes and runs, as data (no torch, no onnx).
+
+One entry says everything the rest of edgekit needs to know about a format:
+
+    file        the artifact's name in an export folder ("model.int8.onnx")
+    format      the family ("onnx", "torchscript"); its CLI flag is `--FORMAT`
+    title       the family as people write it ("ONNX", "TorchScript")
+    precision   "fp32", or the precision flag that asks for it ("int8" -> `--int8`)
+    exporter    module with `write(ctx, path, manifest) -> [(file, how), ...]` (edgekit.export)
+    backend     "module:Class" of the Runner that loads its suffix (edgekit.runtime)
+    needs       catalog names written first (int8 ONNX is made from model.onnx)
+    requires    modules the backend imports to run it ("torch" for TorchScript)
+    extra       the pip extra that installs them ("" when the base install runs it)
+
+`edgekit export`'s flags, the export order, `edgekit.runtime.load` by suffix, the manifest's
+list of model files and `edgekit bench` all read this table; the module strings keep the
+runtime from importing an exporter's (or another backend's) dependencies. A new format is one
+exporter module, one backend module and one `register()` call here (or from a plugin).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from edgekit.errors import EdgekitError
+from edgekit.registry import Registry
+
+# Precision flags and what they do to a model, for help texts and errors.
+PRECISIONS = {"int8": "quantizes", "fp16": "converts"}
+
+
+@dataclass(frozen=True)
+class Format:
+    """One artifact kind (see the module docstring for the fields)."""
+
+    name: str
+    file: str
+    format: str
+    title: str
+    precision: str
+    exporter: str
+    backend: str
+    needs: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    extra: str = ""
+    help: str = ""  # what the CLI flag writes (fp32 entries) or adds (other precisions)
+
+    @property
+    def suffix(self) -> str:
+        return PurePath(self.file).suffix
+
+    def missing(self) -> list[str]:
+        """The modules this format's backend needs that this machine lacks."""
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+
+CATALOG: Registry = Registry("export format")
+
+
+def register(fmt: Format) -> Format:
+    """Add `fmt` to the catalog, after the formats it needs.
+
+    Raises:
+        ValueError: a duplicate name, a need that is not registered yet, or a suffix that
+            another backend already runs (one suffix, one backend).
+    """
+    for need in fmt.needs:
+        if need not in CATALOG:
+            raise ValueError(f"format {fmt.name!r} needs {need!r}, which is not registered")
+    clash = [f for f in formats() if f.suffix == fmt.suffix and f.backend != fmt.backend]
+    if clash:
+        raise ValueError(f"{fmt.suffix} files already run on {clash[0].backend}")
+    return CATALOG.register(fmt.name)(fmt)
+
+
+def unregister(name: str) -> None:
+    """Remove a format (plugins and tests that add one for a while)."""
+    CATALOG._entries.pop(name, None)
+
+
+def formats() -> list[Format]:
+    """Every format, in the order they are written and listed: each after those it needs."""
+    return list(CATALOG._entries.values())
+
+
+def get(name: str) -> Format:
+    """The format called `name`. Raises EdgekitError naming the valid ones."""
+    return CATALOG.get(name)
+
+
+def by_file(name: str) -> Format | None:
+    """The format whose artifact file is called `name` ("model.int8.onnx"), if any."""
+    return next((f for f in formats() if f.file == name), None)
+
+
+def backends() -> dict[str, Format]:
+    """Suffix -> the first format of that suffix (its backend runs every file of the suffix)."""
+    out: dict[str, Format] = {}
+    for f in formats():
+        out.setdefault(f.suffix, f)
+    return out
+
+
+def families() -> list[str]:
+    """The format families, each a CLI flag (`--onnx`), in catalog order."""
+    return list(dict.fromkeys(f.format for f in formats()))
+
+
+def precisions() -> list[str]:
+    """The precisions other than fp32, each a CLI flag (`--int8`), in catalog order."""
+    return list(dict.fromkeys(f.precision for f in formats() if f.precision != "fp32"))
+
+
+def _title(family: str) -> str:
+    return next(f.title for f in formats() if f.format == family)
+
+
+def select(families_on: list[str], precisions_on: list[str]) -> list[str]:
+    """Catalog names for the CLI's flags: each family's fp32 format, plus its other precisions.
+
+    Raises:
+        EdgekitError: a precision flag that no family asked for has (names the ones that do).
+    """
+    for precision in precisions_on:
+        have = [fam for fam in families()
+                if any(f.format == fam and f.precision == precision for f in formats())]
+        if not any(fam in families_on for fam in have):
+            names = " and/or ".join(_title(fam) for fam in have)
+            flags = " and/or ".join(f"--{fam}" for fam in have)
+            raise EdgekitError(f"--{precision} {PRECISIONS.get(precision, 'makes')} the {names} "
+                               f"model: add {flags}")
+    wanted = {"fp32", *precisions_on}
+    return [f.name for f in formats() if f.format in families_on and f.precision in wanted]
+
+
+ONNX_RUNNER = "edgekit.runtime.onnx:OnnxRunner"
+TS_RUNNER = "edgekit.runtime.torchscript:TorchScriptRunner"
+register(Format("onnx", "model.onnx", "onnx", "ONNX", "fp32", "edgekit.export.onnx",
+                ONNX_RUNNER, help="Write model.onnx (fp32)."))
+register(Format("onnx-int8", "model.int8.onnx", "onnx", "ONNX", "int8",
+                "edgekit.export.onnx_int8", ONNX_RUNNER, needs=("onnx",),
+                help="model.int8.onnx (onnxruntime)"))
+register(Format("onnx-fp16", "model.fp16.onnx", "onnx", "ONNX", "fp16",
+                "edgekit.export.onnx_fp16", ONNX_RUNNER, needs=("onnx",),
+                help="model.fp16.onnx (for GPU hosts)"))
+register(Format("torchscript", "model.ts", "torchscript", "TorchScript", "fp32",
+                "edgekit.export.torchscript", TS_RUNNER, requires=("torch",), extra="train",
+                help="Write model.ts (fp32, traced and frozen)."))
+register(Format("torchscript-int8", "model.int8.ts", "torchscript", "TorchScript", "int8",
+                "edgekit.export.torchscript_int8", TS_RUNNER, requires=("torch",),
+                extra="train", help="model.int8.ts (torch.ao)"))

@@ -1,0 +1,70 @@
+"""The preprocess kind: one way raw input (a file, a body, a value) becomes a model input.
+
+Each kind (image, tabular, array, text) is a `Kind` registered in KINDS by its module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.registry import Registry
+
+KINDS: Registry = Registry("preprocess kind")
+
+
+class UnsupportedMediaType(EdgekitError):
+    """A body whose declared media type this kind does not take (HTTP 415)."""
+
+
+class Kind:
+    """One preprocess kind; subclasses override what differs. Instances are stateless."""
+
+    name = ""
+    keys: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    media_types: tuple[str, ...] = ()
+
+    def validate(self, spec: dict, source: str) -> None:
+        """Raise EdgekitError naming the first missing or ill-typed key of `spec`."""
+        missing = [k for k in self.keys if k not in spec]
+        if missing:
+            raise EdgekitError(f"{source}: manifest preprocess ({self.name}) is missing "
+                               f"{', '.join(missing)}")
+
+    def accepts(self, media_type: str | None) -> bool:
+        """Whether a body declared as `media_type` (None: not declared) may be decoded."""
+        if not media_type:
+            return True
+        major = media_type.partition("/")[0]
+        return any(t == media_type or t == f"{major}/*" for t in self.media_types)
+
+    def read(self, path: Path, spec: dict) -> Any:
+        raise NotImplementedError
+
+    def decode(self, body: bytes, media_type: str | None, spec: dict) -> Any:
+        raise NotImplementedError
+
+    def to_array(self, value: Any, spec: dict) -> np.ndarray:
+        raise NotImplementedError
+
+    def example(self, spec: dict) -> Any:
+        """A native value `serve` predicts once at start-up (None: skip the warm-up)."""
+        return None
+
+    def prepare(self, raw: Any, spec: dict, media_type: str | None = None) -> np.ndarray:
+        """A file path, an encoded body (bytes) or a native value -> one model input."""
+        if isinstance(raw, os.PathLike):
+            value = self.read(Path(raw), spec)
+        elif isinstance(raw, (bytes, bytearray, memoryview)):
+            if not self.accepts(media_type):
+                raise UnsupportedMediaType(
+                    f"{self.name} input is {', '.join(self.media_types)}; got {media_type}")
+            value = self.decode(bytes(raw), media_type, spec)
+        else:
+            value = raw
+        return self.to_array(value, spec)
