@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, one_line
 from edgekit.fileio import atomic_path
+from edgekit.rundir import CHECKPOINT
 
-CHECKPOINT = "checkpoint.pt"
 FORMAT = "edgekit-checkpoint"
 VERSION = 1
 
@@ -56,7 +56,7 @@ def load(path: Path) -> dict:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError variants
-        msg = " ".join(str(e).split())[:200]
+        msg = one_line(e, 200)
         raise EdgekitError(f"{str(path)!r} is not a readable edgekit checkpoint: "
                            f"{type(e).__name__}: {msg}") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:

@@ -14,6 +14,7 @@ import click
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError, Interrupted
+from edgekit.rundir import RunDir
 
 # Modules that only the `train` extra installs: the base install is the Pi runtime.
 TRAIN_EXTRA = {"torch", "torchvision", "onnx", "onnxscript", "sklearn", "tqdm", "matplotlib",
@@ -119,7 +120,7 @@ def train_cmd(recipe, overrides, out, resume, no_progress):
         run = training.train(load_recipe(recipe, overrides), out, progress=not no_progress)
     if run is None:  # a torchrun rank other than 0: rank 0 reports
         return
-    m = json.loads((run / "metrics.json").read_text())
+    m = json.loads(RunDir(run).metrics.read_text())
     task = get_task(m["task"])
     click.echo(f"run: {run}")
     click.echo(f"test {task.metric} {task.format(m['test_' + task.metric])} on "
@@ -182,7 +183,7 @@ def export_cmd(run, target, int8_method, exclude, allow_degraded, max_int8_drop,
                     allow_degraded=allow_degraded, max_int8_drop=max_int8_drop,
                     tune_seconds=tune_seconds)
     click.echo(report_markdown(report).rstrip())
-    click.echo(f"artifacts: {run / 'export'}")
+    click.echo(f"artifacts: {RunDir(run).export}")
 
 
 @main.command("predict")

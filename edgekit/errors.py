@@ -15,3 +15,8 @@ class Interrupted(EdgekitError):
 
 class EdgekitWarning(UserWarning):
     """Input that runs but may give meaningless results (NaN/inf): the CLI prints one line."""
+
+
+def one_line(error: object, limit: int = 300) -> str:
+    """A library's error message (often pages long, with a C++ trace) as one bounded line."""
+    return " ".join(str(error).split())[:limit]

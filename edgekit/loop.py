@@ -27,6 +27,7 @@ import numpy as np
 from edgekit.distributed import World
 from edgekit.errors import EdgekitError, Interrupted
 from edgekit.fileio import write_text
+from edgekit.rundir import RunDir
 
 # Weight of auxiliary classifier losses (inception_v3, googlenet) while training.
 AUX_WEIGHT = 0.4
@@ -77,9 +78,49 @@ def fit(recipe, data, progress: bool = True, run: Path | None = None,
         torch.set_num_threads(threads)
 
 
+@dataclass
+class _Run:
+    """Everything one training run sets up once and its epochs share."""
+
+    recipe: object
+    data: object
+    task: object
+    world: World
+    device: object
+    model: object  # nn.Module
+    net: object  # the model, or its DDP wrapper
+    loss_fn: object
+    opt: object
+    sched: object
+    scaler: object
+    amp_dtype: object
+    per_rank: int
+    steps: int  # per epoch
+    stateful: bool
+    channels_last: bool
+    progress: Progress
+    run: Path | None
+    workers: int
+    bar: object = None
+
+    def save(self) -> None:
+        """Checkpoint (rank 0) and wait: nobody runs ahead of, or exits before, it."""
+        from edgekit import checkpoint as ckpt
+
+        p = self.progress
+        if self.run is not None and self.world.main:
+            ckpt.save(RunDir(self.run).checkpoint, {
+                "recipe": self.recipe.to_dict(), "data_fingerprint": self.data.fingerprint(),
+                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict() if self.sched is not None else None,
+                "scaler": self.scaler.state_dict(), "progress": p.__dict__})
+            write_text(RunDir(self.run).log, "".join(log_line(h) + "\n" for h in p.history))
+        self.world.barrier()
+
+
 def _fit(recipe, data, progress: bool = True, run: Path | None = None,
          checkpoint: dict | None = None, world: World | None = None) -> Fit:
-    """Train `recipe`'s model on `data` (edgekit.data.DataSplits).
+    """Train `recipe`'s model on `data` (edgekit.data.DataSplits): epochs, then the result.
 
     A stateful model (`model.stateful`, e.g. an RNN whose hidden state runs across windows)
     reads each training stream's windows in order, one batch holding the next window of every
@@ -100,22 +141,45 @@ def _fit(recipe, data, progress: bool = True, run: Path | None = None,
             last checkpoint is kept).
         Interrupted: SIGINT/SIGTERM; the step was finished and a checkpoint saved first.
     """
-    import torch
     from tqdm import tqdm
 
-    from edgekit import checkpoint as ckpt
+    r = _setup(recipe, data, run, checkpoint, world or World())
+    p, cfg = r.progress, recipe.train
+    r.bar = tqdm(total=cfg.epochs * r.steps, initial=p.epoch * r.steps + p.step,
+                 desc=f"train {recipe.name}", unit="step", dynamic_ncols=True, mininterval=0.5,
+                 disable=not (progress and r.world.main and sys.stderr.isatty()))
+    with _StopOnSignal(quiet=not r.world.main) as stop:
+        for epoch in range(p.epoch + 1, 0 if p.stopped_early else cfg.epochs + 1):
+            t0 = time.perf_counter()
+            train_one_epoch(r, epoch, stop)
+            test = evaluate(r.model, data.test, r.per_rank, r.task, r.loss_fn, r.device, r.world)
+            end_of_epoch(r, epoch, test, time.perf_counter() - t0, progress)
+            if r.world.any(stop.signum is not None)[0]:
+                raise _interrupted(stop.signum, epoch + 1, 0, run)
+            if p.stopped_early:
+                break
+    r.bar.close()
+    if cfg.early_stop and p.best and "state" in p.best:
+        r.model.load_state_dict(p.best["state"])
+    return Fit(model=r.model, history=p.history, amp=_dtype_name(r.amp_dtype),
+               best_epoch=p.best["epoch"] if p.best else p.epoch, stopped_early=p.stopped_early,
+               seconds=p.seconds, device=str(r.device))
+
+
+def _setup(recipe, data, run: Path | None, checkpoint: dict | None, world: World) -> _Run:
+    """The model, optimizer, schedule and scaler on the right device, resumed if asked."""
+    import torch
+
     from edgekit.losses import build_loss
     from edgekit.models import prepare_model
-    from edgekit.optim import build_optimizer, build_scheduler, l1_penalty
+    from edgekit.optim import build_optimizer, build_scheduler
     from edgekit.tasks import get_task
 
-    cfg, world = recipe.train, world or World()
-    task = get_task(data.task)
+    cfg = recipe.train
     device = select_device(cfg.device, world)
     if recipe.data.batch_size % world.size:
         raise EdgekitError(f"data.batch_size {recipe.data.batch_size} is the global batch: it "
                            f"must divide evenly among {world.size} processes")
-    per_rank = recipe.data.batch_size // world.size
     _seed(cfg.seed)  # the same initial weights on every rank
     model, head = prepare_model(recipe.model, data.input_shape, len(data.labels),
                                 load_weights=checkpoint is None, preprocess=data.preprocess)
@@ -129,133 +193,139 @@ def _fit(recipe, data, progress: bool = True, run: Path | None = None,
     channels_last = cfg.channels_last and device.type == "cuda" and len(data.input_shape) == 3
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    net = model
-    if world.size > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    steps_per_epoch = math.ceil(math.ceil(len(data.train) / world.size) / per_rank)
-    loss_fn = build_loss(cfg.loss, task, cfg.label_smoothing)
+    net = model if world.size == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+    per_rank = recipe.data.batch_size // world.size
+    steps = math.ceil(math.ceil(len(data.train) / world.size) / per_rank)
+    task = get_task(data.task)
     opt = build_optimizer(model, cfg, head)
-    sched = build_scheduler(opt, cfg, steps_per_epoch)
     amp_dtype = select_amp(device, cfg.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    aux_weight = getattr(model, "aux_weight", AUX_WEIGHT)
-    frozen = list(getattr(model, "frozen_modules", ()))
-
-    p = Progress(world=world.size)
+    r = _Run(recipe, data, task, world, device, model, net,
+             build_loss(cfg.loss, task, cfg.label_smoothing), opt,
+             build_scheduler(opt, cfg, steps),
+             torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16), amp_dtype,
+             per_rank, steps, stateful, channels_last, Progress(world=world.size), run,
+             recipe.data.workers if recipe.data.workers >= 0 else (
+                 4 if device.type == "cuda" else 0))
     if checkpoint is not None:
-        p = Progress(**checkpoint["progress"])
-        if p.step and p.world != world.size:
-            raise EdgekitError(f"the run stopped mid-epoch with {p.world} process(es); resume it "
-                               f"with the same number (torchrun --nproc_per_node={p.world})")
-        p.world = world.size
-        model.load_state_dict(checkpoint["model"])
-        opt.load_state_dict(checkpoint["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        ckpt.set_rng_state(checkpoint["rng"])
+        _resume(r, checkpoint)
+    return r
 
-    fingerprint = data.fingerprint()
 
-    def save() -> None:
-        if run is not None and world.main:
-            ckpt.save(run / ckpt.CHECKPOINT, {
-                "recipe": recipe.to_dict(), "data_fingerprint": fingerprint,
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict() if sched is not None else None,
-                "scaler": scaler.state_dict(), "progress": p.__dict__})
-            write_text(run / "train.log", "".join(log_line(h) + "\n" for h in p.history))
-        world.barrier()  # nobody runs ahead of (or exits before) the checkpoint
+def _resume(r: _Run, checkpoint: dict) -> None:
+    from edgekit import checkpoint as ckpt
 
-    pin = device.type == "cuda"
-    workers = recipe.data.workers if recipe.data.workers >= 0 else (4 if pin else 0)
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=p.epoch * steps_per_epoch + p.step,
-               desc=f"train {recipe.name}", unit="step", dynamic_ncols=True, mininterval=0.5,
-               disable=not (progress and world.main and sys.stderr.isatty()))
-    with _StopOnSignal(quiet=not world.main) as stop:
-        for epoch in range(p.epoch + 1, 0 if p.stopped_early else cfg.epochs + 1):
-            t0 = time.perf_counter()
-            order = (list(range(len(data.train))) if stateful  # streams in time order
-                     else epoch_order(len(data.train), cfg.seed, epoch, world))[p.step * per_rank:]
-            # Whole batches by index: one fancy-indexing read per batch, not one per sample.
-            batches = [order[i:i + per_rank] for i in range(0, len(order), per_rank)]
-            state = None  # a stateful model starts every pass over its streams from zeros
-            loader = torch.utils.data.DataLoader(
-                data.train, batch_size=None, sampler=batches, num_workers=workers,
-                pin_memory=pin, generator=torch.Generator().manual_seed(cfg.seed + epoch))
-            net.train()
-            for m in frozen:  # a frozen backbone keeps its BatchNorm statistics too
-                m.eval()
-            for x, y in loader:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                x = augment(x, cfg.shift, cfg.flip)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out, state = forward(net, x, state)  # (B, K), or (main, *aux) in training
-                    main, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
-                    loss = loss_fn(main, y) + sum(aux_weight * loss_fn(a, y) for a in aux)
-                    if cfg.l1:
-                        loss = loss + cfg.l1 * l1_penalty(model)
-                value = loss.item()
-                stopping, diverged = world.any(stop.signum is not None, not math.isfinite(value))
-                if diverged:  # before the update: the weights and checkpoint stay good
-                    raise EdgekitError(
-                        f"training diverged at epoch {epoch} step {p.step + 1}: the loss is "
-                        f"{value if not math.isfinite(value) else 'not finite on another rank'}"
-                        f"; {_kept(run)}lower train.lr and train again")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip:
-                    scaler.unscale_(opt)  # clip the true gradients, not the fp16-scaled ones
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                if sched is not None:
-                    sched.step()
-                n = len(y)
-                p.step += 1
-                p.partial["seen"] += n
-                p.partial["loss"] += value * n
-                p.partial["score"] += task.score(main.detach().float().cpu().numpy(),
-                                                 y.cpu().numpy()) * n
-                bar.update()
-                if stopping:
-                    save()
-                    raise _interrupted(stop.signum, epoch, p.step, run)
-            test = evaluate(model, data.test, per_rank, task, loss_fn, device, world)
-            seen = max(1, p.partial["seen"])
-            p.history.append({
-                "epoch": epoch, "train_loss": p.partial["loss"] / seen,
-                f"train_{task.metric}": p.partial["score"] / seen, "test_loss": test["loss"],
-                f"test_{task.metric}": test[task.metric], "lr": opt.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - t0})
-            p.seconds += time.perf_counter() - t0
-            p.epoch, p.step, p.partial = epoch, 0, Progress().partial
-            metric = test[task.metric]
-            if task.better(metric, p.best and p.best["metric"]):
-                p.best = {"epoch": epoch, "metric": metric}
-                if cfg.early_stop:  # the weights to return if training stops early
-                    p.best["state"] = ckpt.to_cpu(
-                        {k: v.clone() for k, v in model.state_dict().items()})
-            elif cfg.early_stop and epoch - p.best["epoch"] >= cfg.early_stop:
-                p.stopped_early = True
-            bar.set_postfix(epoch=epoch, loss=f"{p.history[-1]['train_loss']:.3f}",
-                            test=task.format(metric))
-            if progress and world.main and bar.disable:  # a log file or CI: one line an epoch
-                print(log_line(p.history[-1]), file=sys.stderr, flush=True)
-            save()
-            if world.any(stop.signum is not None)[0]:
-                raise _interrupted(stop.signum, epoch + 1, 0, run)
-            if p.stopped_early:
-                break
-    bar.close()
-    if cfg.early_stop and p.best and "state" in p.best:
-        model.load_state_dict(p.best["state"])
-    return Fit(model=model, history=p.history, amp=_dtype_name(amp_dtype),
-               best_epoch=p.best["epoch"] if p.best else p.epoch, stopped_early=p.stopped_early,
-               seconds=p.seconds, device=str(device))
+    p = r.progress = Progress(**checkpoint["progress"])
+    if p.step and p.world != r.world.size:
+        raise EdgekitError(f"the run stopped mid-epoch with {p.world} process(es); resume it "
+                           f"with the same number (torchrun --nproc_per_node={p.world})")
+    p.world = r.world.size
+    r.model.load_state_dict(checkpoint["model"])
+    r.opt.load_state_dict(checkpoint["optimizer"])
+    if r.sched is not None:
+        r.sched.load_state_dict(checkpoint["scheduler"])
+    r.scaler.load_state_dict(checkpoint["scaler"])
+    ckpt.set_rng_state(checkpoint["rng"])
+
+
+def train_one_epoch(r: _Run, epoch: int, stop: _StopOnSignal) -> None:
+    """One pass over this rank's share of the training split, from where a resume left it.
+
+    Raises:
+        EdgekitError: the loss became NaN/inf (before the update: the checkpoint stays good).
+        Interrupted: a signal arrived; the step was finished and a checkpoint saved.
+    """
+    import torch
+
+    p, cfg, data = r.progress, r.recipe.train, r.data
+    order = (list(range(len(data.train))) if r.stateful  # streams in time order
+             else epoch_order(len(data.train), cfg.seed, epoch, r.world))[p.step * r.per_rank:]
+    # Whole batches by index: one fancy-indexing read per batch, not one per sample.
+    batches = [order[i:i + r.per_rank] for i in range(0, len(order), r.per_rank)]
+    loader = torch.utils.data.DataLoader(
+        data.train, batch_size=None, sampler=batches, num_workers=r.workers,
+        pin_memory=r.device.type == "cuda",
+        generator=torch.Generator().manual_seed(cfg.seed + epoch))
+    r.net.train()
+    for m in getattr(r.model, "frozen_modules", ()):  # a frozen backbone keeps its BN stats
+        m.eval()
+    state = None  # a stateful model starts every pass over its streams from zeros
+    for x, y in loader:
+        state, stopping = train_step(r, x, y, state, epoch, stop)
+        r.bar.update()
+        if stopping:
+            r.save()
+            raise _interrupted(stop.signum, epoch, p.step, r.run)
+
+
+def train_step(r: _Run, x, y, state, epoch: int, stop: _StopOnSignal):
+    """Forward, loss, backward and update on one batch. Returns (state, stop requested)."""
+    import torch
+
+    from edgekit.optim import l1_penalty
+
+    cfg, p = r.recipe.train, r.progress
+    x, y = x.to(r.device, non_blocking=True), y.to(r.device, non_blocking=True)
+    x = augment(x, cfg.shift, cfg.flip)
+    if r.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(r.device.type, dtype=r.amp_dtype, enabled=r.amp_dtype is not None):
+        out, state = forward(r.net, x, state)  # (B, K), or (main, *aux) in training
+        main, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+        weight = getattr(r.model, "aux_weight", AUX_WEIGHT)
+        loss = r.loss_fn(main, y) + sum(weight * r.loss_fn(a, y) for a in aux)
+        if cfg.l1:
+            loss = loss + cfg.l1 * l1_penalty(r.model)
+    value = loss.item()
+    stopping, diverged = r.world.any(stop.signum is not None, not math.isfinite(value))
+    if diverged:  # before the update: the weights and checkpoint stay good
+        raise EdgekitError(
+            f"training diverged at epoch {epoch} step {p.step + 1}: the loss is "
+            f"{value if not math.isfinite(value) else 'not finite on another rank'}"
+            f"; {_kept(r.run)}lower train.lr and train again")
+    r.opt.zero_grad(set_to_none=True)
+    r.scaler.scale(loss).backward()
+    if cfg.grad_clip:
+        r.scaler.unscale_(r.opt)  # clip the true gradients, not the fp16-scaled ones
+        torch.nn.utils.clip_grad_norm_(r.model.parameters(), cfg.grad_clip)
+    r.scaler.step(r.opt)
+    r.scaler.update()
+    if r.sched is not None:
+        r.sched.step()
+    n = len(y)
+    p.step += 1
+    p.partial["seen"] += n
+    p.partial["loss"] += value * n
+    p.partial["score"] += r.task.score(main.detach().float().cpu().numpy(), y.cpu().numpy()) * n
+    return state, stopping
+
+
+def end_of_epoch(r: _Run, epoch: int, test: dict, seconds: float, progress: bool) -> None:
+    """History, best epoch and early stopping, the log line, then the checkpoint."""
+    from edgekit import checkpoint as ckpt
+
+    p, cfg, metric_name = r.progress, r.recipe.train, r.task.metric
+    seen = max(1, p.partial["seen"])
+    p.history.append({
+        "epoch": epoch, "train_loss": p.partial["loss"] / seen,
+        f"train_{metric_name}": p.partial["score"] / seen, "test_loss": test["loss"],
+        f"test_{metric_name}": test[metric_name], "lr": r.opt.param_groups[0]["lr"],
+        "seconds": seconds})
+    p.seconds += seconds
+    p.epoch, p.step, p.partial = epoch, 0, Progress().partial
+    metric = test[metric_name]
+    if r.task.better(metric, p.best and p.best["metric"]):
+        p.best = {"epoch": epoch, "metric": metric}
+        if cfg.early_stop:  # the weights to return if training stops early
+            p.best["state"] = ckpt.to_cpu(
+                {k: v.clone() for k, v in r.model.state_dict().items()})
+    elif cfg.early_stop and epoch - p.best["epoch"] >= cfg.early_stop:
+        p.stopped_early = True
+    r.bar.set_postfix(epoch=epoch, loss=f"{p.history[-1]['train_loss']:.3f}",
+                      test=r.task.format(metric))
+    if progress and r.world.main and r.bar.disable:  # a log file or CI: one line an epoch
+        print(log_line(p.history[-1]), file=sys.stderr, flush=True)
+    r.save()
 
 
 def epoch_order(n: int, seed: int, epoch: int, world: World) -> list[int]:
@@ -385,11 +455,9 @@ def _dtype_name(dtype) -> str | None:
 
 
 def _kept(run: Path | None) -> str:
-    from edgekit.checkpoint import CHECKPOINT
-
-    if run is None or not (run / CHECKPOINT).is_file():
+    if run is None or not RunDir(run).checkpoint.is_file():
         return ""
-    return f"the last good checkpoint is kept in {str(run / CHECKPOINT)!r}; "
+    return f"the last good checkpoint is kept in {str(RunDir(run).checkpoint)!r}; "
 
 
 def _interrupted(signum: int | None, epoch: int, step: int, run: Path | None) -> Interrupted:

@@ -25,7 +25,7 @@ def param_groups(model, cfg, head: set[str]) -> list[dict]:
     """Trainable parameters, split into backbone and head when their learning rates differ.
 
     Args:
-        head: names of the head's parameters (edgekit.models.head_names); with
+        head: names of the head's parameters (edgekit.models.prepare_model returns them); with
             cfg.backbone_lr_scale != 1 the rest train at lr x backbone_lr_scale.
 
     Raises:

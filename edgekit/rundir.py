@@ -1,4 +1,4 @@
-"""The files of a run directory, named once (`edgekit train` writes them, the rest reads them).
+"""The files of a run directory, named once: `edgekit train` writes them, the rest reads them.
 
     RUN/recipe.yaml          the resolved recipe, every default filled in
     RUN/model.safetensors    the trained weights
@@ -11,33 +11,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+RECIPE, WEIGHTS, METRICS = "recipe.yaml", "model.safetensors", "metrics.json"
+CHECKPOINT, LOG, CURVES = "checkpoint.pt", "train.log", "curves.png"
+EXPORT = "export"
+MANIFEST, REPORT, REPORT_MD = "manifest.json", "report.json", "report.md"
+SAMPLES, BENCH = "samples.npz", "bench.json"
 
-@dataclass(frozen=True)
+
 class RunDir:
-    """Paths inside one run directory (nothing is read or created by building one)."""
-
-    root: Path
+    """Paths inside one run directory (building one reads and creates nothing)."""
 
     def __init__(self, root: str | Path):
-        object.__setattr__(self, "root", Path(root))
-
-    recipe = property(lambda self: self.root / "recipe.yaml")
-    weights = property(lambda self: self.root / "model.safetensors")
-    metrics = property(lambda self: self.root / "metrics.json")
-    checkpoint = property(lambda self: self.root / "checkpoint.pt")
-    log = property(lambda self: self.root / "train.log")
-    curves = property(lambda self: self.root / "curves.png")
-    sample = property(lambda self: self.root / "sample.png")
-    export = property(lambda self: self.root / "export")
-    manifest = property(lambda self: self.export / "manifest.json")
-    report = property(lambda self: self.export / "report.json")
-    report_md = property(lambda self: self.export / "report.md")
-    samples = property(lambda self: self.export / "samples.npz")
-    bench = property(lambda self: self.export / "bench.json")
+        self.root = Path(root)
+        self.recipe = self.root / RECIPE
+        self.weights = self.root / WEIGHTS
+        self.metrics = self.root / METRICS
+        self.checkpoint = self.root / CHECKPOINT
+        self.log = self.root / LOG
+        self.curves = self.root / CURVES
+        self.export = self.root / EXPORT
+        self.report = self.export / REPORT
+        self.bench = self.export / BENCH
 
     def finished(self) -> bool:
-        """True when training wrote its result (metrics.json and the weights)."""
-        return self.metrics.is_file() and self.weights.is_file()
+        """True when training wrote its result (metrics.json, last)."""
+        return self.metrics.is_file()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.rundir import RunDir
 from edgekit.table import table
 
 
@@ -16,16 +17,16 @@ def summarize(run: str | Path) -> str:
         EdgekitError: the run or its export is missing.
     """
     run = Path(run)
-    metrics = _load(run / "metrics.json", "a run directory (run `edgekit train`)")
-    report = _load(run / "export" / "report.json", "an export (run `edgekit export`)")
-    bench_path = run / "export" / "bench.json"
+    metrics = _load(RunDir(run).metrics, "a run directory (run `edgekit train`)")
+    report = _load(RunDir(run).report, "an export (run `edgekit export`)")
+    bench_path = RunDir(run).bench
     bench = _load(bench_path, "a benchmark") if bench_path.is_file() else None
     p50, batch, threads = _latency(bench) if bench else ({}, None, None)
 
     from edgekit.tasks import get_task
 
     task = get_task(report.get("task", "classification"))  # accuracy, or mse for regression
-    weights = run / "model.safetensors"
+    weights = RunDir(run).weights
     size = f"{weights.stat().st_size / 1024:.1f}" if weights.is_file() else "-"
     rows = [("model", "format", "precision", task.metric, "size KB", "p50 ms"),
             ("pytorch (trained)", "safetensors", "fp32", task.format(report['pytorch']['score']),

@@ -25,11 +25,10 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit import checkpoint as ckpt
-from edgekit.errors import EdgekitError, Interrupted
+from edgekit.errors import EdgekitError, Interrupted, one_line
 from edgekit.fileio import write_json, write_text
 from edgekit.recipe import Recipe, from_dict
-
-WEIGHTS = "model.safetensors"
+from edgekit.rundir import CHECKPOINT, METRICS, RECIPE, WEIGHTS, RunDir
 
 
 def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) -> Path | None:
@@ -79,7 +78,7 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
         except Interrupted:
             raise
         except BaseException:
-            if world.main and not (run / ckpt.CHECKPOINT).exists():
+            if world.main and not RunDir(run).checkpoint.exists():
                 shutil.rmtree(run, ignore_errors=True)  # stopped before anything worth keeping
             raise
         return _finish(run, recipe, data, result, world)
@@ -128,21 +127,21 @@ def resumable(run: Path) -> dict:
 
     if not run.is_dir():
         raise EdgekitError(f"--resume: run directory {str(run)!r} does not exist")
-    if (run / "metrics.json").is_file():
+    if RunDir(run).finished():
         raise EdgekitError(f"--resume: run {str(run)!r} is finished (it has metrics.json); "
                            "nothing to resume")
-    if not (run / ckpt.CHECKPOINT).is_file() or not (run / "recipe.yaml").is_file():
+    if not RunDir(run).checkpoint.is_file() or not RunDir(run).recipe.is_file():
         raise EdgekitError(f"--resume: {str(run)!r} is not an unfinished edgekit run (no "
-                           f"{ckpt.CHECKPOINT} and recipe.yaml); expected a run directory left "
+                           f"{CHECKPOINT} and {RECIPE}); expected a run directory left "
                            "by an interrupted `edgekit train`")
-    content = ckpt.load(run / ckpt.CHECKPOINT)
+    content = ckpt.load(RunDir(run).checkpoint)
     try:
-        saved = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))
+        saved = yaml.safe_load(RunDir(run).recipe.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError):
         saved = None
     if saved != content.get("recipe"):
-        raise EdgekitError(f"--resume: {str(run / ckpt.CHECKPOINT)!r} was not written for the "
-                           f"recipe in {str(run / 'recipe.yaml')!r}; it belongs to another run")
+        raise EdgekitError(f"--resume: {str(RunDir(run).checkpoint)!r} was not written for the "
+                           f"recipe in {str(RunDir(run).recipe)!r}; it belongs to another run")
     return content
 
 
@@ -160,22 +159,22 @@ def load_run(run: str | Path):
     run = Path(run)
     if not run.is_dir():
         raise EdgekitError(f"run directory {str(run)!r} does not exist")
-    missing = [f for f in ("recipe.yaml", WEIGHTS, "metrics.json") if not (run / f).is_file()]
-    if missing and (run / ckpt.CHECKPOINT).is_file():
+    missing = [f for f in (RECIPE, WEIGHTS, METRICS) if not (run / f).is_file()]
+    if missing and RunDir(run).checkpoint.is_file():
         raise EdgekitError(f"run {str(run)!r} is unfinished; continue it with "
                            f"`edgekit train --resume {run}`")
     if missing:
         raise EdgekitError(f"{str(run)!r} is not a run directory (missing {', '.join(missing)})")
     try:
-        recipe = from_dict(yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8")))
-        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+        recipe = from_dict(yaml.safe_load(RunDir(run).recipe.read_text(encoding="utf-8")))
+        metrics = json.loads(RunDir(run).metrics.read_text(encoding="utf-8"))
         model, _ = prepare_model(recipe.model, metrics["input_shape"], len(metrics["labels"]),
                                  load_weights=False, preprocess=metrics["preprocess"])
         model.load_state_dict(load_file(run / WEIGHTS))
     except EdgekitError as e:
         raise EdgekitError(f"run {str(run)!r}: {e}") from None
     except Exception as e:  # corrupt YAML/JSON/safetensors, or weights of another model
-        msg = " ".join(str(e).split())[:300]
+        msg = one_line(e)
         raise EdgekitError(f"run {str(run)!r} is damaged: {type(e).__name__}: {msg}") from None
     return recipe, model.eval(), metrics
 
@@ -189,7 +188,7 @@ def _claim(run: Path, recipe: Recipe) -> None:
         os.mkdir(run)  # exclusive: another process can't have claimed the name meanwhile
     except FileExistsError:
         raise EdgekitError(f"{str(run)!r} appeared while this ran; not replacing it") from None
-    write_text(run / "recipe.yaml", recipe.to_yaml())
+    write_text(RunDir(run).recipe, recipe.to_yaml())
 
 
 def _finish(run: Path, recipe: Recipe, data, result, world) -> Path | None:
@@ -235,10 +234,10 @@ def _finish(run: Path, recipe: Recipe, data, result, world) -> Path | None:
         metrics["sample"] = {"file": "sample.png", "label": data.labels[int(data.test.y[0])]}
         data.test.image(0).save(run / "sample.png")
     _save_weights(result.model, run / WEIGHTS)
-    write_text(run / "train.log", "\n".join(log_line(h) for h in result.history) + "\n")
-    _plot_curves(result.history, run / "curves.png", recipe.name, task.metric)
-    write_json(run / "metrics.json", metrics)
-    (run / ckpt.CHECKPOINT).unlink(missing_ok=True)
+    write_text(RunDir(run).log, "\n".join(log_line(h) for h in result.history) + "\n")
+    _plot_curves(result.history, RunDir(run).curves, recipe.name, task.metric)
+    write_json(RunDir(run).metrics, metrics)
+    RunDir(run).checkpoint.unlink(missing_ok=True)
     world.barrier()
     return run
 

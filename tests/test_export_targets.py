@@ -7,6 +7,8 @@ import pytest
 from edgekit import machine
 from edgekit.errors import EdgekitError
 from edgekit.export import targets
+from edgekit.export.torchscript_int8 import engine_for
+from edgekit.quant import Scheme
 
 CPUINFO = Path(__file__).parent / "data" / "cpuinfo"
 
@@ -18,7 +20,7 @@ def facts(arch: str, isa: dict, emulated: bool = False) -> dict:
 @pytest.mark.parametrize("name", ["pi4", "pi5", "arm64"])
 def test_arm_presets_are_qnnpack_and_s8s8_qdq(name):
     t = targets.resolve(name)
-    assert t.engine == "qnnpack" and t.arch == "aarch64" and not t.tune
+    assert engine_for(t) == "qnnpack" and t.arch == "aarch64" and not t.tune
     assert [x.name for x in t.static] == ["qdq-s8s8-pc"]  # symmetric per-channel int8 weights
     assert not t.static[0].reduce_range
     assert [x.name for x in t.dynamic] == ["dyn-u8s8"]
@@ -27,7 +29,7 @@ def test_arm_presets_are_qnnpack_and_s8s8_qdq(name):
 
 def test_x86_preset_is_u8s8_with_reduce_range():
     t = targets.resolve("x86")
-    assert t.engine == "x86" and not t.tune
+    assert engine_for(t) == "x86" and not t.tune
     assert [x.name for x in t.static] == ["qdq-u8s8-pc-rr"]
     assert t.static[0].activations == "uint8" and t.static[0].reduce_range
     assert "reduce_range" in t.source
@@ -36,7 +38,7 @@ def test_x86_preset_is_u8s8_with_reduce_range():
 def test_local_on_a_recorded_zen5_with_vnni():
     text = (CPUINFO / "x86_64-amd-epyc-zen5.txt").read_text()
     t = targets.local_target(facts("x86_64", machine.isa_features(text, "x86_64")))
-    assert t.tune and t.engine == "x86"
+    assert t.tune and engine_for(t) == "x86"
     names = [x.name for x in t.static]
     # U8S8 first (fast on every measured x86), the others timed against it; no 7-bit weights
     # with VNNI; never S8S8 QOperator (slow on x86-64 per onnxruntime's guide).
@@ -62,20 +64,20 @@ def test_local_x86_with_avx_vnni_int8_tries_s8s8_first():
 @pytest.mark.parametrize("dotprod", [True, False])
 def test_local_arm_uses_qnnpack_and_times_both_signednesses(dotprod):
     t = targets.local_target(facts("aarch64", {"neon": True, "dotprod": dotprod}))
-    assert t.engine == "qnnpack" and t.tune
+    assert engine_for(t) == "qnnpack" and t.tune
     assert [x.name for x in t.static] == ["qdq-s8s8-pc", "qdq-u8s8-pc"]
     assert ("no dot product" in t.description) != dotprod
 
 
 def test_emulated_arm_is_not_timed():
     t = targets.local_target(facts("aarch64", {"neon": True}, emulated=True))
-    assert not t.tune and t.engine == "qnnpack"
+    assert not t.tune and engine_for(t) == "qnnpack"
     assert "emulation" in t.description
 
 
 def test_this_machine_resolves():
     t = targets.resolve("local")
-    assert t.name == "local" and t.static and t.engine in ("x86", "qnnpack")
+    assert t.name == "local" and t.static and engine_for(t) in ("x86", "qnnpack")
 
 
 def test_unknown_target_names_the_choices():
@@ -84,8 +86,8 @@ def test_unknown_target_names_the_choices():
         targets.resolve("pi3")
 
 
-def test_layout_names_say_what_they_are():
-    assert targets.Layout(quant_format="qoperator", activations="uint8", per_channel=False,
-                          reduce_range=True).name == "qop-u8s8-rr"
-    assert targets.Layout(method="dynamic", weights="uint8").name == "dyn-u8u8-pc"
-    assert targets.Layout().to_dict()["name"] == "qdq-s8s8-pc"
+def test_scheme_names_say_what_they_are():
+    assert Scheme(form="qoperator", activations="uint8", per_channel=False,
+                  reduce_range=True).name == "qop-u8s8-rr"
+    assert Scheme(mode="dynamic", weights="uint8").name == "dyn-u8u8-pc"
+    assert Scheme().to_dict()["name"] == "qdq-s8s8-pc"

@@ -41,7 +41,7 @@ def bar_chart(report: dict, out: str | Path) -> Path:
                        edgecolor="black" if m["emulated"] else None, linewidth=0.4)
         for bar, v in zip(bars, ms, strict=True):
             if v:
-                ax.annotate(_ms(v), (bar.get_width(), bar.get_y() + bar.get_height() / 2),
+                ax.annotate(f"{v:.3g}", (bar.get_width(), bar.get_y() + bar.get_height() / 2),
                             xytext=(3, 0), textcoords="offset points", va="center",
                             fontsize=7)
     ax.set_yticks(range(len(rows)))
@@ -74,7 +74,3 @@ def legend_label(machine: dict, baseline: str) -> str:
 def _row_label(r: dict) -> str:
     model = f"{r['model']}/" if r["model"] else ""
     return f"{model}{r['file']}\nbatch {r['batch']}, threads {r['threads']}"
-
-
-def _ms(value: float) -> str:
-    return f"{value:.3g}"

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekit.bench.stats import NOISY_CV
+from edgekit.bench.stats import NOISY_CV, ms_text
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
 from edgekit.table import flagged, table
@@ -127,7 +127,7 @@ def format_compare(report: dict) -> str:
     columns = [[r["model"] or "-" for r in rows], [r["file"] for r in rows],
                [r["batch"] for r in rows], [r["threads"] for r in rows]]
     for m, title in zip(machines, head[4:], strict=False):
-        values = [None if r["ms"][m["letter"]] is None else _ms(r["ms"][m["letter"]])
+        values = [None if r["ms"][m["letter"]] is None else ms_text(r["ms"][m["letter"]])
                   for r in rows]
         columns.append(flagged(values, [m["letter"] in r["noisy"] for r in rows], title))
     for m in others:
@@ -290,7 +290,3 @@ def _ratio(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
-
-
-def _ms(value: float) -> str:
-    return f"{value:.4g}" if value < 1000 else f"{value:.0f}"

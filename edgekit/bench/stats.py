@@ -103,6 +103,11 @@ def interleaved(calls: list[tuple], rounds: int, runs, warmup, seconds: float | 
     return times
 
 
+def ms_text(value: float) -> str:
+    """A latency for tables: 4 significant digits, whole milliseconds from a second up."""
+    return f"{value:.4g}" if value < 1000 else f"{value:.0f}"
+
+
 def latency_stats(ms: np.ndarray, *, batch: int = 1) -> dict:
     """Percentiles, spread, a 95% interval of the median, and throughput.
 

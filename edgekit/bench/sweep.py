@@ -17,9 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__, formats
-from edgekit.bench.stats import NOISY_CV, interleaved, latency_stats, noise_warning, verdict
+from edgekit.bench.stats import (
+    NOISY_CV,
+    interleaved,
+    latency_stats,
+    ms_text,
+    noise_warning,
+    verdict,
+)
 from edgekit.errors import EdgekitError
 from edgekit.machine import machine_info, usable_cores
+from edgekit.rundir import REPORT, RunDir
 from edgekit.table import flagged, table
 
 KIND = "edgekit-bench"  # the "kind" of the JSON this writes; README "Bench JSON" documents it
@@ -120,8 +128,8 @@ def expand(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
         if not path.is_dir():
             files.append(path)  # runtime.load names a missing file or a wrong suffix
             continue
-        export = path / "export" if (path / "export" / "report.json").is_file() else path
-        report_path = export / "report.json"
+        export = RunDir(path).export if RunDir(path).report.is_file() else path
+        report_path = export / REPORT
         if not report_path.is_file():
             raise EdgekitError(f"{str(path)!r} is a directory but not a run or export "
                                "directory (no export/report.json); expected an artifact file "
@@ -170,8 +178,8 @@ def format_table(report: dict) -> str:
     for r, cv_cell in zip(results, cv, strict=True):
         low, high = r["ci95_ms"]
         rows.append((r["file"], r["precision"], r["batch"], r["threads"], r["runs"],
-                     _ms(r["p50_ms"]), f"{_ms(low)}-{_ms(high)}", _ms(r["p90_ms"]),
-                     _ms(r["p99_ms"]), _ms(r["mean_ms"]), _ms(r["std_ms"]), cv_cell,
+                     ms_text(r["p50_ms"]), f"{ms_text(low)}-{ms_text(high)}", ms_text(r["p90_ms"]),
+                     ms_text(r["p99_ms"]), ms_text(r["mean_ms"]), ms_text(r["std_ms"]), cv_cell,
                      f"{r['throughput_per_s']:.4g}"))
     lines = [head, table(rows)]
     for c in report["comparisons"]:
@@ -241,7 +249,3 @@ def _loadavg() -> list[float] | None:
 
 def _threads(n: int) -> str:
     return "1 thread" if n == 1 else f"{n} threads"
-
-
-def _ms(value: float) -> str:
-    return f"{value:.4g}" if value < 1000 else f"{value:.0f}"

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgekit.data.images import Images, image_splits
 from edgekit.data.splits import DataUnavailable, register_dataset
+from edgekit.errors import one_line
 
 TIMEOUT = 5.0  # seconds to reach a download host before calling the network unreachable
 # CIFAR-10 file name -> md5 replacing torchvision's (for a copy whose sums are known to differ).
@@ -113,7 +114,7 @@ def _open(cls, title: str, cfg, train: bool):
             with _socket_timeout(60):
                 return cls(str(root), train=train, download=True)
         except (OSError, RuntimeError) as e:
-            reason = " ".join(str(e).split())[:200]
+            reason = one_line(e, 200)
     raise DataUnavailable(f"{title} is not in {str(where)!r} and the download failed ({reason});"
                           " download it on a machine with internet access and copy it there, or "
                           "--set data.root=DIR where a copy is")

@@ -37,8 +37,9 @@ from edgekit.export.choose import Candidate, choose, time_candidates
 from edgekit.export.prepare import Options, Prepared, prepare
 from edgekit.export.report import build_report, manifest_entry, report_markdown
 from edgekit.fileio import atomic_dir, atomic_path, write_json, write_text
+from edgekit.rundir import BENCH, MANIFEST, REPORT, REPORT_MD, SAMPLES, RunDir
 
-REWRITTEN = ("manifest.json", "report.json", "report.md", "samples.npz")  # by every export
+REWRITTEN = (MANIFEST, REPORT, REPORT_MD, SAMPLES)  # by every export
 __all__ = ["export", "report_markdown", "ExportContext"]
 
 
@@ -79,7 +80,7 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
     started = time.perf_counter()
     opts = Options(**options)
     prep = prepare(run, _ordered(formats), opts)
-    out = Path(run) / "export"
+    out = RunDir(run).export
     with atomic_dir(out) as stage:
         kept_files = _keep_previous(out, stage, {f.file for f in prep.formats})
         cands = write_candidates(prep, stage)
@@ -117,12 +118,12 @@ def publish(stage: Path, prep: Prepared, final: list[Candidate], report: dict,
     from edgekit.manifest import with_files
 
     files = {c.fmt.file: manifest_entry(c) for c in final}
-    write_json(stage / "manifest.json", with_files(prep.manifest, stage, files))
-    with atomic_path(stage / "samples.npz") as tmp, open(tmp, "wb") as f:
+    write_json(stage / MANIFEST, with_files(prep.manifest, stage, files))
+    with atomic_path(stage / SAMPLES) as tmp, open(tmp, "wb") as f:
         np.savez(f, x=prep.samples[0], y=prep.samples[1])
     report["export_seconds"] = round(time.perf_counter() - started, 2)
-    write_json(stage / "report.json", report)
-    write_text(stage / "report.md", report_markdown(report))
+    write_json(stage / REPORT, report)
+    write_text(stage / REPORT_MD, report_markdown(report))
 
 
 def _ordered(names: list[str]) -> list:
@@ -183,7 +184,7 @@ def _link_or_copy(src, dst) -> None:
 def _notes(stage: Path, prep: Prepared, kept: list[Candidate]) -> list[str]:
     notes = [f"{c.fmt.file} was kept from the previous export (not asked to rebuild) and "
              f"fails today's check: {c.check.why}" for c in kept if not c.check.passed]
-    bench = stage / "bench.json"
+    bench = stage / BENCH
     if bench.is_file():
         import json
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, one_line
 
 
-def conversion_error(fmt: str, e: Exception) -> EdgekitError:
+def conversion_error(what: str, e: Exception) -> EdgekitError:
     """One line for a model that a format cannot take, naming the operator when known.
 
     Args:
-        fmt: the format, as the user should read it ("onnx (opset 18)", "torchscript").
+        what: the format, as the user should read it ("onnx (opset 18)", "torchscript").
         e: what torch.onnx / torch.jit / torch.fx raised (their messages run to pages).
     """
     text = str(e)
@@ -19,9 +19,9 @@ def conversion_error(fmt: str, e: Exception) -> EdgekitError:
           or re.search(r"target=torch\.ops\.([\w.]+?)(?:\.default)?\]?\(", text)
           or re.search(r"[Uu]nsupported (?:operator|op|node)[^\w]*([\w:.]+)", text))
     if op:
-        return EdgekitError(f"{fmt}: operator {op.group(1)} cannot be exported; keep it out of "
+        return EdgekitError(f"{what}: operator {op.group(1)} cannot be exported; keep it out of "
                             "the model or export another format")
     causes = re.findall(r"<class '[\w.]+'>: (.+)", text)
     first = (causes[0] if causes else next((s for s in text.splitlines() if s.strip()), ""))
-    return EdgekitError(f"{fmt}: the model cannot be exported: {type(e).__name__}: "
-                        f"{' '.join(first.split())[:240]}")
+    return EdgekitError(f"{what}: the model cannot be exported: {type(e).__name__}: "
+                        f"{one_line(first, 240)}")

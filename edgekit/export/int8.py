@@ -2,9 +2,10 @@
 
 Static quantization (ranges calibrated on training data) for conv nets; dynamic quantization
 (activation ranges measured at run time, weights int8) for models made of Linear/RNN/LSTM/GRU
-layers, as onnxruntime's guide ("Method selection") and PyTorch recommend. For conv nets dynamic
-quantization is slower than fp32 on onnxruntime's CPU provider (shared/REFERENCE.md: resnet18
-76.7 ms dynamic vs 10 ms fp32), so `auto` never picks it for a model with convolutions.
+layers, as onnxruntime's quantization guide ("Method selection": dynamic for RNNs and
+transformers, static for CNNs) and PyTorch's quantization docs recommend. For conv nets dynamic
+quantization re-measures every activation at run time and is slower than fp32 on onnxruntime's
+CPU provider, so `auto` never picks it for a model with convolutions.
 """
 
 from __future__ import annotations

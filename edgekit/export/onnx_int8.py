@@ -40,7 +40,7 @@ def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
 
     from onnxruntime.quantization import quant_pre_process
 
-    layouts = ctx.target.layouts(ctx.int8.method)
+    layouts = ctx.target.schemes(ctx.int8.method)
     if not ctx.cfg.per_channel:  # the recipe asks for per-tensor weights
         layouts = tuple(dict.fromkeys(replace(x, per_channel=False) for x in layouts))
     fp32 = ctx.stage / "model.onnx"
@@ -68,7 +68,7 @@ def quantize_onnx(fp32: Path, out: Path, layout, calibration: np.ndarray, method
 
     Args:
         fp32: a pre-processed fp32 model (onnxruntime.quantization.quant_pre_process).
-        layout: an edgekit.export.targets.Layout.
+        layout: an edgekit.quant.Scheme, translated here into onnxruntime's options.
         calibration: model inputs (N, ...) float32 that set the activation ranges (static).
         method: calibration method, "minmax", "entropy" or "percentile".
         exclude: node names to leave in fp32.
@@ -86,8 +86,9 @@ def quantize_onnx(fp32: Path, out: Path, layout, calibration: np.ndarray, method
 
     types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     common = dict(per_channel=layout.per_channel, reduce_range=layout.reduce_range,
-                  weight_type=types[layout.weights], nodes_to_exclude=list(exclude))
-    if layout.method == "dynamic":
+                  weight_type=types[layout.weights], nodes_to_exclude=list(exclude),
+                  extra_options={"WeightSymmetric": layout.symmetric})
+    if layout.mode == "dynamic":
         quantize_dynamic(str(fp32), str(out), **common)
     else:
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -98,7 +99,7 @@ def quantize_onnx(fp32: Path, out: Path, layout, calibration: np.ndarray, method
         quantize_static(
             str(fp32), str(out), ArrayReader(calibration.astype(np.float32)),
             quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[
-                layout.quant_format],
+                layout.form],
             activation_type=types[layout.activations], calibrate_method=methods[method],
             **common,
         )

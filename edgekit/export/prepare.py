@@ -15,6 +15,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.export.check import Gate, Heldout
+from edgekit.rundir import RunDir
 
 
 @dataclass
@@ -75,7 +76,7 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
     data = build_dataset(recipe.data)
     if data.fingerprint() != metrics.get("data_fingerprint"):
         raise EdgekitError(
-            f"the data built from {str(Path(run) / 'recipe.yaml')!r} differ from those the run "
+            f"the data built from {str(RunDir(run).recipe)!r} differ from those the run "
             "was trained and tested on (split, preprocessing or labels changed); retrain")
     task = get_task(data.task)
     batch = data.test.stream or 256  # a stream's windows in order, its state carried

@@ -1,26 +1,26 @@
-"""Where an exported model will run, as data: the quantized engine and the int8 layouts to try.
+"""Where an exported model will run, as data: the int8 schemes to try there.
 
-A target fixes, for int8 export:
-    engine     torch.backends.quantized engine of model.int8.ts ("x86" or "qnnpack")
-    static     ONNX layouts to try for conv nets (calibrated, static quantization)
-    dynamic    ONNX layouts to try for Linear/RNN/LSTM/GRU models (dynamic quantization)
-The first layout of each tuple is the documented default. Presets (`x86`, `pi4`, `pi5`, `arm64`)
-name one layout each, with the source it comes from: a machine other than this one cannot be
-timed from here. `local` is this machine, built from its ISA flags (edgekit.machine): it lists
-every layout that can be fast here, and export times each and keeps the fastest that passes.
+A target lists, for int8 export, the quantization schemes (edgekit.quant.Scheme, no backend's
+vocabulary) to try: `static` for conv nets (calibrated), `dynamic` for Linear/RNN/LSTM/GRU
+models. The first of each tuple is the documented default. Presets (`x86`, `pi4`, `pi5`,
+`arm64`) name one scheme each, with the source it comes from: a machine other than this one
+cannot be timed from here. `local` is this machine, built from its ISA flags (edgekit.machine):
+it lists every scheme that can be fast here, and export times each and keeps the fastest that
+passes. Each int8 format translates a scheme into its library's options.
 
-Why layouts differ (shared/REFERENCE.md has the measurements): on x86 the int8 GEMM multiplies
-uint8 activations by int8 weights (VPMADDUBSW / VPDPBUSD), so signed activations can fall back
-to a slow path (a Xeon ran resnet18 S8S8 slower than fp32, U8S8 6x faster than torch eager);
-without VNNI that instruction can saturate, which `reduce_range` (7-bit weights) avoids. On ARM
-S8S8 with symmetric per-channel weights runs MLAS's SDOT and symmetric conv kernels.
+Why schemes differ (MEASURED_X86 below): on x86 the int8 GEMM multiplies uint8 activations by
+int8 weights (VPMADDUBSW / VPDPBUSD), so signed activations can fall back to a slow path
+(resnet18 S8S8 ran slower than fp32 on x86 CPUs with VNNI); without VNNI that instruction can
+saturate, which `reduce_range` (7-bit weights) avoids. On ARM S8S8 with symmetric per-channel
+weights runs MLAS's SDOT and symmetric conv kernels.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 from edgekit.errors import EdgekitError
+from edgekit.quant import Scheme
 
 ORT_GUIDE = ("onnxruntime quantization guide, 'Data type selection' and FAQ 'When to use "
              "reduce-range' (onnxruntime.ai/docs/performance/model-optimizations/"
@@ -29,33 +29,11 @@ ORT_GUIDE = ("onnxruntime quantization guide, 'Data type selection' and FAQ 'Whe
 MLAS_ARM = ("onnxruntime MLAS ARM64 dispatch (onnxruntime/core/mlas/lib/platform.cpp, convsym.cpp, "
             "qlinearconv.cc): S8S8 with symmetric per-channel weights uses the int8 NEON/SDOT "
             "kernels")
+MEASURED_X86 = ("edgekit's benchmarks/int8_speed.py, benchmarks/results/2026-11-25-amd-epyc/"
+                "int8_speed.json: resnet18 QDQ S8S8 22.1 ms against fp32 17.9 ms and U8S8 6.0 ms "
+                "on an AMD EPYC with AVX512-VNNI (batch 1, 2 threads)")
 TORCH_ENGINES = ("PyTorch quantization docs, 'Backend/Hardware Support': qnnpack for ARM, x86 "
                  "(fbgemm + oneDNN) for x86 servers")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """One way to store and compute an int8 ONNX model (onnxruntime.quantization options)."""
-
-    method: str = "static"  # "static" (calibrated ranges) or "dynamic" (ranges at run time)
-    quant_format: str = "qdq"  # "qdq" (Q/DQ pairs, fused by onnxruntime) or "qoperator"
-    activations: str = "int8"  # "int8" or "uint8"; dynamic quantization always uses uint8
-    weights: str = "int8"  # "int8" or "uint8"
-    per_channel: bool = True
-    reduce_range: bool = False  # 7-bit weights: avoids VPMADDUBSW saturation without VNNI
-
-    @property
-    def name(self) -> str:
-        """Short name, e.g. "qdq-u8s8-pc", "qop-u8s8-pc-rr", "dyn-u8s8"."""
-        sign = {"int8": "s8", "uint8": "u8"}
-        head = "dyn" if self.method == "dynamic" else {"qdq": "qdq", "qoperator": "qop"}[
-            self.quant_format]
-        acts = "u8" if self.method == "dynamic" else sign[self.activations]
-        return (f"{head}-{acts}{sign[self.weights]}" + ("-pc" if self.per_channel else "")
-                + ("-rr" if self.reduce_range else ""))
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, **asdict(self)}
 
 
 @dataclass(frozen=True)
@@ -65,41 +43,42 @@ class Target:
     name: str
     description: str
     arch: str  # "x86_64" or "aarch64"
-    engine: str  # torch quantized engine for model.int8.ts
-    static: tuple[Layout, ...]  # the documented default first
-    dynamic: tuple[Layout, ...]
+    static: tuple[Scheme, ...]  # the documented default first
+    dynamic: tuple[Scheme, ...]
     tune: bool  # time the candidates here and keep the fastest (only for this machine)
     source: str  # where the choice comes from
     isa: dict = field(default_factory=dict)  # the flags a local target was read from
 
-    def layouts(self, method: str) -> tuple[Layout, ...]:
-        return self.static if method == "static" else self.dynamic
+    def schemes(self, mode: str) -> tuple[Scheme, ...]:
+        return self.static if mode == "static" else self.dynamic
 
     def to_dict(self) -> dict:
+        from edgekit.export.torchscript_int8 import engine_for
+
         return {"name": self.name, "description": self.description, "arch": self.arch,
-                "quantized_engine": self.engine, "tuned": self.tune, "source": self.source,
+                "quantized_engine": engine_for(self), "tuned": self.tune, "source": self.source,
                 "static_layouts": [x.name for x in self.static],
                 "dynamic_layouts": [x.name for x in self.dynamic], "isa": self.isa}
 
 
-S8S8 = Layout()
-U8S8 = Layout(activations="uint8")
-QOP_U8S8 = Layout(quant_format="qoperator", activations="uint8")
-DYN_S8 = Layout(method="dynamic", activations="uint8", per_channel=False)
-DYN_U8 = Layout(method="dynamic", activations="uint8", weights="uint8", per_channel=False)
+S8S8 = Scheme()
+U8S8 = Scheme(activations="uint8")
+QOP_U8S8 = Scheme(form="qoperator", activations="uint8")
+DYN_S8 = Scheme(mode="dynamic", activations="uint8", per_channel=False)
+DYN_U8 = Scheme(mode="dynamic", activations="uint8", weights="uint8", symmetric=False,
+                per_channel=False)
 
-_ARM = dict(arch="aarch64", engine="qnnpack", static=(S8S8,), dynamic=(DYN_S8,), tune=False,
+_ARM = dict(arch="aarch64", static=(S8S8,), dynamic=(DYN_S8,), tune=False,
             source=f"{ORT_GUIDE}: S8S8 QDQ is the first choice and ARM has no saturation issue; "
                    f"{MLAS_ARM}; {TORCH_ENGINES}")
 
 PRESETS: dict[str, Target] = {
     "x86": Target(
-        "x86", "any x86-64 CPU with AVX2 (VNNI or not)", arch="x86_64", engine="x86",
+        "x86", "any x86-64 CPU with AVX2 (VNNI or not)", arch="x86_64",
         static=(replace(U8S8, reduce_range=True),),
         dynamic=(replace(DYN_S8, reduce_range=True),), tune=False,
         source=f"{ORT_GUIDE}: U8S8 uses VPMADDUBSW/VPDPBUSD, reduce_range avoids saturation on "
-               "CPUs without VNNI; shared/REFERENCE.md: S8S8 ran slower than fp32 on an Intel "
-               f"Xeon with VNNI while U8S8 was fast on both measured x86 CPUs; {TORCH_ENGINES}"),
+               f"CPUs without VNNI; {MEASURED_X86}; {TORCH_ENGINES}"),
     "pi4": Target("pi4", "Raspberry Pi 4 (Cortex-A72, NEON, no dot product)", **_ARM),
     "pi5": Target("pi5", "Raspberry Pi 5 (Cortex-A76, NEON + SDOT/UDOT dot product)", **_ARM),
     "arm64": Target("arm64", "any ARMv8-A 64-bit CPU (NEON)", **_ARM),
@@ -140,7 +119,7 @@ def local_target(machine: dict) -> Target:
     if arch in ("aarch64", "arm64"):
         dot = "dotprod" if isa.get("dotprod") else "no dot product"
         return Target("local", f"this machine: {arch} {cpu} ({dot})", arch="aarch64",
-                      engine="qnnpack", static=(S8S8, U8S8), dynamic=(DYN_S8,), tune=True,
+                      static=(S8S8, U8S8), dynamic=(DYN_S8,), tune=True,
                       source=f"this machine's ISA flags, then timed; default from {MLAS_ARM}",
                       isa=flags)
     if arch in ("x86_64", "AMD64", "amd64"):
@@ -156,8 +135,8 @@ def local_target(machine: dict) -> Target:
             "AVX-512, no VNNI" if isa.get("avx512") else "AVX2, no VNNI" if isa.get("avx2") \
             else "no AVX2"
         return Target("local", f"this machine: {arch} {cpu} ({what})", arch="x86_64",
-                      engine="x86", static=static, dynamic=dynamic, tune=True,
+                      static=static, dynamic=dynamic, tune=True,
                       source=f"this machine's ISA flags, then timed; {ORT_GUIDE}", isa=flags)
-    return Target("local", f"this machine: {arch} {cpu}", arch=arch, engine="qnnpack",
+    return Target("local", f"this machine: {arch} {cpu}", arch=arch,
                   static=(S8S8,), dynamic=(DYN_S8,), tune=True,
                   source=f"{ORT_GUIDE} (S8S8 QDQ is the default)", isa=flags)

@@ -14,7 +14,7 @@ def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
     return [(export_torchscript(ctx.model, ctx.example, path, manifest), {})]
 
 
-def export_torchscript(model, example, path: Path, manifest: dict, fmt: str = "torchscript"
+def export_torchscript(model, example, path: Path, manifest: dict, what: str = "torchscript"
                        ) -> Path:
     """Trace `model` (eval mode, CPU) on `example` (B, ...), freeze it and save it to `path`.
 
@@ -26,14 +26,14 @@ def export_torchscript(model, example, path: Path, manifest: dict, fmt: str = "t
     """
     import torch
 
-    frozen = to_torchscript(model, example, fmt)
+    frozen = to_torchscript(model, example, what)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.10: torch.jit deprecated
         torch.jit.save(frozen, str(path), _extra_files={EMBED_KEY: json.dumps(manifest)})
     return path
 
 
-def to_torchscript(model, example, fmt: str = "torchscript"):
+def to_torchscript(model, example, what: str = "torchscript"):
     """A frozen ScriptModule of `model`: traced on `example`, scripted if tracing fails.
 
     A model with control flow that tracing would unroll (`model.script`, e.g. an RNNCell step
@@ -63,5 +63,5 @@ def to_torchscript(model, example, fmt: str = "torchscript"):
             try:
                 module = torch.jit.script(model)
             except Exception:
-                raise conversion_error(fmt, traced) from None
+                raise conversion_error(what, traced) from None
         return torch.jit.freeze(module.eval())

@@ -23,9 +23,15 @@ from edgekit.errors import EdgekitError
 from edgekit.export.torchscript import export_torchscript
 
 
+def engine_for(target) -> str:
+    """The torch quantized engine for a target: x86 (fbgemm + oneDNN) on x86-64, else qnnpack
+    (ARM, and anything else: it has no x86-only ops)."""
+    return "x86" if target.arch == "x86_64" else "qnnpack"
+
+
 def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
     """Format hook for edgekit.export: int8 TorchScript of ctx.model for ctx.target's engine."""
-    engine, plan = ctx.target.engine, ctx.int8
+    engine, plan = engine_for(ctx.target), ctx.int8
     with quantized_engine(engine):
         if plan.method == "static":
             model, observer = quantize_static_fx(ctx.model, ctx.example, ctx.calibration,
@@ -37,7 +43,7 @@ def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
                   "excluded_modules": list(plan.exclude)}
         own = {**manifest, "artifact": {**manifest["artifact"], "layout": layout,
                                         "quantized_engine": engine, "target": ctx.target.name}}
-        export_torchscript(model, ctx.example, path, own, fmt=f"torchscript-int8 ({engine})")
+        export_torchscript(model, ctx.example, path, own, what=f"torchscript-int8 ({engine})")
     return [(path, layout)]
 
 

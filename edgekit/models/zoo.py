@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 from functools import cache
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, one_line
 from edgekit.models.registry import register_model
 
 SMALL_STEM_BELOW = 112  # px: below this, ResNet/MobileNetV2 use the small-image stem
@@ -150,5 +150,5 @@ def _meta_forward(name: str, kwargs: dict, input_shape) -> str | None:
             model = _build(name, kwargs, input_shape).train(bool(kwargs.get("aux_logits")))
             model(torch.empty(2, *input_shape))
     except (RuntimeError, ValueError, IndexError) as e:
-        return " ".join(str(e).split())[:200]
+        return one_line(e, 200)
     return None

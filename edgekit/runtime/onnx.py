@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, one_line
 from edgekit.manifest import DTYPES, EMBED_KEY
 from edgekit.runtime.runner import Runner, embedded_or_listed
 
@@ -52,7 +52,7 @@ class OnnxRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=chosen)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            msg = " ".join(str(e).split())[:300]
+            msg = one_line(e)
             raise EdgekitError(f"{str(path)!r} is not a valid ONNX model: {msg}") from None
         if device == "cuda" and self.session.get_providers()[0] != CUDA:
             # onnxruntime-gpu falls back to the CPU when CUDA or cuDNN libraries fail to load.
@@ -96,7 +96,7 @@ class OnnxRunner(Runner):
         try:
             return self._session_run(self._output_names, {self.input_name: x}, None)[0]
         except Exception as e:  # onnxruntime's InvalidArgument/Fail: wrong shape, bad model
-            msg = " ".join(str(e).split())[:300]
+            msg = one_line(e)
             raise EdgekitError(f"{self.path.name}: inference failed on input {x.shape}: "
                                f"{msg}") from None
 
@@ -106,7 +106,7 @@ class OnnxRunner(Runner):
             out, new = self.session.run([self._output_names[0], name_out],
                                         {self.input_name: x, name_in: state})
         except Exception as e:
-            msg = " ".join(str(e).split())[:300]
+            msg = one_line(e)
             raise EdgekitError(f"{self.path.name}: inference failed on input {x.shape} with "
                                f"state {state.shape}: {msg}") from None
         return out, new

@@ -328,12 +328,13 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
     Raises:
         EdgekitError: a bad artifact, an artifact without a manifest, or an unusable address.
     """
-    import os
 
     import uvicorn
 
+    from edgekit.machine import usable_cores
+
     if threads is None:  # the cores shared among the workers: under load, parallel requests
-        threads = max(1, (os.cpu_count() or 1) // limits.workers)  # beat parallel kernels
+        threads = max(1, usable_cores() // limits.workers)  # beat parallel kernels
     runner = load(artifact, threads=threads, device=device, verify=verify)
     app = create_app(runner, limits)
     warm_up(runner)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, one_line
 from edgekit.manifest import EMBED_KEY
 from edgekit.runtime.runner import Runner, embedded_or_listed
 
@@ -54,7 +54,7 @@ class TorchScriptRunner(Runner):
                 warnings.simplefilter("ignore", FutureWarning)
                 self.module = torch.jit.load(str(path), map_location=target, _extra_files=extra)
         except Exception as e:  # torch raises RuntimeError/ValueError variants
-            msg = " ".join(str(e).split())[:300]
+            msg = one_line(e)
             raise EdgekitError(f"{str(path)!r} is not a valid TorchScript model: {msg}") from None
         self.module.eval()
         self._torch = torch
@@ -78,7 +78,7 @@ class TorchScriptRunner(Runner):
                 out = self.module(torch.from_numpy(x).to(self._target))
                 return out.float().cpu().numpy()
         except RuntimeError as e:  # TorchScript's shape/type errors carry a long trace
-            msg = " ".join(str(e).split())[:300]
+            msg = one_line(e)
             raise EdgekitError(f"{self.path.name}: inference failed on input {x.shape}: "
                                f"{msg}") from None
 
@@ -90,7 +90,7 @@ class TorchScriptRunner(Runner):
                                        torch.from_numpy(state).to(self._target))
                 return out.float().cpu().numpy(), new.float().cpu().numpy()
         except RuntimeError as e:
-            msg = " ".join(str(e).split())[:300]
+            msg = one_line(e)
             raise EdgekitError(f"{self.path.name}: inference failed on input {x.shape} with "
                                f"state {state.shape}: {msg}") from None
 

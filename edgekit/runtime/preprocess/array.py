@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, one_line
 from edgekit.fileio import not_a_file
 from edgekit.runtime.preprocess.kind import KINDS, Kind
 
@@ -45,7 +45,7 @@ def read(path: str | Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        msg = " ".join(str(e).split())[:200]
+        msg = one_line(e, 200)
         raise EdgekitError(f"{str(path)!r} is not a .npy array (or holds objects): {msg}") \
             from None
 
