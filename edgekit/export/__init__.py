@@ -35,11 +35,11 @@ from edgekit.errors import EdgekitError
 from edgekit.export.check import check_artifact
 from edgekit.export.choose import Candidate, choose, time_candidates
 from edgekit.export.prepare import Options, Prepared, prepare
+from edgekit.export.previous import keep_previous, notes
 from edgekit.export.report import build_report, manifest_entry, report_markdown
 from edgekit.fileio import atomic_dir, atomic_path, write_json, write_text
-from edgekit.rundir import BENCH, MANIFEST, REPORT, REPORT_MD, SAMPLES, RunDir
+from edgekit.rundir import MANIFEST, REPORT, REPORT_MD, SAMPLES, RunDir
 
-REWRITTEN = (MANIFEST, REPORT, REPORT_MD, SAMPLES)  # by every export
 __all__ = ["export", "report_markdown", "ExportContext"]
 
 
@@ -81,8 +81,9 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
     opts = Options(**options)
     prep = prepare(run, _ordered(formats), opts)
     out = RunDir(run).export
+    rebuilt = {f.file for f in prep.formats}
     with atomic_dir(out) as stage:
-        kept_files = _keep_previous(out, stage, {f.file for f in prep.formats})
+        kept_files = keep_previous(out, stage, rebuilt)
         cands = write_candidates(prep, stage)
         kept = [Candidate(catalog.by_file(f), stage / f, {}, kept=True) for f in kept_files
                 if catalog.by_file(f)]
@@ -93,7 +94,8 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
         chosen = [_publish_choice(stage, [c for c in cands if c.fmt is f]) for f in prep.formats]
         shutil.rmtree(stage / ".candidates")
         final = sorted(chosen + kept, key=lambda c: catalog.formats().index(c.fmt))
-        report = build_report(prep, final, cands, tuning, kept_files, _notes(stage, prep, kept))
+        report = build_report(prep, final, cands, tuning, kept_files,
+                              notes(stage, rebuilt, kept))
         publish(stage, prep, final, report, started)
     return report
 
@@ -156,44 +158,3 @@ def _publish_choice(stage: Path, cands: list[Candidate]) -> Candidate:
         os.replace(best.path, stage / best.fmt.file)
         best.path = stage / best.fmt.file
     return best
-
-
-def _keep_previous(old: Path, stage: Path, rebuild: set[str]) -> list[str]:
-    """Link the previous export's files into the stage, except those this export rewrites."""
-    kept = []
-    if not old.is_dir():
-        return kept
-    for f in sorted(old.iterdir()):
-        if f.name in rebuild or f.name in REWRITTEN or f.name.startswith("."):
-            continue
-        if f.is_dir():
-            shutil.copytree(f, stage / f.name, copy_function=_link_or_copy)
-        else:
-            _link_or_copy(f, stage / f.name)
-        kept.append(f.name)
-    return kept
-
-
-def _link_or_copy(src, dst) -> None:
-    try:
-        os.link(src, dst)  # the old folder is removed once the new one is in place
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def _notes(stage: Path, prep: Prepared, kept: list[Candidate]) -> list[str]:
-    notes = [f"{c.fmt.file} was kept from the previous export (not asked to rebuild) and "
-             f"fails today's check: {c.check.why}" for c in kept if not c.check.passed]
-    bench = stage / BENCH
-    if bench.is_file():
-        import json
-
-        try:
-            timed = {r.get("file") for r in json.loads(bench.read_text())["results"]}
-        except (ValueError, KeyError, TypeError):
-            timed = set()
-        stale = sorted(timed & {f.file for f in prep.formats})
-        if stale:
-            notes.append(f"bench.json was kept but timed the previous {', '.join(stale)}; run "
-                         "`edgekit bench` again")
-    return notes
