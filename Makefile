@@ -13,7 +13,7 @@ install: $(STAMP)
 # Reinstall only when the package's declared dependencies change.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,pte,dev]'
 	touch $(STAMP)
 
 # The main job on the offline default: lenet5 on scikit-learn's digits.

@@ -11,6 +11,8 @@ One entry says everything the rest of edgekit needs to know about a format:
     needs       catalog names written first (int8 ONNX is made from model.onnx)
     requires    modules the backend imports to run it ("torch" for TorchScript)
     extra       the pip extra that installs them ("" when the base install runs it)
+    best_effort a model the format cannot take is reported, not an export failure
+    deprecated  why the path is deprecated upstream and what replaces it ("" if it is not)
 
 `edgekit export`'s flags, the export order, `edgekit.runtime.load` by suffix, the manifest's
 list of model files and `edgekit bench` all read this table; the module strings keep the
@@ -45,6 +47,8 @@ class Format:
     needs: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
     extra: str = ""
+    best_effort: bool = False
+    deprecated: str = ""
     help: str = ""  # what the CLI flag writes (fp32 entries) or adds (other precisions)
 
     @property
@@ -54,6 +58,11 @@ class Format:
     def missing(self) -> list[str]:
         """The modules this format's backend needs that this machine lacks."""
         return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def install_hint(self) -> str:
+        """One line: what this format needs, for a machine that lacks it."""
+        return (f"{self.suffix} needs {' and '.join(self.requires)} on this machine: pip "
+                f"install 'edgekit[{self.extra}]'; the .onnx artifacts need neither")
 
 
 CATALOG: Registry = Registry("export format")
@@ -137,6 +146,7 @@ def select(families_on: list[str], precisions_on: list[str]) -> list[str]:
 
 ONNX_RUNNER = "edgekit.runtime.onnx:OnnxRunner"
 TS_RUNNER = "edgekit.runtime.torchscript:TorchScriptRunner"
+PTE_RUNNER = "edgekit.runtime.pte:PteRunner"
 register(Format("onnx", "model.onnx", "onnx", "ONNX", "fp32", "edgekit.export.onnx",
                 ONNX_RUNNER, help="Write model.onnx (fp32)."))
 register(Format("onnx-int8", "model.int8.onnx", "onnx", "ONNX", "int8",
@@ -145,9 +155,20 @@ register(Format("onnx-int8", "model.int8.onnx", "onnx", "ONNX", "int8",
 register(Format("onnx-fp16", "model.fp16.onnx", "onnx", "ONNX", "fp16",
                 "edgekit.export.onnx_fp16", ONNX_RUNNER, needs=("onnx",),
                 help="model.fp16.onnx (for GPU hosts)"))
+TS_DEPRECATED = ("TorchScript is deprecated upstream in favour of torch.export; its "
+                 "replacement for the edge is ExecuTorch (--pte)")
 register(Format("torchscript", "model.ts", "torchscript", "TorchScript", "fp32",
                 "edgekit.export.torchscript", TS_RUNNER, requires=("torch",), extra="train",
-                help="Write model.ts (fp32, traced and frozen)."))
+                deprecated=TS_DEPRECATED, help="Write model.ts (fp32, traced and frozen)."))
 register(Format("torchscript-int8", "model.int8.ts", "torchscript", "TorchScript", "int8",
                 "edgekit.export.torchscript_int8", TS_RUNNER, requires=("torch",),
-                extra="train", help="model.int8.ts (torch.ao)"))
+                extra="train", help="model.int8.ts (torch.ao)",
+                deprecated="TorchScript and torch.ao.quantization (and the quantized dtypes it "
+                           "stores, pytorch#184982) are deprecated upstream; the replacement is "
+                           "torch.export -> PT2E int8 -> ExecuTorch (--pte --int8)"))
+register(Format("pte", "model.pte", "pte", "ExecuTorch", "fp32", "edgekit.export.pte", PTE_RUNNER,
+                requires=("torch", "executorch"), extra="pte", best_effort=True,
+                help="Write model.pte (ExecuTorch, lowered to XNNPACK; needs edgekit[pte])."))
+register(Format("pte-int8", "model.int8.pte", "pte", "ExecuTorch", "int8",
+                "edgekit.export.pte_int8", PTE_RUNNER, requires=("torch", "executorch"),
+                extra="pte", best_effort=True, help="model.int8.pte (PT2E, XNNPACK)"))

@@ -84,34 +84,45 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
     rebuilt = {f.file for f in prep.formats}
     with atomic_dir(out) as stage:
         kept_files = keep_previous(out, stage, rebuilt)
-        cands = write_candidates(prep, stage)
+        cands, skipped = write_candidates(prep, stage)
         kept = [Candidate(catalog.by_file(f), stage / f, {}, kept=True) for f in kept_files
                 if catalog.by_file(f)]
         for c in cands + kept:
             c.check = check_artifact(c.path, c.fmt, prep.held, prep.gate)
         _fail_fast(prep, cands, opts.allow_degraded)
         tuning = time_candidates(prep.target, prep.budget, cands + kept, prep.held.x[:1])
-        chosen = [_publish_choice(stage, [c for c in cands if c.fmt is f]) for f in prep.formats]
+        chosen = [_publish_choice(stage, [c for c in cands if c.fmt is f]) for f in prep.formats
+                  if any(c.fmt is f for c in cands)]
         shutil.rmtree(stage / ".candidates")
         final = sorted(chosen + kept, key=lambda c: catalog.formats().index(c.fmt))
         report = build_report(prep, final, cands, tuning, kept_files,
-                              notes(stage, rebuilt, kept))
+                              skipped + notes(stage, rebuilt, kept))
         publish(stage, prep, final, report, started)
     return report
 
 
-def write_candidates(prep: Prepared, stage: Path) -> list[Candidate]:
-    """Every asked format's exporter writes its file(s) into the stage, in catalog order."""
+def write_candidates(prep: Prepared, stage: Path) -> tuple[list[Candidate], list[str]]:
+    """Every asked format's exporter writes its file(s) into the stage, in catalog order.
+
+    Returns:
+        (the candidates, one line per best-effort format the model cannot take).
+    """
     ctx = ExportContext(prep.model, prep.example, prep.cfg, prep.calibration, stage,
                         prep.target, prep.plan, stage / ".candidates")
     ctx.candidates.mkdir()
-    cands = []
+    cands, skipped = [], []
     for fmt in prep.formats:
         own = {**prep.manifest, "artifact": {"file": fmt.file, "format": fmt.format,
                                              "precision": fmt.precision}}
-        written = importlib.import_module(fmt.exporter).write(ctx, stage / fmt.file, own)
+        try:
+            written = importlib.import_module(fmt.exporter).write(ctx, stage / fmt.file, own)
+        except EdgekitError as e:
+            if not fmt.best_effort:
+                raise
+            skipped.append(f"{fmt.file} was not written: {e}")
+            continue
         cands += [Candidate(fmt, Path(f), how) for f, how in written]
-    return cands
+    return cands, skipped
 
 
 def publish(stage: Path, prep: Prepared, final: list[Candidate], report: dict,
@@ -129,7 +140,12 @@ def publish(stage: Path, prep: Prepared, final: list[Candidate], report: dict,
 
 
 def _ordered(names: list[str]) -> list:
-    """The catalog's formats for `names`, each after the formats it is made from."""
+    """The catalog's formats for `names`, each after the formats it is made from.
+
+    Raises:
+        EdgekitError: nothing asked for, a format without the one it is made from, or one
+            whose libraries this machine lacks (naming the extra that installs them).
+    """
     if not names:
         raise EdgekitError("nothing to export: pass " + " and/or ".join(
             f"--{f}" for f in catalog.families()) + " (with --int8, --fp16)")
@@ -137,6 +153,8 @@ def _ordered(names: list[str]) -> list:
         for need in catalog.get(name).needs:
             if need not in names:
                 raise EdgekitError(f"export format {name!r} is made from {need!r}: add it")
+        if catalog.get(name).missing():
+            raise EdgekitError(f"--{catalog.get(name).format}: {catalog.get(name).install_hint()}")
     return [f for f in catalog.formats() if f.name in names]
 
 

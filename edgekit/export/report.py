@@ -41,6 +41,10 @@ def build_report(prep, chosen: list[Candidate], cands: list[Candidate], tuning: 
 def artifact_row(c: Candidate, metric: str) -> dict:
     row = c.check.row(metric)
     row["file"] = c.fmt.file
+    if "undelegated" in c.how:  # operators a delegate (XNNPACK) left to portable kernels
+        row["undelegated"] = c.how["undelegated"]
+    if c.fmt.deprecated:
+        row["deprecated"] = c.fmt.deprecated
     if c.kept:
         row["kept"] = True  # not rebuilt by this export; checked again here
         if not row["passed"]:
@@ -90,11 +94,25 @@ def report_markdown(report: dict) -> str:
         lines += ["", f"Timed on this machine: batch 1, {tuning['threads']} threads, "
                       f"{tuning['rounds']} interleaved rounds, median of round medians; "
                       f"{tuning['seconds']:.1f} s of tuning."]
+    lines += _delegation_lines(report["artifacts"])
     if report.get("verdict"):
         lines += ["", f"**{report['verdict']}**"]
     for note in report.get("notes", []):
         lines += ["", f"Note: {note}"]
     return "\n".join(lines) + "\n"
+
+
+def _delegation_lines(rows: list[dict]) -> list[str]:
+    """What each delegated artifact runs outside its delegate, and which paths are deprecated."""
+    lines = []
+    for r in rows:
+        if "undelegated" in r:
+            left = ", ".join(f"{op} x{n}" for op, n in r["undelegated"].items())
+            lines += ["", f"{r['file']}: XNNPACK runs every operator" + (
+                f" but {left} (ExecuTorch's portable kernels)" if left else "") + "."]
+        if r.get("deprecated"):
+            lines += ["", f"{r['file']}: {r['deprecated']}."]
+    return lines
 
 
 def _artifact_table(rows: list[dict], task) -> list[str]:

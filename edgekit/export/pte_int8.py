@@ -1,0 +1,81 @@
+"""PyTorch -> int8 ExecuTorch `.pte` with PT2E (torchao) and the XNNPACK quantizer.
+
+`torch.export` -> `prepare_pt2e` with XNNPACKQuantizer -> calibration on the same training
+samples as the other int8 formats -> `convert_pt2e` -> export again -> lowered to XNNPACK
+(edgekit.export.pte). Conv nets take the static configuration (calibrated activation ranges);
+Linear/RNN models the dynamic one (ranges measured at run time), as edgekit.export.int8 picks.
+
+The target's scheme (edgekit.quant.Scheme) is translated here: XNNPACK computes int8
+activations (asymmetric) with symmetric int8 weights, per channel when the scheme says so; the
+scheme's activation signedness and reduce_range are onnxruntime concerns it has no use for, and
+the artifact's layout says what was made.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from edgekit.export.conversion import conversion_error
+from edgekit.export.pte import MAX_BATCH, export_program, lower
+
+
+def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
+    """Format hook for edgekit.export: int8 XNNPACK program of ctx.model."""
+    plan = ctx.int8
+    scheme = ctx.target.schemes(plan.method)[0]
+    per_channel = scheme.per_channel and ctx.cfg.per_channel
+    how = {"name": f"pt2e-xnnpack-{plan.method}" + ("-pc" if per_channel else ""),
+           "method": plan.method, "quantizer": "XNNPACKQuantizer", "per_channel": per_channel,
+           "excluded_modules": list(plan.exclude)}
+    converted = quantize_pt2e(ctx.model, ctx.example, ctx.calibration, plan.method,
+                              per_channel, plan.exclude)
+    program = export_program(converted, ctx.example, "pte-int8")
+    own = {**manifest, "artifact": {**manifest["artifact"], "layout": how,
+                                    "target": ctx.target.name}}
+    return [(lower(program, path, own, how, "pte-int8"), how)]
+
+
+def quantize_pt2e(model, example, calibration, method: str, per_channel: bool,
+                  exclude: tuple[str, ...] = ()):
+    """The PT2E int8 model of `model`: observed on `calibration` (N, ...) for static int8.
+
+    Raises:
+        EdgekitError: the model cannot be exported or quantized (the reason named).
+    """
+    import torch
+
+    from edgekit.runtime.pte import quiet_torchao_registration
+
+    quiet_torchao_registration()
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(
+        is_per_channel=per_channel, is_dynamic=method == "dynamic"))
+    for name in exclude:
+        quantizer.set_module_name(name, None)
+    graph = export_program(model, example, "pte-int8").module()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prepared = prepare_pt2e(graph, quantizer)
+            with torch.no_grad():
+                for batch in _calibration_batches(example, calibration, method):
+                    prepared(*batch)
+            return convert_pt2e(prepared)
+    except Exception as e:
+        raise conversion_error("pte-int8 (PT2E, XNNPACKQuantizer)", e) from None
+
+
+def _calibration_batches(example, calibration, method: str):
+    """Batches to observe: the training samples (static), or the example alone (dynamic)."""
+    import torch
+
+    if method == "dynamic" or isinstance(example, tuple):
+        return [example if isinstance(example, tuple) else (example,)]
+    return [(torch.from_numpy(calibration[i:i + MAX_BATCH]),)
+            for i in range(0, len(calibration), MAX_BATCH)]

@@ -1,0 +1,104 @@
+"""ExecuTorch runner: a `.pte` program on ExecuTorch's Python runtime (XNNPACK on the CPU).
+
+ExecuTorch's Python runtime links libtorch, so `.pte` needs torch and executorch on the machine
+(`pip install 'edgekit[pte]'`); the .onnx artifacts need neither. The program carries its
+manifest as the constant method `edgekit_manifest`.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError, one_line
+from edgekit.runtime.runner import Runner, embedded_or_listed
+
+MANIFEST_METHOD = "edgekit_manifest"  # edgekit.export.pte writes it
+NEEDS = ("`.pte` needs torch and executorch on this machine: pip install 'edgekit[pte]'; the "
+         ".onnx artifacts need neither")
+
+
+class PteRunner(Runner):
+    backend = "executorch"
+
+    def __init__(self, path: Path, listed: dict | None, threads: int | None = None,
+                 device: str = "cpu", index: int | None = None):
+        if device != "cpu":
+            raise EdgekitError(f"{path.name} runs on the CPU (ExecuTorch XNNPACK); use "
+                               "--device cpu, or the ONNX model on CUDA")
+        try:
+            import torch
+
+            quiet_torchao_registration()
+            from executorch.extension.pybindings import portable_lib
+            from executorch.runtime import Runtime
+        except ImportError:
+            raise EdgekitError(f"{path.name}: {NEEDS}") from None
+        try:
+            with _quiet_stderr():  # the runtime logs its CPU probing and threadpool resets
+                if threads:
+                    portable_lib._unsafe_reset_threadpool(threads)
+                program = Runtime.get().load_program(path)
+                embedded = (program.load_method(MANIFEST_METHOD).execute([])[0]
+                            if MANIFEST_METHOD in program.method_names else None)
+                self.method = program.load_method("forward")
+        except Exception as e:  # ExecuTorch raises RuntimeError/ValueError variants
+            raise EdgekitError(f"{str(path)!r} is not a valid ExecuTorch program: "
+                               f"{one_line(e)}") from None
+        super().__init__(path, embedded_or_listed(path, embedded, listed), "cpu")
+        if self.manifest is None:
+            raise EdgekitError(f"{str(path)!r} carries no input shape (no edgekit manifest)")
+        self._torch = torch
+        self.input_name = self.manifest["input"]["name"]
+        self.input_shape = self.manifest["input"]["shape"]
+        self.input_dtype = self.manifest["input"]["dtype"]
+        self.output_shape = []  # a .pte does not declare it; checked on first use
+        # The program's memory is planned for batches up to its inputs' recorded sizes.
+        self.max_batch = int(self.method.metadata.input_tensor_meta(0).sizes()[0])
+        self._ready()
+
+    def _execute(self, *arrays: np.ndarray) -> list:
+        try:
+            return self.method.execute([self._torch.from_numpy(a) for a in arrays])
+        except Exception as e:
+            shapes = ", ".join(str(a.shape) for a in arrays)
+            raise EdgekitError(f"{self.path.name}: inference failed on input {shapes}: "
+                               f"{one_line(e)}") from None
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        parts = [self._execute(x[i:i + self.max_batch])[0].numpy()
+                 for i in range(0, len(x), self.max_batch)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _run_state(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outs, states = [], []
+        for i in range(0, len(x), self.max_batch):  # state (L, B, H): its batch is dim 1
+            out, new = self._execute(x[i:i + self.max_batch],
+                                     np.ascontiguousarray(state[:, i:i + self.max_batch]))
+            outs.append(out.numpy())
+            states.append(new.numpy())
+        return np.concatenate(outs), np.concatenate(states, axis=1)
+
+
+def quiet_torchao_registration() -> None:
+    """torchao (imported by executorch) registers an Enum with torch's pytree, and torch >= 2.14
+    logs a deprecation warning about it on every import: noise for users, not theirs to fix."""
+    import logging
+
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
+
+@contextmanager
+def _quiet_stderr():
+    """Send file descriptor 2 to /dev/null inside the block (C++ logging Python can't filter)."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
