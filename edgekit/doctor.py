@@ -53,6 +53,7 @@ def diagnose(timeout: float = TIMEOUT_S) -> dict:
                             "here are not ARM timings"))
     checks.append(onnxruntime_check(facts, timeout))
     checks.append(torch_check(facts, timeout))
+    checks.append(executorch_check(facts, timeout, torch_ok=checks[-1]["status"] != "fail"))
     diagnosis = [c["diagnosis"] for c in checks if c.get("diagnosis")]
     return {"ok": all(c["status"] != "fail" for c in checks), "machine": facts,
             "checks": checks, "diagnosis": diagnosis}
@@ -144,6 +145,28 @@ def torch_check(facts: dict, timeout: float) -> dict:
                      "qnnpack: TorchScript int8 models for ARM will not run)", **r)
     return check("torch", "ok", f"{r['version']}; conv2d and linear run; quantized engines: "
                  f"{engines}", **r)
+
+
+def executorch_check(facts: dict, timeout: float, torch_ok: bool = True) -> dict:
+    """ExecuTorch's runtime (for .pte) in a child process, if executorch is installed."""
+    version = installed("executorch")
+    if version is None:
+        return check("executorch", "skip", "not installed: only ExecuTorch (.pte) artifacts need "
+                     "it (pip install 'edgekit[pte]', which brings torch too)")
+    if not torch_ok:  # its runtime links libtorch: it fails where torch does
+        return check("executorch", "skip", f"{version} installed, but its runtime links "
+                     "libtorch, which failed above: .pte cannot run here until torch does")
+    run = selftest("executorch", timeout)
+    if run["result"] is None:
+        return check("executorch", "fail", f"{version}: {run['why']}", version=version,
+                     diagnosis=crash_line("executorch", version, run, facts))
+    r = run["result"]
+    if not r["ok"]:
+        return check("executorch", "fail", f"executorch {version} has no XNNPACK backend "
+                     f"(backends: {', '.join(r['backends']) or 'none'}): .pte cannot run here",
+                     version=version)
+    return check("executorch", "ok", f"{version}; backends: {', '.join(r['backends'])}",
+                 version=version)
 
 
 def installed(dist: str) -> str | None:

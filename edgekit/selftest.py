@@ -2,6 +2,7 @@
 
     python -m edgekit.selftest onnxruntime   # a tiny int8 ONNX model vs its numpy reference
     python -m edgekit.selftest torch         # import torch, its engines, one conv and one linear
+    python -m edgekit.selftest executorch    # import ExecuTorch's runtime, its backends
 
 Each prints one JSON object on stdout. A wheel built for a newer CPU dies here with
 "Illegal instruction" (SIGILL) instead of inside the user's program; the parent reads the exit
@@ -165,7 +166,23 @@ def _value_info(name: str, shape: tuple[int, ...]) -> bytes:
     return _field(1, name) + _field(2, _field(1, tensor_type))
 
 
-CHECKS = {"onnxruntime": check_onnxruntime, "torch": check_torch}
+def check_executorch() -> dict:
+    """Import ExecuTorch's Python runtime (it links libtorch) and list its backends."""
+    print("stage: import", file=sys.stderr, flush=True)
+    import logging
+
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's notice
+    from importlib.metadata import version
+
+    from executorch.extension.pybindings import portable_lib
+
+    backends = sorted(portable_lib._get_registered_backend_names())
+    return {"ok": "XnnpackBackend" in backends, "version": version("executorch"),
+            "backends": backends}
+
+
+CHECKS = {"onnxruntime": check_onnxruntime, "torch": check_torch,
+          "executorch": check_executorch}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CHECKS:

@@ -160,9 +160,11 @@ def test_doctor_json_on_this_machine():
     proc = doctor_cli("--json")
     report = json.loads(proc.stdout)
     names = [c["name"] for c in report["checks"]]
-    assert names[:3] == ["cpu", "board", "governor"] and names[-2:] == ["onnxruntime", "torch"]
+    assert names[:3] == ["cpu", "board", "governor"]
+    assert names[-3:] == ["onnxruntime", "torch", "executorch"]
     checks = {c["name"]: c for c in report["checks"]}
     assert checks["onnxruntime"]["status"] == "ok"
     # This machine has the training extra: torch imports and runs, so nothing fails.
     assert checks["torch"]["status"] == "ok", checks["torch"]
+    assert checks["executorch"]["status"] == "ok", checks["executorch"]  # the pte extra
     assert report["ok"] and report["diagnosis"] == [] and proc.returncode == 0
