@@ -89,6 +89,7 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
                 if catalog.by_file(f)]
         for c in cands + kept:
             c.check = check_artifact(c.path, c.fmt, prep.held, prep.gate)
+        cands = _drop_failed_best_effort(cands, skipped)
         _fail_fast(prep, cands, opts.allow_degraded)
         tuning = time_candidates(prep.target, prep.budget, cands + kept, prep.held.x[:1])
         chosen = [_publish_choice(stage, [c for c in cands if c.fmt is f]) for f in prep.formats
@@ -166,6 +167,17 @@ def _fail_fast(prep: Prepared, cands: list[Candidate], allow_degraded: bool) -> 
     if failures and not allow_degraded:
         raise EdgekitError("export check failed: " + "; ".join(failures)
                            + " (nothing was written)")
+
+
+def _drop_failed_best_effort(cands: list[Candidate], skipped: list[str]) -> list[Candidate]:
+    """A best-effort format none of whose candidates passed is not published: it is said why."""
+    failed = {c.fmt.name for c in cands if c.fmt.best_effort} - {
+        c.fmt.name for c in cands if c.check.passed}
+    for c in cands:
+        if c.fmt.name in failed:
+            skipped.append(f"{c.fmt.file} was not written: its check failed: {c.check.why}")
+            c.path.unlink(missing_ok=True)
+    return [c for c in cands if c.fmt.name not in failed]
 
 
 def _publish_choice(stage: Path, cands: list[Candidate]) -> Candidate:

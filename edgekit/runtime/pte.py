@@ -8,7 +8,7 @@ manifest as the constant method `edgekit_manifest`.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +61,30 @@ class PteRunner(Runner):
         self._ready()
 
     def _execute(self, *arrays: np.ndarray) -> list:
+        inputs = [self._torch.from_numpy(a) for a in arrays]
         try:
-            return self.method.execute([self._torch.from_numpy(a) for a in arrays])
+            return self.method.execute(inputs)
         except Exception as e:
             shapes = ", ".join(str(a.shape) for a in arrays)
             raise EdgekitError(f"{self.path.name}: inference failed on input {shapes}: "
-                               f"{one_line(e)}") from None
+                               f"{self._failed_operator(inputs)}{one_line(e)}") from None
+
+    def _failed_operator(self, inputs: list) -> str:
+        """Which kernel failed, from ExecuTorch's log of a second try ("operator full: ...").
+
+        The runtime names the failing kernel only in its C++ log on stderr, so the failed call
+        is repeated once with that log captured.
+        """
+        import re
+        import tempfile
+
+        with tempfile.TemporaryFile() as log:
+            with _quiet_stderr(log.fileno()), suppress(Exception):
+                self.method.execute(inputs)
+            log.seek(0)
+            text = log.read().decode(errors="replace")
+        found = re.search(r"\[op_(\w+)\.cpp:\d+\][^\n]*?:\s*([^\n]*)", text)
+        return f"operator {found.group(1)}: {one_line(found.group(2), 120)}; " if found else ""
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         parts = [self._execute(x[i:i + self.max_batch])[0].numpy()
@@ -92,12 +110,13 @@ def quiet_torchao_registration() -> None:
 
 
 @contextmanager
-def _quiet_stderr():
-    """Send file descriptor 2 to /dev/null inside the block (C++ logging Python can't filter)."""
+def _quiet_stderr(into: int | None = None):
+    """Send file descriptor 2 to /dev/null (or the descriptor `into`) inside the block: the
+    runtime's C++ log, which Python's warning and logging filters never see."""
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
+            os.dup2(null.fileno() if into is None else into, 2)
             yield
     finally:
         os.dup2(saved, 2)
