@@ -3,7 +3,8 @@ and cortex-a76 (Pi 5), against the same artifacts on this x86 machine.
 
 `make test-arm` (tools/test-arm.sh) builds the environment and runs these; without it they skip.
 The emulated side runs edgekit's installed wheel (the base install) from the aarch64 python;
-torch 2.9.1 (aarch64 CPU wheel) is added only where TorchScript is under test. Emulated timings
+torch 2.9.1 (aarch64 CPU wheel) is added only where TorchScript or ExecuTorch (.pte, on
+executorch 1.0.1: the aarch64 release built against torch 2.9) is under test. Emulated timings
 are not Pi timings: the bench JSON says `"emulated": true`.
 """
 
@@ -32,6 +33,7 @@ pytestmark = [
 CPUS = {"cortex-a72": "Cortex-A72", "cortex-a76": "Cortex-A76"}  # qemu -cpu -> core name
 ONNX = ["model.onnx", "model.int8.onnx"]
 TORCHSCRIPT = ["model.ts", "model.int8.ts"]
+PTE = ["model.pte", "model.int8.pte"]  # ExecuTorch 1.0.1 + torch 2.9.1 (tools/arm-env.sh)
 FP32_RTOL = 1e-4  # of the logits' range
 INT8_MIN_AGREEMENT = 0.99
 
@@ -45,9 +47,11 @@ class Emulator:
 
     def python(self, cpu: str, *args, torch: str | None = None,
                timeout: float = 900) -> subprocess.CompletedProcess:
-        """Run `python ARGS` on core `cpu`; torch: None, "torch" (2.9.1) or "torch-sigill"
-        (2.10.0, with the pure-Python dependencies from torch/)."""
-        dirs = {None: [], "torch": ["torch"], "torch-sigill": ["torch-sigill", "torch"]}[torch]
+        """Run `python ARGS` on core `cpu`; torch: None, "torch" (2.9.1), "torch-sigill"
+        (2.10.0, with the pure-Python dependencies from torch/) or "pte" (ExecuTorch 1.0.1 on
+        torch 2.9.1)."""
+        dirs = {None: [], "torch": ["torch"], "torch-sigill": ["torch-sigill", "torch"],
+                "pte": ["pte", "torch"]}[torch]
         path = [str(self.site)] + [str(self.env / d) for d in dirs]
         env = {**os.environ, "QEMU_CPU": cpu, "PYTHONPATH": os.pathsep.join(path)}
         return subprocess.run([str(self.env / "bin" / "python3"), *map(str, args)], env=env,
@@ -70,7 +74,7 @@ def pi_run(tmp_path_factory) -> Path:
     The pi4 and pi5 presets are the same today, so both emulated cores and x86 run these."""
     run = tmp_path_factory.mktemp("pi") / "tiny-pi4"
     edgekit("train", "lenet5", "--set", "train.epochs=2", "--out", run, "--no-progress")
-    edgekit("export", run, "--onnx", "--torchscript", "--int8", "--target", "pi4",
+    edgekit("export", run, "--onnx", "--torchscript", "--pte", "--int8", "--target", "pi4",
             "--max-int8-drop", "5")
     return run
 
@@ -82,7 +86,7 @@ def export(pi_run) -> Path:
 
 @pytest.fixture(scope="session")
 def artifacts(export) -> list[str]:
-    return [a for a in ONNX + TORCHSCRIPT if (export / a).is_file()]
+    return [a for a in ONNX + TORCHSCRIPT + PTE if (export / a).is_file()]
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +123,8 @@ def emulated(emu, pi_run, export, artifacts, x86_bench, x86_logits) -> dict[tupl
     wall time on a 2-core machine. Tests wait for the result they need. The x86 bench and
     logits come first, so two busy qemu processes do not slow the x86 timings.
     """
-    ts = "torch" if any(a.endswith(".ts") for a in artifacts) else None
+    ts = "pte" if any(a.endswith(".pte") for a in artifacts) else \
+        "torch" if any(a.endswith(".ts") for a in artifacts) else None
     jobs = {}
     for cpu in CPUS:  # the longest first
         jobs["logits", cpu] = (cpu, ["-c", LOGITS, export, emu.out / f"logits-{cpu}.npz",
@@ -179,7 +184,11 @@ def held_out(export: Path) -> tuple[np.ndarray, np.ndarray]:
         return z["x"], z["y"]
 
 
-@pytest.mark.parametrize("name", ["model.onnx", "model.ts"])
+def test_pte_is_exported_for_the_pi(artifacts):
+    assert set(PTE) <= set(artifacts)  # so the .pte checks below run, not skip
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.ts", "model.pte"])
 def test_fp32_logits_match_x86(name, cpu, arm_logits, x86_logits, export):
     if name not in x86_logits:
         pytest.skip(f"{name} not exported")
@@ -191,7 +200,7 @@ def test_fp32_logits_match_x86(name, cpu, arm_logits, x86_logits, export):
     assert diff <= tol, f"{name} on emulated {cpu} differs from x86 by {diff:.3g} > {tol:.3g}"
 
 
-@pytest.mark.parametrize("name", ["model.int8.onnx", "model.int8.ts"])
+@pytest.mark.parametrize("name", ["model.int8.onnx", "model.int8.ts", "model.int8.pte"])
 def test_int8_top1_agrees_with_x86(name, cpu, arm_logits, x86_logits, export):
     if name not in x86_logits:
         pytest.skip(f"{name} not exported")

@@ -108,7 +108,9 @@ mapfile -t torch_reqs < <(group torch)
 pip_q download --no-deps -d "$build/wheels/torch" "${PLATFORM[@]}" "${torch_reqs[@]}"
 mapfile -t sigill_reqs < <(group sigill)
 pip_q download --no-deps -d "$build/wheels/sigill" "${PLATFORM[@]}" "${sigill_reqs[@]}"
-for dir in runtime:site torch:torch sigill:torch-sigill; do
+mapfile -t pte_reqs < <(group pte)
+pip_q download --no-deps -d "$build/wheels/pte" "${PLATFORM[@]}" "${pte_reqs[@]}"
+for dir in runtime:site torch:torch sigill:torch-sigill pte:pte; do
   pip_q install --no-deps --no-index --target "$stage/${dir#*:}" "${PLATFORM[@]}" \
     "$build/wheels/${dir%%:*}"/*.whl
 done
