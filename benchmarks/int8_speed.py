@@ -1,14 +1,17 @@
 """Is the artifact edgekit picks as fast as the best a user could build by hand? (issue 8)
 
 For each recipe (default: resnet18 and mobilenet_v2 at 3x224x224): train briefly through
-edgekit's own `train`, export with `--onnx --torchscript --int8 --target local` (the auto-tuner
-picks the int8 layout), then, in this one process, build by hand what a user would write:
+edgekit's own `train`, export with `--onnx --torchscript --pte --int8 --target local` (the
+auto-tuner picks the int8 layout), then, in this one process, build by hand what a user would
+write:
 
     torch eager fp32                      the trained nn.Module
     ONNX Runtime fp32                     model.onnx in a plain InferenceSession
     ONNX Runtime int8 S8S8 / U8S8         quantize_static (QDQ, per-channel) of model.onnx,
                                           calibrated on the same training images
     torch.ao int8 TorchScript             FX static quantization, x86 engine, traced + frozen
+    ExecuTorch XNNPACK fp32 / int8        torch.export -> (PT2E, XNNPACKQuantizer per-channel)
+                                          -> to_edge_transform_and_lower -> .pte, Python runtime
 
 and time them with the edgekit pick (report.json "fastest", loaded through edgekit.runtime) in
 interleaved rounds: batch 1, 2 threads, median of round medians, edgekit.bench.measure.
@@ -108,7 +111,8 @@ def bench_recipe(name: str, args, root: Path) -> dict:
                     progress=False)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    report = export(run, ["onnx", "onnx-int8", "torchscript", "torchscript-int8"],
+    report = export(run, ["onnx", "onnx-int8", "torchscript", "torchscript-int8", "pte",
+                          "pte-int8"],
                     target="local", max_int8_drop=100)  # quick training: accuracy is not the point
     export_s = time.perf_counter() - t0
     out = run / "export"
@@ -121,6 +125,9 @@ def bench_recipe(name: str, args, root: Path) -> dict:
     pick = report["fastest"]["file"]
     runner = load(out / pick, threads=THREADS)
     paths = {f"edgekit pick: {pick}": lambda: runner.run(x), **hand}
+    for file in ("model.pte", "model.int8.pte"):  # edgekit's ExecuTorch artifacts, as shipped
+        if file != pick and (out / file).is_file():
+            paths[f"edgekit {file}"] = _runner_call(load(out / file, threads=THREADS), x)
     times = interleaved(paths, args.rounds, args.seconds)
 
     eager = times["torch eager fp32"]["ms"]
@@ -202,7 +209,50 @@ def build_by_hand(model, fp32: Path, x: np.ndarray, calibration: np.ndarray, tmp
     with torch.no_grad():
         ts = torch.jit.freeze(torch.jit.trace(convert_fx(prepared), torch.from_numpy(x)))
     paths["torch.ao int8 TorchScript (x86)"] = _no_grad(ts, torch.from_numpy(x))
+    paths.update(executorch_by_hand(model, x, calibration, tmp))
     return paths
+
+
+def executorch_by_hand(model, x: np.ndarray, calibration: np.ndarray, tmp: Path) -> dict:
+    """ExecuTorch's documented XNNPACK flow, written as its tutorial does (batch 1, static)."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    portable_lib._unsafe_reset_threadpool(THREADS)
+    example = (torch.from_numpy(x),)
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(
+        is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(copy.deepcopy(model), example).module(),
+                            quantizer)
+    with torch.no_grad():
+        for i in range(0, len(calibration), 16):
+            prepared(torch.from_numpy(calibration[i:i + 16]))
+    paths = {}
+    for name, m in (("ExecuTorch XNNPACK fp32", model),
+                    ("ExecuTorch XNNPACK int8 (PT2E)", convert_pt2e(prepared))):
+        program = to_edge_transform_and_lower(torch.export.export(m, example),
+                                              partitioner=[XnnpackPartitioner()])
+        file = tmp / f"{name.split()[-1].strip('()')}.pte"
+        file.write_bytes(program.to_executorch().buffer)
+        paths[name] = _method_call(Runtime.get().load_program(file).load_method("forward"),
+                                   list(example))
+    return paths
+
+
+def _method_call(method, inputs):
+    return lambda: method.execute(inputs)
+
+
+def _runner_call(runner, x):
+    return lambda: runner.run(x)
 
 
 def interleaved(paths: dict, rounds: int, seconds: float) -> dict:

@@ -18,7 +18,8 @@ from edgekit.machine import usable_cores
 
 # Path -> artifact file in RUN/export (None: the trained model in PyTorch eager mode).
 PATHS = {"torch-eager": None, "torchscript": "model.ts", "torchscript-int8": "model.int8.ts",
-         "onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+         "onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "executorch": "model.pte",
+         "executorch-int8": "model.int8.pte"}
 BATCHES = (1, 8)
 THREADS = ("1", "all")
 CASES = list(itertools.product(MODELS, PATHS, BATCHES, THREADS))
