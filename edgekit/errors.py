@@ -15,3 +15,25 @@ class Interrupted(EdgekitError):
 
 class EdgekitWarning(UserWarning):
     """Input that runs but may give meaningless results (NaN/inf): the CLI prints one line."""
+
+
+EXCERPT = 100  # characters of an input an error message quotes
+
+
+def excerpt(value, limit: int = EXCERPT) -> str:
+    """`value` as an error message quotes it: its repr, cut to about `limit` characters with
+    the total size named, so a 20 MB input cannot make a 20 MB "one-line" error.
+
+        excerpt("hello")      -> "'hello'"
+        excerpt("x" * 10000)  -> "'xxxx...xxx'... (10000 characters)"
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value, unit = bytes(value), "bytes"
+    elif isinstance(value, str):
+        unit = "characters"
+    else:  # a number, a list, ...: its repr is what gets quoted
+        text = repr(value)
+        return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} {unit})"

@@ -35,6 +35,7 @@ class Throughput:
     seconds: float = 0.0  # wall time, first decode to last result
     prepare_seconds: float = 0.0  # decoding + preprocessing (overlaps inference)
     infer_seconds: float = 0.0  # runner.infer: the model plus decoding its outputs
+    bytes_read: int = 0  # of the tables streamed (predict_rows), for a progress bar
 
     def line(self) -> str:
         """One line for the end of `edgekit predict`."""
@@ -150,18 +151,26 @@ def sample_input(runner: Runner, index: int) -> tuple[np.ndarray, str]:
 
 @dataclass
 class Prediction:
-    """What `predict()` set up: the runner, how many inputs, and the results to iterate."""
+    """What `predict()` set up: the runner, how many inputs, and the results to iterate.
+
+    `count` is None for tables, whose rows are counted as they stream; their progress is
+    `stats.bytes_read` of `total_bytes`.
+    """
 
     runner: Runner
-    count: int
+    count: int | None
     results: Iterator[dict]
     stats: Throughput
+    total_bytes: int = 0
 
 
 def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None = None,
             batch: int = 32, k: int = 3, threads: int | None = None, device: str = "cpu",
             verify: bool = True, skip_bad: bool = False, texts: list[str] = ()) -> Prediction:
     """Load `artifact` and set up prediction over files/folders, texts, or held-out sample N.
+
+    A tabular model predicts every row of each .csv/.json table, streamed `batch` rows at a
+    time (see edgekit.runtime.rows).
 
     A stateful model reads its inputs one at a time, in order: consecutive windows of one
     series, its hidden state carried from each into the next.
@@ -198,5 +207,67 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
                          **runner.infer(x[None], k)[0]}])
         return Prediction(runner, 1, results, stats)
     files = expand_inputs(inputs, runner)
+    if runner.manifest["preprocess"]["kind"] == "tabular":  # every row of every table
+        from edgekit.runtime.rows import predict_rows
+
+        return Prediction(runner, None, predict_rows(runner, files, batch, k, skip_bad, stats),
+                          stats, total_bytes=sum(f.stat().st_size for f in files))
     return Prediction(runner, len(files),
                       predict_files(runner, files, batch, k, skip_bad, stats), stats)
+
+
+class ResultsCsv:
+    """Prediction results as CSV rows, written as they come: input, row (for tables), the
+    task's scalar fields (label, probability; or one column per value) and error.
+
+    The columns are those of the first result that is not an error; error entries before it
+    wait (at most `hold` of them) so that every line has the same columns.
+    """
+
+    def __init__(self, f, hold: int = 10000):
+        import csv
+
+        self.f = f
+        self.csv = csv
+        self.writer = None
+        self.waiting: list[dict] = []
+        self.hold = hold
+        self.rows = 0
+
+    def write(self, result: dict) -> None:
+        row = flat(result)
+        if self.writer is None:
+            if "error" in row and len(self.waiting) < self.hold:
+                self.waiting.append(row)
+                return
+            self._start(row)
+        self.writer.writerow(row)
+        self.rows += 1
+
+    def close(self) -> None:
+        """Write what still waits (every result an error: their own columns)."""
+        if self.writer is None and self.waiting:
+            self._start(self.waiting[0])
+
+    def _start(self, row: dict) -> None:
+        columns = [c for c in row if c != "error"] + ["error"]
+        self.writer = self.csv.DictWriter(self.f, columns, extrasaction="ignore",
+                                          lineterminator="\n")
+        self.writer.writeheader()
+        for waiting in self.waiting:
+            self.writer.writerow(waiting)
+            self.rows += 1
+        self.waiting = []
+
+
+def flat(result: dict) -> dict:
+    """A result's scalar fields; a regression's values as one field per label."""
+    out = {}
+    values, labels = result.get("values"), result.get("labels")
+    for key, v in result.items():
+        if key == "values" and isinstance(labels, list) and len(labels) == len(values) \
+                and not any(isinstance(x, list) for x in values):
+            out.update(zip(labels, values, strict=True))
+        elif v is None or isinstance(v, (str, int, float)):
+            out[key] = v
+    return out

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, excerpt
 from edgekit.runtime import Runner, load, preprocess
 
 log = logging.getLogger("edgekit.serve")
@@ -44,6 +44,10 @@ class Limits:
     max_concurrent: int = 64  # requests in progress at once; 503 beyond
     workers: int = 2  # threads that decode and run inputs at once
     k: int = 5  # default top-k for classification
+
+
+# Bytes of an oversized body read and dropped so that its 413 arrives; a bigger one is cut.
+DRAIN_CAP = 64 * 1024 * 1024
 
 
 class Counters:
@@ -81,15 +85,19 @@ def create_app(runner: Runner, limits: Limits = Limits()):
         return JSONResponse({"error": " ".join(str(message).split()), "status": status},
                             status_code=status, headers=headers or None)
 
-    def work(body: bytes, media_type: str | None, k: int) -> dict:
-        """In a worker thread: decode + preprocess, run, decode outputs."""
+    def work(body: bytes, media_type: str | None, k: int) -> dict | bytes:
+        """In a worker thread: decode + preprocess, run, decode outputs. A body of several
+        inputs (a CSV of many rows) gets its results as JSON bytes, built a chunk at a time."""
         t0 = time.perf_counter()
         try:
-            x = runner.prepare(body, media_type)[None]  # (1, ...)
+            x = runner.prepare_many(body, media_type)  # (B, ...)
         except preprocess.UnsupportedMediaType:
             raise
         except EdgekitError as e:
             raise BadInput(str(e)) from None
+        del body  # what stays is the inputs, not their text
+        if len(x) > 1:
+            return many_results(runner, x, k, time.perf_counter() - t0)
         t1 = time.perf_counter()
         result = runner.infer(x, k)[0]
         t2 = time.perf_counter()
@@ -107,7 +115,7 @@ def create_app(runner: Runner, limits: Limits = Limits()):
             if k < 1:
                 raise ValueError
         except ValueError:
-            return error(400, f"k={request.query_params.get('k')!r}; expected a positive "
+            return error(400, f"k={excerpt(request.query_params.get('k'))}; expected a positive "
                               "integer")
         media_type = _media_type(request.headers.get("content-type"))
         try:
@@ -118,9 +126,12 @@ def create_app(runner: Runner, limits: Limits = Limits()):
                     body = await request.body()
                 if not kind.accepts(media_type):
                     return error(415, f"POST /predict takes {', '.join(accepts)} for "
-                                      f"{runner.path.name} ({kind.name} input); got {media_type}")
+                                      f"{runner.path.name} ({kind.name} input); got "
+                                      f"{excerpt(media_type)}")
                 result = await anyio.to_thread.run_sync(
                     work, body, media_type, k, limiter=limiter, abandon_on_cancel=True)
+            if isinstance(result, bytes):
+                return Response(result, media_type="application/json")
             return JSONResponse(result)
         except TimeoutError:
             return error(504, f"the request took longer than the server's --timeout "
@@ -166,6 +177,25 @@ def create_app(runner: Runner, limits: Limits = Limits()):
     return Guard(app, limits, counters)
 
 
+def many_results(runner: Runner, x, k: int, prepare_seconds: float, chunk: int = 1024) -> bytes:
+    """{"artifact", "count", "results": [{"row": n, **result}, ...], "ms"} for inputs (B, ...),
+    serialized `chunk` rows at a time so only the JSON text grows with B."""
+    import json
+
+    t0 = time.perf_counter()
+    parts = []
+    for i in range(0, len(x), chunk):
+        parts += [json.dumps({"row": i + j + 1, **r})
+                  for j, r in enumerate(runner.infer(x[i:i + chunk], k))]
+    head = {"artifact": runner.path.name, "count": len(x),
+            "ms": {"preprocess": round(prepare_seconds * 1e3, 3),
+                   "model": round((time.perf_counter() - t0) * 1e3, 3)}}
+    warning = runner.nonfinite_warning(x)
+    if warning:
+        head["warnings"] = [warning]
+    return (json.dumps(head)[:-1] + ', "results": [' + ", ".join(parts) + "]}").encode()
+
+
 class BadInput(EdgekitError):
     """The request's input could not be read or prepared (HTTP 400)."""
 
@@ -182,6 +212,7 @@ class Guard:
         self.max_body = limits.max_body
         self.max_concurrent = limits.max_concurrent
         self.counters = counters
+        self.drain_cap = max(DRAIN_CAP, 2 * limits.max_body)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -209,12 +240,12 @@ class Guard:
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            # Read what was sent before answering (up to another max_body; not when the client
-            # waits for "100 Continue"): closing on unread data resets the connection, and the
-            # client would never see the 413.
+            # Read and drop the whole body before answering (up to DRAIN_CAP; not when the
+            # client waits for "100 Continue"): closing on unread data resets the connection,
+            # and the client (Python's urllib, which sends it all first) never sees the 413.
             if b"100-continue" not in headers.get(b"expect", b"").lower() \
-                    and int(length) <= 2 * self.max_body:
-                await self._drain(receive, self.max_body)
+                    and int(length) <= self.drain_cap:
+                await self._drain(receive, int(length))
             return await refuse(413, f"request body of {int(length)} bytes is over the server's "
                                      f"limit of {self.max_body} bytes (--max-body)")(
                 scope, receive, counted)
@@ -227,7 +258,7 @@ class Guard:
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
                     if message.get("more_body"):
-                        await self._drain(receive, self.max_body)
+                        await self._drain(receive, self.drain_cap)
                     raise HTTPException(413, f"request body is over the server's limit of "
                                              f"{self.max_body} bytes (--max-body)")
             return message
