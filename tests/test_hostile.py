@@ -29,26 +29,45 @@ TABULAR = {"kind": "tabular", "columns": [
     {"name": "sex", "type": "category", "values": ["Female", "Male"], "mean": 0.5, "std": 0.5}]}
 
 
-@pytest.fixture(scope="module")
-def table_model(tmp_path_factory) -> Path:
-    """model.onnx: (B, 2) features -> (B, 2) logits [0, age + sex], manifest embedded."""
+def onnx_model(path: Path, node: str, shape: list, weights: list, manifest: dict) -> Path:
+    """A one-node ONNX graph (MatMul by `weights`, or Identity) with `manifest` embedded."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [0, 1, 0, 1])
+    dims = ["batch", *shape[1:]]
+    inputs = ["input"] + (["w"] if weights else [])
+    init = [helper.make_tensor("w", TensorProto.FLOAT, [2, 2], weights)] if weights else []
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["input", "w"], ["output"])], "g",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 2])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 2])], [w])
+        [helper.make_node(node, inputs, ["output"])], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, dims)], init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    helper.set_model_props(model, {mf.EMBED_KEY: json.dumps(manifest)})
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def table_model(tmp_path_factory) -> Path:
+    """model.onnx: (B, 2) features -> (B, 2) logits [0, age + sex], manifest embedded."""
     manifest = mf.make_manifest(recipe="t", model="m", task="classification",
                                 input_name="input", input_shape=[None, 2], preprocess=TABULAR,
                                 labels=["low", "high"])
-    helper.set_model_props(model, {mf.EMBED_KEY: json.dumps(manifest)})
-    path = tmp_path_factory.mktemp("table") / "model.onnx"
-    onnx.save(model, str(path))
-    return path
+    return onnx_model(tmp_path_factory.mktemp("table") / "model.onnx", "MatMul", [None, 2],
+                      [0, 1, 0, 1], manifest)
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory) -> Path:
+    """model.onnx: 5 characters of "helo", one-hot (B, 5, 4) -> the same as per-step scores."""
+    from edgekit.runtime.preprocess.text import text_spec
+
+    manifest = mf.make_manifest(recipe="t", model="m", task="sequence_classification",
+                                input_name="input", input_shape=[None, 5, 4],
+                                preprocess=text_spec(list("helo"), 5), labels=list("helo"))
+    return onnx_model(tmp_path_factory.mktemp("text") / "model.onnx", "Identity", [None, 5, 4],
+                      [], manifest)
 
 
 def run_cli(*args) -> tuple[int, str, str]:
@@ -146,12 +165,15 @@ def test_excerpt_bounds_what_an_error_quotes():
     assert excerpt(5) == "5"
 
 
-def test_a_long_text_gives_a_short_error():
-    from edgekit.runtime.preprocess.text import text_spec, text_to_array
-
-    with pytest.raises(EdgekitError) as e:
-        text_to_array("h" * 10_000, text_spec(["h", "e"], 5))
-    assert len(str(e.value)) < 300 and "10000 characters" in str(e.value)
+def test_a_long_text_gives_a_short_error(tmp_path, text_model):
+    code, out, err = run_cli("predict", text_model, "--text", "hello")
+    assert code == 0 and out.strip() == "hello"
+    code, _, err = run_cli("predict", text_model, "--text", "h" * 10_000)
+    assert code == 1 and len(err) < 300 and "10000 characters" in err
+    big = tmp_path / "big.txt"
+    big.write_text("hel" * 7_000_000 + "x")  # 20 MB
+    code, _, err = run_cli("predict", text_model, big)
+    assert code == 1 and len(err) < 400 and "21000001 characters" in err
 
 
 # -- 3, 9, 10: CSV fields, huge one-row inputs, duplicate columns, the file named --------------
@@ -341,3 +363,83 @@ def test_bench_compare_refuses_impossible_latencies(tmp_path, p50):
     code, out, err = run_cli("bench", "compare", a, b, "--no-chart")
     assert code == 1 and out == ""
     assert f"{str(b)!r}: lenet5/model.onnx (batch 1, threads 1) has a median latency of" in err
+
+
+# -- 5, 11: serve drains what it refuses, takes many rows, survives an abuse run ------------
+
+def test_serve_answers_hostile_requests_and_many_rows(table_model, text_model):
+    """A short abuse run (loopback, bounded): no connection error, each bad request its 4xx."""
+    from edgekit.runtime.abuse import abuse, send
+    from edgekit.runtime.loadtest import served
+
+    with served(table_model) as server:
+        report = abuse(server.url, b"age,sex\n50,Male\n", "text/csv", clients=4,
+                       requests=100, big_repeats=2)
+        assert report["ok"], report
+        rows = "age,sex\n" + "".join(f"{20 + i % 50},Male\n" for i in range(3000))
+        status, body = post(server.url, rows.encode(), "text/csv")
+        assert status == 200 and body["count"] == 3000
+        assert [r["row"] for r in body["results"]] == list(range(1, 3001))
+        # ages 29, 30, 31 (Male): age + sex standardized is < 0, 0, > 0
+        assert [r["label"] for r in body["results"][9:12]] == ["low", "low", "high"]
+        status, body = post(server.url, rows.replace("45,Male", "45,Robot").encode(),
+                            "text/csv")
+        assert status == 400 and body["error"].startswith("body row 26 (line 27): column 'sex'")
+        assert send(server.url + "/health", "GET", b"", "", 10) == 200
+    with served(text_model, "--max-body", str(11 * 1024 * 1024)) as server:
+        status, body = post(server.url, b"h" * 10_000_000, "text/plain")
+        assert status == 400 and len(body["error"]) < 300
+        assert "10000000 characters" in body["error"]
+
+
+def post(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url + "/predict", data=body,
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+# -- export without RUN; torch's advice not passed on ---------------------------------------
+
+def test_export_without_run_takes_the_latest_finished_run(tmp_path, monkeypatch):
+    from edgekit.runs import latest_run
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EdgekitError, match="no finished run under 'runs'.*edgekit train RECIPE"):
+        latest_run()
+    for name, files in (("a", ["recipe.yaml", "model.safetensors", "metrics.json"]),
+                        ("b", ["recipe.yaml", "model.safetensors", "metrics.json"]),
+                        ("c", ["recipe.yaml", "checkpoint.pt"])):  # c: stopped mid-training
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        for f in files:
+            (tmp_path / "runs" / name / f).write_text("x")
+    os.utime(tmp_path / "runs" / "b" / "metrics.json", (1, 1))  # b finished long ago
+    assert latest_run() == Path("runs") / "a"
+    for f in ("a", "b"):
+        (tmp_path / "runs" / f / "metrics.json").unlink()
+    with pytest.raises(EdgekitError, match=r"edgekit train --resume runs/c"):
+        latest_run()
+    code, _, err = run_cli("export", "--onnx")
+    assert code == 1 and err.startswith("error: no finished run under 'runs' to export")
+
+
+def test_torch_load_errors_drop_the_advice_to_unpickle(tmp_path):
+    torch = pytest.importorskip("torch")
+    from edgekit.checkpoint import load
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(EdgekitError) as e:
+        load(path)
+    assert "it holds Python objects, not only tensors" in str(e.value)
+    assert "weights_only" not in str(e.value) and "\x1b" not in str(e.value)
+
+
+class Evil:
+    """Not a tensor: what torch.load(weights_only=True) refuses to unpickle."""
