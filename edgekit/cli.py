@@ -15,6 +15,9 @@ import click
 from edgekit import __version__
 from edgekit.errors import EdgekitError, Interrupted
 
+# Labels `predict` shows and `serve` returns unless asked (serve.Limits.k says the same).
+TOP_K = 3
+
 # Modules that only the `train` extra installs: the base install is the Pi runtime.
 TRAIN_EXTRA = {"torch", "torchvision", "onnx", "onnxscript", "sklearn", "tqdm", "matplotlib",
                "safetensors"}
@@ -192,8 +195,8 @@ def export_cmd(run, onnx, torchscript, int8, fp16, target, int8_method, exclude,
               help="Use held-out sample N shipped with the export instead of INPUTS.")
 @click.option("--text", "texts", multiple=True, metavar="TEXT",
               help="Text to predict on, for a model of text input (repeatable).")
-@click.option("-k", "--top", "k", type=click.IntRange(min=1), default=3, show_default=True,
-              help="How many labels to show.")
+@click.option("-k", "--top", "k", type=click.IntRange(min=1), default=TOP_K,
+              show_default=True, help="How many labels to show.")
 @click.option("--batch", type=click.IntRange(min=1, max=4096), default=32, show_default=True,
               help="Inputs per inference when predicting many.")
 @click.option("--json", "as_json", is_flag=True,
@@ -338,8 +341,8 @@ def verify_cmd(export_dir):
               help="Requests in progress at once (503 beyond).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Requests decoded and run at once (1 gives one request all the threads).")
-@click.option("-k", "--top", "k", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Default top-k (a request's ?k=N overrides it).")
+@click.option("-k", "--top", "k", type=click.IntRange(min=1), default=TOP_K,
+              show_default=True, help="Default top-k (a request's ?k=N overrides it).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Intra-op threads per worker (default: cores / workers).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")

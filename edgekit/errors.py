@@ -20,9 +20,10 @@ class EdgekitWarning(UserWarning):
 EXCERPT = 100  # characters of an input an error message quotes
 
 
-def excerpt(value, limit: int = EXCERPT) -> str:
-    """`value` as an error message quotes it: its repr, cut to about `limit` characters with
-    the total size named, so a 20 MB input cannot make a 20 MB "one-line" error.
+def excerpt(value, limit: int = EXCERPT, quote: bool = True) -> str:
+    """`value` as an error message quotes it: its repr (its text with quote=False), cut to
+    about `limit` characters with the total size named, so a 20 MB input cannot make a 20 MB
+    "one-line" error.
 
         excerpt("hello")      -> "'hello'"
         excerpt("x" * 10000)  -> "'xxxx...xxx'... (10000 characters)"
@@ -32,8 +33,8 @@ def excerpt(value, limit: int = EXCERPT) -> str:
     elif isinstance(value, str):
         unit = "characters"
     else:  # a number, a list, ...: its repr is what gets quoted
-        text = repr(value)
-        return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+        value, unit, quote = repr(value), "characters", False
+    show = repr if quote else str
     if len(value) <= limit:
-        return repr(value)
-    return f"{value[:limit]!r}... ({len(value)} {unit})"
+        return show(value)
+    return f"{show(value[:limit])}... ({len(value)} {unit})"

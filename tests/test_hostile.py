@@ -443,3 +443,12 @@ def test_torch_load_errors_drop_the_advice_to_unpickle(tmp_path):
 
 class Evil:
     """Not a tensor: what torch.load(weights_only=True) refuses to unpickle."""
+
+
+def test_predict_and_serve_agree_on_the_default_top_k():
+    from edgekit.cli import TOP_K
+    from edgekit.runtime.serve import Limits
+
+    defaults = {c.name: {p.name: p.default for p in c.params}
+                for c in (main.commands["predict"], main.commands["serve"])}
+    assert defaults["predict"]["k"] == defaults["serve"]["k"] == Limits().k == TOP_K

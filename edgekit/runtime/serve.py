@@ -43,7 +43,7 @@ class Limits:
     timeout: float = 30.0  # seconds from the start of the body to the response; 504 beyond
     max_concurrent: int = 64  # requests in progress at once; 503 beyond
     workers: int = 2  # threads that decode and run inputs at once
-    k: int = 5  # default top-k for classification
+    k: int = 3  # default top-k for classification: as `edgekit predict` (cli.TOP_K)
 
 
 # Bytes of an oversized body read and dropped so that its 413 arrives; a bigger one is cut.
@@ -127,7 +127,7 @@ def create_app(runner: Runner, limits: Limits = Limits()):
                 if not kind.accepts(media_type):
                     return error(415, f"POST /predict takes {', '.join(accepts)} for "
                                       f"{runner.path.name} ({kind.name} input); got "
-                                      f"{excerpt(media_type)}")
+                                      f"{excerpt(media_type, quote=False)}")
                 result = await anyio.to_thread.run_sync(
                     work, body, media_type, k, limiter=limiter, abandon_on_cancel=True)
             if isinstance(result, bytes):

@@ -88,7 +88,7 @@ class Kind:
             if not self.accepts(media_type):
                 raise UnsupportedMediaType(
                     f"{self.name} input is {', '.join(self.media_types)}; got "
-                    f"{excerpt(media_type)}")
+                    f"{excerpt(media_type, quote=False)}")
             return self.decode(bytes(raw), media_type, spec)
         return raw
 
