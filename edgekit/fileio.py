@@ -66,7 +66,8 @@ def remove_stale(path: Path) -> list[Path]:
     """Remove the temporary files and staging folders beside `path` that a killed process left.
 
     Only those whose process (the PID in the name) no longer runs: a concurrent writer's stage
-    is left alone. Names without a PID (older edgekit) go once they are a day old.
+    is left alone. Names without a PID (older edgekit) go once they are a day old. A previous
+    `path` moved aside by atomic_dir (`.NAME.old-PID`) is put back if no `path` replaced it.
 
     Returns:
         The paths removed.
@@ -88,7 +89,9 @@ def remove_stale(path: Path) -> list[Path]:
                     continue
             except OSError:
                 continue
-        if p.is_dir() and not p.is_symlink():
+        if rest.startswith("old-") and not path.exists():
+            os.replace(p, path)  # killed between moving the old one aside and the new in
+        elif p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)

@@ -127,6 +127,10 @@ def test_stale_stages_of_dead_processes_are_removed_and_live_ones_kept(tmp_path)
     assert set(os.listdir(tmp_path)) == {".export.notes", f".export.{live}.abc.tmp",
                                          f".report.json.{dead}.xyz.tmp", "export"}
     assert remove_stale(tmp_path / "report.json") == [tmp_path / f".report.json.{dead}.xyz.tmp"]
+    # Killed after moving the previous export aside, before moving the new one in: put back.
+    (tmp_path / "export").rename(tmp_path / f".export.old-{dead}")
+    remove_stale(tmp_path / "export")
+    assert (tmp_path / "export" / "manifest.json").is_file()
 
 
 def test_torchscript_is_written_from_python_so_a_full_disk_raises_not_aborts(tmp_path):
