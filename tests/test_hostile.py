@@ -204,6 +204,16 @@ def test_a_many_row_csv_as_one_input_is_refused_after_two_rows(tmp_path, table_m
     assert len(parsed) == 2  # not 10,000
 
 
+def test_a_json_table_too_big_to_parse_whole_is_refused(tmp_path, table_model, monkeypatch):
+    from edgekit.runtime.preprocess import tabular
+
+    monkeypatch.setattr(tabular, "JSON_LIMIT", 1000)
+    f = tmp_path / "people.json"
+    f.write_text(json.dumps([{"age": 30, "sex": "Male"}] * 100))
+    code, _, err = run_cli("predict", table_model, f)
+    assert code == 1 and "is a JSON table of 2.7 KB; JSON is read whole" in err
+
+
 def counting(gen, seen: list):
     def wrapped(*a, **kw):
         for item in gen(*a, **kw):

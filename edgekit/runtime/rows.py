@@ -86,6 +86,7 @@ def _numbered_rows(path: Path, spec: dict, raw: Counting, skip_bad: bool
                    ) -> Iterator[tuple[int, int, dict | EdgekitError]]:
     """(row number, line number, row or its error) of a .csv (streamed) or .json file."""
     if path.suffix.lower() == ".json":
+        tabular.check_json_size(path)
         try:
             text = raw.readall().decode("utf-8-sig")
         except UnicodeDecodeError as e:

@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.diskfull import human
 from edgekit.errors import EdgekitError, excerpt
 from edgekit.fileio import not_a_file
 from edgekit.runtime.preprocess import KINDS, Kind
 
 MISSING = ("?", "")  # how a numeric value is written when it is unknown
+JSON_LIMIT = 64 * 1024 * 1024  # a JSON table is parsed whole; a bigger table must be CSV
 KEYS = ("columns",)
 
 
@@ -139,10 +141,20 @@ def read(path: str | Path, spec: dict, most: int = 1) -> list[dict]:
 
 
 def _read_text(path: Path) -> str:
+    check_json_size(path)
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise EdgekitError(f"{str(path)!r} is not UTF-8 text: {e}") from None
+
+
+def check_json_size(path: Path) -> None:
+    """Refuse a JSON table too big to parse whole (CSV streams; JSON cannot, here)."""
+    size = path.stat().st_size
+    if size > JSON_LIMIT:
+        raise EdgekitError(f"{str(path)!r} is a JSON table of {human(size)}; JSON is "
+                           f"read whole, so a table over {JSON_LIMIT // 2**20} MB must be CSV "
+                           "(read a batch of rows at a time)")
 
 
 def open_csv(path: Path, raw=None) -> io.TextIOWrapper:
