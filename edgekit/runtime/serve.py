@@ -179,21 +179,25 @@ def create_app(runner: Runner, limits: Limits = Limits()):
 
 def many_results(runner: Runner, x, k: int, prepare_seconds: float, chunk: int = 1024) -> bytes:
     """{"artifact", "count", "results": [{"row": n, **result}, ...], "ms"} for inputs (B, ...),
-    serialized `chunk` rows at a time so only the JSON text grows with B."""
+    written `chunk` rows at a time into one buffer: the JSON text is the only copy."""
+    import io
     import json
 
     t0 = time.perf_counter()
-    parts = []
+    out = io.BytesIO()
+    out.write(json.dumps({"artifact": runner.path.name, "count": len(x)})[:-1].encode()
+              + b', "results": [')
     for i in range(0, len(x), chunk):
-        parts += [json.dumps({"row": i + j + 1, **r})
-                  for j, r in enumerate(runner.infer(x[i:i + chunk], k))]
-    head = {"artifact": runner.path.name, "count": len(x),
-            "ms": {"preprocess": round(prepare_seconds * 1e3, 3),
+        out.write((", " if i else "").encode() + ", ".join(
+            json.dumps({"row": i + j + 1, **r})
+            for j, r in enumerate(runner.infer(x[i:i + chunk], k))).encode())
+    tail = {"ms": {"preprocess": round(prepare_seconds * 1e3, 3),
                    "model": round((time.perf_counter() - t0) * 1e3, 3)}}
     warning = runner.nonfinite_warning(x)
     if warning:
-        head["warnings"] = [warning]
-    return (json.dumps(head)[:-1] + ', "results": [' + ", ".join(parts) + "]}").encode()
+        tail["warnings"] = [warning]
+    out.write(b"], " + json.dumps(tail)[1:].encode())
+    return out.getvalue()  # the buffer itself, not a copy
 
 
 class BadInput(EdgekitError):
