@@ -307,6 +307,26 @@ def test_a_table_streams_in_bounded_memory(tmp_path, table_model):
     assert stats.bytes_read == people.stat().st_size and stats.inputs == 60_000
 
 
+def test_the_progress_bar_of_a_table_follows_its_bytes(tmp_path, table_model):
+    from edgekit.cli import _progress
+    from edgekit.runtime.batch import predict
+
+    class Bar:
+        pos = 0
+
+        def update(self, n):
+            assert n >= 0
+            self.pos += n
+
+    people = [write_people(tmp_path / f"p{i}.csv", 3000) for i in range(2)]
+    run = predict(table_model, people, batch=100)
+    bar = Bar()
+    for _ in run.results:
+        _progress(bar, run)
+    assert run.count is None and bar.pos == run.total_bytes == sum(
+        p.stat().st_size for p in people)
+
+
 # -- 4: pixel bombs -------------------------------------------------------------------------
 
 SPEC = {"kind": "image", "mode": "L", "size": [32, 32], "resample": "bilinear",
