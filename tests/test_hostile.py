@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -424,6 +425,40 @@ def test_serve_answers_hostile_requests_and_many_rows(table_model, text_model):
         status, body = post(server.url, b"h" * 10_000_000, "text/plain")
         assert status == 400 and len(body["error"]) < 300
         assert "10000000 characters" in body["error"]
+
+
+def test_serve_bounds_the_bodies_it_holds_at_once(table_model):
+    """Four bodies of 90 KB in progress (sent in part) hold 360 KB of the 400 KB that
+    --max-body 100000 allows at once: a fifth gets 503, and once they go, it is served."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from edgekit.runtime.loadtest import served
+
+    body = b"age,sex\n" + b"50,Male\n" * 11_000  # 88 KB
+    with served(table_model, "--max-body", "100000") as server:
+        parts = urlsplit(server.url)
+        held = []
+        for _ in range(4):
+            s = socket.create_connection((parts.hostname, parts.port), timeout=10)
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:1000])
+            held.append(s)
+        status, answer = 0, {}
+        for _ in range(50):  # until the server has read the four requests' headers
+            status, answer = post(server.url, body, "text/csv")
+            if status == 503:
+                break
+            time.sleep(0.1)
+        assert status == 503 and "bytes of request bodies in progress" in answer["error"]
+        for s in held:
+            s.close()
+        for _ in range(50):
+            status, answer = post(server.url, body, "text/csv")
+            if status == 200:
+                break
+            time.sleep(0.1)
+        assert status == 200 and answer["count"] == 11_000
 
 
 def post(url: str, body: bytes, content_type: str) -> tuple[int, dict]:

@@ -44,6 +44,10 @@ class Limits:
     max_concurrent: int = 64  # requests in progress at once; 503 beyond
     workers: int = 2  # threads that decode and run inputs at once
     k: int = 3  # default top-k for classification: as `edgekit predict` (cli.TOP_K)
+    # Declared bytes of request bodies held at once (503 beyond; 0: 4 x max_body): with
+    # decoding bounded by the workers and the pixel budget, this bounds the memory that
+    # requests take together.
+    body_memory: int = 0
 
 
 # Bytes of an oversized body read and dropped so that its 413 arrives; a bigger one is cut.
@@ -206,9 +210,10 @@ class BadInput(EdgekitError):
 
 class Guard:
     """ASGI middleware: count requests and error responses; refuse a request with 503 while
-    `max_concurrent` others are in progress; refuse a body over `max_body` bytes with 413,
-    whether declared (Content-Length: refused before any of it is read) or streamed (chunked:
-    refused as soon as it passes the limit).
+    `max_concurrent` others are in progress, or while the bodies of those in progress declare
+    more than `body_memory` bytes with it; refuse a body over `max_body` bytes with 413,
+    whether declared (Content-Length: its bytes read and dropped, up to DRAIN_CAP, before the
+    answer) or streamed (chunked: refused as soon as it passes the limit).
     """
 
     def __init__(self, app, limits: Limits, counters: Counters):
@@ -217,6 +222,8 @@ class Guard:
         self.max_concurrent = limits.max_concurrent
         self.counters = counters
         self.drain_cap = max(DRAIN_CAP, 2 * limits.max_body)
+        self.body_memory = max(limits.body_memory or 4 * limits.max_body, limits.max_body)
+        self.bodies = 0  # declared bytes of the /predict bodies in progress
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -243,16 +250,21 @@ class Guard:
                 scope, receive, counted)
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
+        declared = int(length) if length is not None and length.isdigit() else 0
+        too_big = declared > self.max_body
+        busy = heavy and self.bodies + declared > self.body_memory
+        if too_big or busy:
             # Read and drop the whole body before answering (up to DRAIN_CAP; not when the
             # client waits for "100 Continue"): closing on unread data resets the connection,
             # and the client (Python's urllib, which sends it all first) never sees the 413.
             if b"100-continue" not in headers.get(b"expect", b"").lower() \
-                    and int(length) <= self.drain_cap:
-                await self._drain(receive, int(length))
-            return await refuse(413, f"request body of {int(length)} bytes is over the server's "
-                                     f"limit of {self.max_body} bytes (--max-body)")(
-                scope, receive, counted)
+                    and declared <= self.drain_cap:
+                await self._drain(receive, declared)
+            message = (f"request body of {declared} bytes is over the server's limit of "
+                       f"{self.max_body} bytes (--max-body)" if too_big else
+                       f"the server is busy: {self.bodies} bytes of request bodies in progress, "
+                       f"{self.body_memory} at most; retry shortly")
+            return await refuse(413 if too_big else 503, message)(scope, receive, counted)
         seen = 0
 
         async def limited():
@@ -268,10 +280,13 @@ class Guard:
             return message
 
         counters.in_progress += heavy
+        held = declared if heavy else 0  # bodies in memory: bounded by body_memory in all
+        self.bodies += held
         try:
             await self.app(scope, limited, counted)
         finally:
             counters.in_progress -= heavy
+            self.bodies -= held
 
 
     @staticmethod
