@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError, one_line
+from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_path
 from edgekit.rundir import CHECKPOINT
 
@@ -56,9 +56,8 @@ def load(path: Path) -> dict:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError variants
-        msg = one_line(e, 200)
         raise EdgekitError(f"{str(path)!r} is not a readable edgekit checkpoint: "
-                           f"{type(e).__name__}: {msg}") from None
+                           f"{load_failure(e)}") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         raise EdgekitError(f"{str(path)!r} is not an edgekit checkpoint")
     if content.get("version") != VERSION:
@@ -124,3 +123,19 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def load_failure(e: BaseException) -> str:
+    """Why torch.load(weights_only=True) refused a file, in a few words: the object it would
+    not unpickle, without torch's advice to load with weights_only=False (which would run
+    whatever code the file holds; edgekit never does)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # torch's bold/colour escapes
+    refused = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\s+Please use|\n\n|$)", text,
+                        re.DOTALL)
+    if refused:
+        return ("it holds Python objects, not only tensors (" + " ".join(refused[1].split())
+                + "); edgekit loads tensors only")
+    text = " ".join(text.split())
+    return f"{type(e).__name__}: {text[:200]}" + ("..." if len(text) > 200 else "")

@@ -16,6 +16,9 @@ from edgekit import __version__
 from edgekit.errors import EdgekitError, Interrupted
 from edgekit.rundir import RunDir
 
+# Labels `predict` shows and `serve` returns unless asked (serve.Limits.k says the same).
+TOP_K = 3
+
 # Modules that only the `train` extra installs: the base install is the Pi runtime.
 TRAIN_EXTRA = {"torch", "torchvision", "onnx", "onnxscript", "sklearn", "tqdm", "matplotlib",
                "safetensors"}
@@ -148,7 +151,7 @@ def format_flags(command):
 
 
 @main.command("export")
-@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("run", type=click.Path(path_type=Path), required=False)
 @format_flags
 @click.option("--target", default="local", show_default=True, metavar="TARGET",
               help="Where the model will run: local (this CPU: int8 layouts timed, the fastest "
@@ -171,7 +174,8 @@ def export_cmd(run, target, int8_method, exclude, allow_degraded, max_int8_drop,
                **flags):
     """Export RUN's model and verify every artifact against PyTorch.
 
-    Only the formats asked for are rebuilt; other files in RUN/export are kept.
+    Only the formats asked for are rebuilt; other files in RUN/export are kept. Without RUN,
+    the most recently finished run under runs/ is exported.
     """
     from edgekit import formats as catalog
     from edgekit.export import export, report_markdown
@@ -179,6 +183,11 @@ def export_cmd(run, target, int8_method, exclude, allow_degraded, max_int8_drop,
     names = catalog.select([f for f in catalog.families() if flags[f]],
                            [p for p in catalog.precisions() if flags[p]])
     layers = tuple(n.strip() for item in exclude for n in item.split(",") if n.strip())
+    if run is None:
+        from edgekit.rundir import latest_run
+
+        run = latest_run()
+        click.echo(f"exporting {run} (the latest finished run under runs/)", err=True)
     report = export(run, names, target=target, int8_method=int8_method, exclude=layers,
                     allow_degraded=allow_degraded, max_int8_drop=max_int8_drop,
                     tune_seconds=tune_seconds)
@@ -193,67 +202,112 @@ def export_cmd(run, target, int8_method, exclude, allow_degraded, max_int8_drop,
               help="Use held-out sample N shipped with the export instead of INPUTS.")
 @click.option("--text", "texts", multiple=True, metavar="TEXT",
               help="Text to predict on, for a model of text input (repeatable).")
-@click.option("-k", "--top", "k", type=click.IntRange(min=1), default=3, show_default=True,
-              help="How many labels to show.")
+@click.option("-k", "--top", "k", type=click.IntRange(min=1), default=TOP_K,
+              show_default=True, help="How many labels to show.")
 @click.option("--batch", type=click.IntRange(min=1, max=4096), default=32, show_default=True,
               help="Inputs per inference when predicting many.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per input (JSON Lines) on stdout.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the results to this CSV file (one line per input or table row) "
+                   "instead of stdout.")
 @click.option("--skip-bad", is_flag=True,
-              help="Report an unreadable input (an error entry) and go on, instead of stopping.")
+              help="Report an unreadable input or table row (an error entry) and go on, "
+                   "instead of stopping.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--no-verify", is_flag=True,
               help="Load the artifact even if its sha256 differs from manifest.json's.")
-def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, skip_bad, threads, device,
-                no_verify):
+def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, out, skip_bad, threads,
+                device, no_verify):
     """Predict INPUTS, --text TEXT or --sample N with ARTIFACT (.onnx or .ts).
 
-    INPUTS are files of the kind the model takes (images; .csv or .json rows for tabular
-    models; .npy or .json numbers for array models; .txt for text models) or folders of them,
-    searched recursively. Results stream in input order, BATCH inputs per inference, with a
-    throughput line on stderr at the end. A stateful model (hidden state carried) reads its
-    inputs in order, one at a time, as consecutive windows of one series.
+    INPUTS are files of the kind the model takes (images; .csv or .json tables for tabular
+    models, every row predicted; .npy or .json numbers for array models; .txt for text models)
+    or folders of them, searched recursively. Results stream in input order, BATCH inputs per
+    inference (a table is read BATCH rows at a time, never whole), with a throughput line on
+    stderr at the end. A stateful model (hidden state carried) reads its inputs in order, one
+    at a time, as consecutive windows of one series.
     """
-    import json
+    import itertools
 
     from edgekit.runtime.batch import predict
-    from edgekit.tasks import get_task
 
+    if out is not None and as_json:
+        raise EdgekitError("give --json (JSON Lines on stdout) or --out FILE.csv, not both")
+    if out is not None and out.is_dir():
+        raise EdgekitError(f"--out {str(out)!r} is a directory; expected a .csv file path")
     run = predict(artifact, list(inputs), sample, batch, k, threads, device, not no_verify,
                   skip_bad, texts=list(texts))
-    task = get_task(run.runner.manifest["task"])
+    results = iter(run.results)
+    head = list(itertools.islice(results, 2))  # one result or many: how lines look
+    many = len(head) > 1
     bar = None
-    if run.count > 1 and sys.stderr.isatty():
-        bar = click.progressbar(length=run.count, label="predict", file=sys.stderr)
+    if many and sys.stderr.isatty():
+        bar = click.progressbar(length=run.count or run.total_bytes or 1, label="predict",
+                                file=sys.stderr)
         bar.__enter__()
     try:
-        for result in run.results:
-            if bar:
-                bar.update(1)
-            if as_json:
-                click.echo(json.dumps(result))
-            elif "error" in result:
-                click.echo(f"{result['input']}  error: {result['error']}")
-            elif "top" not in result:  # values, or decoded text: the task's own line
-                click.echo(task.line(result) if run.count == 1
-                           else f"{result['input']}  {task.line(result)}")
-                if "true_label" in result:
-                    click.echo(f"({result['input']}: expected {result['true_label']})")
-            elif run.count == 1:
-                click.echo(f"{result['input']}"
-                           + (f" (label {result['true_label']})" if "true_label" in result else "")
-                           + f" -> {artifact.name}")
-                for rank, t in enumerate(result["top"], 1):
-                    click.echo(f"  {rank}. {t['label']:<12} {_p(t['probability'])}")
-            else:
-                click.echo(f"{result['input']}  " + "  ".join(
-                    f"{t['label']} {_p(t['probability'])}" for t in result["top"]))
+        if out is None:
+            _print_results(itertools.chain(head, results), run, artifact, as_json, many, bar)
+        else:
+            _write_results(itertools.chain(head, results), run, out, bar)
     finally:
         if bar:
             bar.__exit__(None, None, None)
-    if run.count > 1:
+    if many or out is not None:
         click.echo(run.stats.line(), err=True)
+
+
+def _progress(bar, run) -> None:
+    if bar is None:
+        return
+    if run.count:
+        bar.update(1)
+    else:  # a table: how far through its bytes
+        bar.update(run.stats.bytes_read - bar.pos)
+
+
+def _write_results(results, run, out: Path, bar) -> None:
+    """The results as CSV in `out`, written whole or not at all."""
+    from edgekit.fileio import atomic_path
+    from edgekit.runtime.batch import ResultsCsv
+
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        writer = ResultsCsv(f)
+        for result in results:
+            _progress(bar, run)
+            writer.write(result)
+        writer.close()
+    click.echo(f"wrote {writer.rows} result(s) to {out}", err=True)
+
+
+def _print_results(results, run, artifact: Path, as_json: bool, many: bool, bar) -> None:
+    import json
+
+    from edgekit.tasks import get_task
+
+    task = get_task(run.runner.manifest["task"])
+    for result in results:
+        _progress(bar, run)
+        name = result["input"] + (f" row {result['row']}" if "row" in result else "")
+        if as_json:
+            click.echo(json.dumps(result))
+        elif "error" in result:
+            click.echo(f"{name}  error: {result['error']}")
+        elif "top" not in result:  # values, or decoded text: the task's own line
+            click.echo(f"{name}  {task.line(result)}" if many else task.line(result))
+            if "true_label" in result:
+                click.echo(f"({name}: expected {result['true_label']})")
+        elif not many:
+            click.echo(f"{name}"
+                       + (f" (label {result['true_label']})" if "true_label" in result else "")
+                       + f" -> {artifact.name}")
+            for rank, t in enumerate(result["top"], 1):
+                click.echo(f"  {rank}. {t['label']:<12} {_p(t['probability'])}")
+        else:
+            click.echo(f"{name}  " + "  ".join(
+                f"{t['label']} {_p(t['probability'])}" for t in result["top"]))
 
 
 def _p(probability: float | None) -> str:
@@ -294,8 +348,8 @@ def verify_cmd(export_dir):
               help="Requests in progress at once (503 beyond).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Requests decoded and run at once (1 gives one request all the threads).")
-@click.option("-k", "--top", "k", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Default top-k (a request's ?k=N overrides it).")
+@click.option("-k", "--top", "k", type=click.IntRange(min=1), default=TOP_K,
+              show_default=True, help="Default top-k (a request's ?k=N overrides it).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Intra-op threads per worker (default: cores / workers).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")

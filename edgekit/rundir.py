@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgekit.errors import EdgekitError
+
 RECIPE, WEIGHTS, METRICS = "recipe.yaml", "model.safetensors", "metrics.json"
 CHECKPOINT, LOG, CURVES = "checkpoint.pt", "train.log", "curves.png"
 EXPORT = "export"
+ROOT = Path("runs")  # where `edgekit train` puts runs by default (relative to the cwd)
 MANIFEST, REPORT, REPORT_MD = "manifest.json", "report.json", "report.md"
 SAMPLES, BENCH = "samples.npz", "bench.json"
 
@@ -36,5 +39,25 @@ class RunDir:
         self.bench = self.export / BENCH
 
     def finished(self) -> bool:
-        """True when training wrote its result (metrics.json, last)."""
-        return self.metrics.is_file()
+        """True when training wrote its result: the recipe, the weights and metrics.json (last).
+        A run stopped mid-training holds a checkpoint instead."""
+        return all(p.is_file() for p in (self.recipe, self.weights, self.metrics))
+
+
+def latest_run(root: str | Path = ROOT) -> Path:
+    """The most recently finished run under `root` (by when its metrics.json was written).
+
+    Raises:
+        EdgekitError: no finished run there, saying how to train one (or resume one).
+    """
+    root = Path(root)
+    runs = [p for p in root.iterdir() if p.is_dir() and RunDir(p).finished()] \
+        if root.is_dir() else []
+    if runs:
+        return max(runs, key=lambda p: (RunDir(p).metrics.stat().st_mtime, p.name))
+    unfinished = sorted(p for p in root.iterdir() if RunDir(p).checkpoint.is_file()) \
+        if root.is_dir() else []
+    resume = (f" or continue the unfinished {str(unfinished[-1])!r} with `edgekit train "
+              f"--resume {unfinished[-1]}`" if unfinished else "")
+    raise EdgekitError(f"no finished run under {str(root)!r} to export; train one with "
+                       f"`edgekit train RECIPE` (see `edgekit recipes`){resume}, or give RUN")

@@ -127,7 +127,7 @@ def resumable(run: Path) -> dict:
 
     if not run.is_dir():
         raise EdgekitError(f"--resume: run directory {str(run)!r} does not exist")
-    if RunDir(run).finished():
+    if RunDir(run).metrics.is_file():
         raise EdgekitError(f"--resume: run {str(run)!r} is finished (it has metrics.json); "
                            "nothing to resume")
     if not RunDir(run).checkpoint.is_file() or not RunDir(run).recipe.is_file():

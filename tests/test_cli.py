@@ -227,7 +227,8 @@ def test_decompression_bomb_is_refused(tiny_run, tmp_path):
     bomb = tmp_path / "bomb.png"
     Image.new("1", (20000, 20000)).save(bomb)  # 400 M pixels, a few KB on disk
     line = bad("predict", tiny_run / "export" / "model.onnx", bomb)
-    assert line.startswith(f"error: '{bomb}' is not an image Pillow can read")
+    assert line.startswith(f"error: '{bomb}' has more than 179 megapixels; edgekit decodes at "
+                           "most 16.8 megapixels for this model: resize the image first")
 
 
 @pytest.mark.parametrize("damage", ["metrics.json", "model.safetensors", "recipe.yaml"])

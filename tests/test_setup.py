@@ -33,7 +33,7 @@ def test_fresh_machine_installs_first(project, target):
     lines = dry_run(project, target).splitlines()
     assert "-m venv .venv" in lines[0]
     install = next(i for i, line in enumerate(lines) if "pip install" in line)
-    assert "-e '.[train,dev]'" in lines[install]
+    assert "-e '.[train,pte,dev]'" in lines[install]  # .pte is exported and tested too
     first_use = next(i for i, line in enumerate(lines) if "pytest" in line or "edgekit " in line)
     assert install < first_use
 

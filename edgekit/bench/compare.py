@@ -12,6 +12,7 @@ the ARM code path runs, never how fast a Pi is. A file from before results named
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,6 +162,11 @@ def load_result(path: str | Path) -> Machine:
         raise EdgekitError(f"{str(path)!r} is not a bench result; {expected}")
     if not machine.entries:
         raise EdgekitError(f"{str(path)!r} holds no latency results")
+    for key, entry in machine.entries.items():  # a ratio of 0, NaN or -5 ms means nothing
+        if not (math.isfinite(entry["ms"]) and entry["ms"] > 0):
+            raise EdgekitError(f"{str(path)!r}: {_key_text(key)} has a median latency of "
+                               f"{entry['ms']!r} ms; expected a positive finite number "
+                               "(a damaged or hand-edited result file)")
     return machine
 
 

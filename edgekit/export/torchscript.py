@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -27,9 +28,14 @@ def export_torchscript(model, example, path: Path, manifest: dict, what: str = "
     import torch
 
     frozen = to_torchscript(model, example, what)
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.10: torch.jit deprecated
-        torch.jit.save(frozen, str(path), _extra_files={EMBED_KEY: json.dumps(manifest)})
+        torch.jit.save(frozen, buffer, _extra_files={EMBED_KEY: json.dumps(manifest)})
+    # Written from Python, not by torch's C++ writer: on a full disk that writer throws
+    # c10::Error from a destructor and the process aborts (exit 134); Python raises ENOSPC.
+    with open(path, "wb") as f:
+        f.write(buffer.getbuffer())
     return path
 
 

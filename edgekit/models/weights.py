@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.errors import EdgekitError, one_line
+from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
 
 # Auxiliary classifiers a weights file may carry that a model built without them lacks.
@@ -43,9 +43,10 @@ def read_state_dict(path: str | Path, model_name: str = "") -> dict:
     except EdgekitError:
         raise
     except Exception as e:  # not a zip/pickle, refused by weights_only, truncated, ...
-        msg = one_line(e, 200)
+        from edgekit.checkpoint import load_failure
+
         raise EdgekitError(f"model.pretrained: {str(path)!r} is not a weights file: "
-                           f"{type(e).__name__}: {msg}") from None
+                           f"{load_failure(e)}") from None
     if isinstance(state, dict) and len(state) == 1 and next(iter(state)) in ("state_dict",
                                                                              "model"):
         state = next(iter(state.values()))  # a training checkpoint's weights

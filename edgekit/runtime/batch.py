@@ -23,35 +23,7 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
 from edgekit.runtime import Runner, load, preprocess
-
-
-@dataclass
-class Throughput:
-    """Counts and times of one prediction run, filled in by predict_files()."""
-
-    batch: int
-    inputs: int = 0
-    failed: int = 0
-    seconds: float = 0.0  # wall time, first decode to last result
-    prepare_seconds: float = 0.0  # decoding + preprocessing (overlaps inference)
-    infer_seconds: float = 0.0  # runner.infer: the model plus decoding its outputs
-
-    def line(self) -> str:
-        """One line for the end of `edgekit predict`."""
-        done = self.inputs - self.failed
-        rate = done / self.seconds if self.seconds > 0 else float("inf")
-        model_rate = done / self.infer_seconds if self.infer_seconds > 0 else float("inf")
-        skipped = f", {self.failed} skipped" if self.failed else ""
-        return (f"{done} input(s){skipped} in {self.seconds:.2f} s: {rate:.1f} inputs/s end to "
-                f"end, batch {self.batch} (model {self.infer_seconds:.2f} s, {model_rate:.1f} "
-                f"inputs/s; preprocessing {self.prepare_seconds:.2f} s)")
-
-    def as_dict(self) -> dict:
-        done = self.inputs - self.failed
-        return {"inputs": self.inputs, "failed": self.failed, "batch": self.batch,
-                "seconds": self.seconds, "inputs_per_second": done / self.seconds
-                if self.seconds > 0 else None, "model_seconds": self.infer_seconds,
-                "preprocess_seconds": self.prepare_seconds}
+from edgekit.runtime.throughput import Throughput
 
 
 def expand_inputs(paths: list[str | Path], runner: Runner) -> list[Path]:
@@ -150,18 +122,26 @@ def sample_input(runner: Runner, index: int) -> tuple[np.ndarray, str]:
 
 @dataclass
 class Prediction:
-    """What `predict()` set up: the runner, how many inputs, and the results to iterate."""
+    """What `predict()` set up: the runner, how many inputs, and the results to iterate.
+
+    `count` is None for tables, whose rows are counted as they stream; their progress is
+    `stats.bytes_read` of `total_bytes`.
+    """
 
     runner: Runner
-    count: int
+    count: int | None
     results: Iterator[dict]
     stats: Throughput
+    total_bytes: int = 0
 
 
 def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None = None,
             batch: int = 32, k: int = 3, threads: int | None = None, device: str = "cpu",
             verify: bool = True, skip_bad: bool = False, texts: list[str] = ()) -> Prediction:
     """Load `artifact` and set up prediction over files/folders, texts, or held-out sample N.
+
+    A tabular model predicts every row of each .csv/.json table, streamed `batch` rows at a
+    time (see edgekit.runtime.rows).
 
     A stateful model reads its inputs one at a time, in order: consecutive windows of one
     series, its hidden state carried from each into the next.
@@ -198,5 +178,67 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
                          **runner.infer(x[None], k)[0]}])
         return Prediction(runner, 1, results, stats)
     files = expand_inputs(inputs, runner)
+    if runner.manifest["preprocess"]["kind"] == "tabular":  # every row of every table
+        from edgekit.runtime.rows import predict_rows
+
+        return Prediction(runner, None, predict_rows(runner, files, batch, k, skip_bad, stats),
+                          stats, total_bytes=sum(f.stat().st_size for f in files))
     return Prediction(runner, len(files),
                       predict_files(runner, files, batch, k, skip_bad, stats), stats)
+
+
+class ResultsCsv:
+    """Prediction results as CSV rows, written as they come: input, row (for tables), the
+    task's scalar fields (label, probability; or one column per value) and error.
+
+    The columns are those of the first result that is not an error; error entries before it
+    wait (at most `hold` of them) so that every line has the same columns.
+    """
+
+    def __init__(self, f, hold: int = 10000):
+        import csv
+
+        self.f = f
+        self.csv = csv
+        self.writer = None
+        self.waiting: list[dict] = []
+        self.hold = hold
+        self.rows = 0
+
+    def write(self, result: dict) -> None:
+        row = flat(result)
+        if self.writer is None:
+            if "error" in row and len(self.waiting) < self.hold:
+                self.waiting.append(row)
+                return
+            self._start(row)
+        self.writer.writerow(row)
+        self.rows += 1
+
+    def close(self) -> None:
+        """Write what still waits (every result an error: their own columns)."""
+        if self.writer is None and self.waiting:
+            self._start(self.waiting[0])
+
+    def _start(self, row: dict) -> None:
+        columns = [c for c in row if c != "error"] + ["error"]
+        self.writer = self.csv.DictWriter(self.f, columns, extrasaction="ignore",
+                                          lineterminator="\n")
+        self.writer.writeheader()
+        for waiting in self.waiting:
+            self.writer.writerow(waiting)
+            self.rows += 1
+        self.waiting = []
+
+
+def flat(result: dict) -> dict:
+    """A result's scalar fields; a regression's values as one field per label."""
+    out = {}
+    values, labels = result.get("values"), result.get("labels")
+    for key, v in result.items():
+        if key == "values" and isinstance(labels, list) and len(labels) == len(values) \
+                and not any(isinstance(x, list) for x in values):
+            out.update(zip(labels, values, strict=True))
+        elif v is None or isinstance(v, (str, int, float)):
+            out[key] = v
+    return out

@@ -87,11 +87,30 @@ class Runner:
                 self._warn_if_not_finite(x)
         if self._state_spec is None:
             return self._run(x)
-        if self.state is None or self.state.shape[1] != len(x):  # a new stream
-            layers, _, hidden = self._state_spec["shape"]
-            self.state = np.zeros((layers, len(x), hidden), np.float32)
+        state = self.state
+        layers, _, hidden = self._state_spec["shape"]
+        if state is None or type(state) is not np.ndarray or state.dtype != np.float32 \
+                or state.shape != (layers, len(x), hidden):
+            self.state = self._new_state(state, len(x))
         out, self.state = self._run_state(x, self.state)
         return out
+
+    def _new_state(self, state: Any, batch: int) -> np.ndarray:
+        """Zeros (L, batch, H) for a new stream (no state yet, or one of another batch size);
+        a state the caller set that is not (L, B, H) real numbers is refused."""
+        layers, _, hidden = self._state_spec["shape"]
+        ok = state is None or (isinstance(state, np.ndarray) and state.ndim == 3
+                               and state.shape[0] == layers and state.shape[2] == hidden
+                               and state.dtype.kind == "f")
+        if ok and state is not None and state.shape[1] == batch:  # float64 from the caller
+            return np.ascontiguousarray(state, np.float32)
+        if not ok:
+            got = (f"shape {tuple(state.shape)} {state.dtype}" if isinstance(state, np.ndarray)
+                   else type(state).__name__)
+            raise EdgekitError(f"{self.path.name}: state must be a float32 array of shape "
+                               f"({layers}, B, {hidden}) (layers, batch, hidden, from the "
+                               f"manifest), or None to start a new stream; got {got}")
+        return np.zeros((layers, batch, hidden), np.float32)
 
     @property
     def stateful(self) -> bool:
@@ -169,6 +188,12 @@ class Runner:
         """
         spec = self._require_manifest()["preprocess"]
         return preprocess.get_kind(spec).prepare(raw, spec, media_type)
+
+    def prepare_many(self, raw: Any, media_type: str | None = None) -> np.ndarray:
+        """Like `prepare`, for raw input that may hold several inputs (a table's rows, a
+        batch of arrays) -> model inputs (B, ...)."""
+        spec = self._require_manifest()["preprocess"]
+        return preprocess.get_kind(spec).prepare_many(raw, spec, media_type)
 
     def infer(self, x: np.ndarray, k: int = 5) -> list[dict]:
         """A batch of prepared inputs (B, ...) -> one JSON-able result per row (the task's)."""

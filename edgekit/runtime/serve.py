@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, excerpt
 from edgekit.runtime import Runner, load, preprocess
 
 log = logging.getLogger("edgekit.serve")
@@ -43,7 +43,15 @@ class Limits:
     timeout: float = 30.0  # seconds from the start of the body to the response; 504 beyond
     max_concurrent: int = 64  # requests in progress at once; 503 beyond
     workers: int = 2  # threads that decode and run inputs at once
-    k: int = 5  # default top-k for classification
+    k: int = 3  # default top-k for classification: as `edgekit predict` (cli.TOP_K)
+    # Declared bytes of request bodies held at once (503 beyond; 0: 4 x max_body): with
+    # decoding bounded by the workers and the pixel budget, this bounds the memory that
+    # requests take together.
+    body_memory: int = 0
+
+
+# Bytes of an oversized body read and dropped so that its 413 arrives; a bigger one is cut.
+DRAIN_CAP = 64 * 1024 * 1024
 
 
 class Counters:
@@ -77,61 +85,35 @@ def create_app(runner: Runner, limits: Limits = Limits()):
     counters = Counters()
     runner.check_finite = False  # warnings.warn is process-global; serve reports per request
 
-    def error(status: int, message: str, **headers) -> JSONResponse:
-        return JSONResponse({"error": " ".join(str(message).split()), "status": status},
-                            status_code=status, headers=headers or None)
-
-    def work(body: bytes, media_type: str | None, k: int) -> dict:
-        """In a worker thread: decode + preprocess, run, decode outputs."""
-        t0 = time.perf_counter()
-        try:
-            x = runner.prepare(body, media_type)[None]  # (1, ...)
-        except preprocess.UnsupportedMediaType:
-            raise
-        except EdgekitError as e:
-            raise BadInput(str(e)) from None
-        t1 = time.perf_counter()
-        result = runner.infer(x, k)[0]
-        t2 = time.perf_counter()
-        warning = runner.nonfinite_warning(x)
-        if warning:
-            result["warnings"] = [warning]
-        result["artifact"] = runner.path.name
-        result["ms"] = {"preprocess": round((t1 - t0) * 1e3, 3),
-                        "model": round((t2 - t1) * 1e3, 3)}
-        return result
-
     async def predict(request: Request) -> Response:
-        try:
-            k = int(request.query_params.get("k", limits.k))
-            if k < 1:
-                raise ValueError
-        except ValueError:
-            return error(400, f"k={request.query_params.get('k')!r}; expected a positive "
+        k = _top_k(request, limits.k)
+        if k is None:
+            return _error(400, f"k={excerpt(request.query_params.get('k'))}; expected a positive "
                               "integer")
         media_type = _media_type(request.headers.get("content-type"))
         try:
             with anyio.fail_after(limits.timeout):
-                if media_type == "multipart/form-data":
-                    body, media_type = await _file_part(request, limits.max_body)
-                else:
-                    body = await request.body()
+                body, media_type = await _body(request, media_type, limits.max_body)
                 if not kind.accepts(media_type):
-                    return error(415, f"POST /predict takes {', '.join(accepts)} for "
-                                      f"{runner.path.name} ({kind.name} input); got {media_type}")
+                    return _error(415, f"POST /predict takes {', '.join(accepts)} for "
+                                      f"{runner.path.name} ({kind.name} input); got "
+                                      f"{excerpt(media_type, quote=False)}")
                 result = await anyio.to_thread.run_sync(
-                    work, body, media_type, k, limiter=limiter, abandon_on_cancel=True)
+                    work, runner, body, media_type, k, limiter=limiter,
+                    abandon_on_cancel=True)
+            if isinstance(result, bytes):
+                return Response(result, media_type="application/json")
             return JSONResponse(result)
         except TimeoutError:
-            return error(504, f"the request took longer than the server's --timeout "
+            return _error(504, f"the request took longer than the server's --timeout "
                               f"{limits.timeout:g} s")
         except BadInput as e:
-            return error(400, str(e))
+            return _error(400, str(e))
         except preprocess.UnsupportedMediaType as e:
-            return error(415, str(e))
+            return _error(415, str(e))
         except EdgekitError as e:  # the model failed on a prepared input: the server's fault
             log.error("inference failed: %s", e)
-            return error(500, str(e))
+            return _error(500, str(e))
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is listening any more
 
@@ -152,18 +134,94 @@ def create_app(runner: Runner, limits: Limits = Limits()):
             "POST /predict": f"body: {', '.join(accepts)}; query k=N", "GET /health": "status",
             "GET /metadata": "the manifest"}})
 
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        headers = {"connection": "close"} if exc.status_code == 413 else {}
-        return error(exc.status_code, exc.detail, **headers)
-
     app = Starlette(
         routes=[Route("/predict", predict, methods=["POST"]),
                 Route("/health", health, methods=["GET"]),
                 Route("/metadata", metadata, methods=["GET"]),
                 Route("/", index, methods=["GET"])],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: _http_error},
     )
     return Guard(app, limits, counters)
+
+
+def _error(status: int, message: str, **headers):
+    """The JSON error answer: {"error": one line, "status": N}."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": " ".join(str(message).split()), "status": status},
+                        status_code=status, headers=headers or None)
+
+
+async def _http_error(request, exc) -> object:
+    headers = {"connection": "close"} if exc.status_code == 413 else {}
+    return _error(exc.status_code, exc.detail, **headers)
+
+
+async def _body(request, media_type: str | None, max_body: int) -> tuple[bytes, str | None]:
+    """The request's input and its media type: the file part of a multipart form, or the body."""
+    if media_type == "multipart/form-data":
+        return await _file_part(request, max_body)
+    return await request.body(), media_type
+
+
+def _top_k(request, default: int) -> int | None:
+    """The request's ?k=N (the server's default without one); None if it is not N >= 1."""
+    try:
+        k = int(request.query_params.get("k", default))
+    except ValueError:
+        return None
+    return k if k >= 1 else None
+
+
+def work(runner: Runner, body: bytes, media_type: str | None, k: int) -> dict | bytes:
+    """In a worker thread: decode + preprocess, run, decode outputs. A body of several inputs
+    (a CSV of many rows) gets its results as JSON bytes, built a chunk at a time.
+
+    Raises:
+        BadInput: the body is not an input of the model's kind (HTTP 400).
+    """
+    t0 = time.perf_counter()
+    try:
+        x = runner.prepare_many(body, media_type)  # (B, ...)
+    except preprocess.UnsupportedMediaType:
+        raise
+    except EdgekitError as e:
+        raise BadInput(str(e)) from None
+    del body  # what stays is the inputs, not their text
+    if len(x) > 1:
+        return many_results(runner, x, k, time.perf_counter() - t0)
+    t1 = time.perf_counter()
+    result = runner.infer(x, k)[0]
+    t2 = time.perf_counter()
+    warning = runner.nonfinite_warning(x)
+    if warning:
+        result["warnings"] = [warning]
+    result["artifact"] = runner.path.name
+    result["ms"] = {"preprocess": round((t1 - t0) * 1e3, 3), "model": round((t2 - t1) * 1e3, 3)}
+    return result
+
+
+def many_results(runner: Runner, x, k: int, prepare_seconds: float, chunk: int = 1024) -> bytes:
+    """{"artifact", "count", "results": [{"row": n, **result}, ...], "ms"} for inputs (B, ...),
+    written `chunk` rows at a time into one buffer: the JSON text is the only copy."""
+    import io
+    import json
+
+    t0 = time.perf_counter()
+    out = io.BytesIO()
+    out.write(json.dumps({"artifact": runner.path.name, "count": len(x)})[:-1].encode()
+              + b', "results": [')
+    for i in range(0, len(x), chunk):
+        out.write((", " if i else "").encode() + ", ".join(
+            json.dumps({"row": i + j + 1, **r})
+            for j, r in enumerate(runner.infer(x[i:i + chunk], k))).encode())
+    tail = {"ms": {"preprocess": round(prepare_seconds * 1e3, 3),
+                   "model": round((time.perf_counter() - t0) * 1e3, 3)}}
+    warning = runner.nonfinite_warning(x)
+    if warning:
+        tail["warnings"] = [warning]
+    out.write(b"], " + json.dumps(tail)[1:].encode())
+    return out.getvalue()  # the buffer itself, not a copy
 
 
 class BadInput(EdgekitError):
@@ -172,9 +230,10 @@ class BadInput(EdgekitError):
 
 class Guard:
     """ASGI middleware: count requests and error responses; refuse a request with 503 while
-    `max_concurrent` others are in progress; refuse a body over `max_body` bytes with 413,
-    whether declared (Content-Length: refused before any of it is read) or streamed (chunked:
-    refused as soon as it passes the limit).
+    `max_concurrent` others are in progress, or while the bodies of those in progress declare
+    more than `body_memory` bytes with it; refuse a body over `max_body` bytes with 413,
+    whether declared (Content-Length: its bytes read and dropped, up to DRAIN_CAP, before the
+    answer) or streamed (chunked: refused as soon as it passes the limit).
     """
 
     def __init__(self, app, limits: Limits, counters: Counters):
@@ -182,6 +241,9 @@ class Guard:
         self.max_body = limits.max_body
         self.max_concurrent = limits.max_concurrent
         self.counters = counters
+        self.drain_cap = max(DRAIN_CAP, 2 * limits.max_body)
+        self.body_memory = max(limits.body_memory or 4 * limits.max_body, limits.max_body)
+        self.bodies = 0  # declared bytes of the /predict bodies in progress
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -208,16 +270,21 @@ class Guard:
                 scope, receive, counted)
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            # Read what was sent before answering (up to another max_body; not when the client
-            # waits for "100 Continue"): closing on unread data resets the connection, and the
-            # client would never see the 413.
+        declared = int(length) if length is not None and length.isdigit() else 0
+        too_big = declared > self.max_body
+        busy = heavy and self.bodies + declared > self.body_memory
+        if too_big or busy:
+            # Read and drop the whole body before answering (up to DRAIN_CAP; not when the
+            # client waits for "100 Continue"): closing on unread data resets the connection,
+            # and the client (Python's urllib, which sends it all first) never sees the 413.
             if b"100-continue" not in headers.get(b"expect", b"").lower() \
-                    and int(length) <= 2 * self.max_body:
-                await self._drain(receive, self.max_body)
-            return await refuse(413, f"request body of {int(length)} bytes is over the server's "
-                                     f"limit of {self.max_body} bytes (--max-body)")(
-                scope, receive, counted)
+                    and declared <= self.drain_cap:
+                await self._drain(receive, declared)
+            message = (f"request body of {declared} bytes is over the server's limit of "
+                       f"{self.max_body} bytes (--max-body)" if too_big else
+                       f"the server is busy: {self.bodies} bytes of request bodies in progress, "
+                       f"{self.body_memory} at most; retry shortly")
+            return await refuse(413 if too_big else 503, message)(scope, receive, counted)
         seen = 0
 
         async def limited():
@@ -227,16 +294,19 @@ class Guard:
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
                     if message.get("more_body"):
-                        await self._drain(receive, self.max_body)
+                        await self._drain(receive, self.drain_cap)
                     raise HTTPException(413, f"request body is over the server's limit of "
                                              f"{self.max_body} bytes (--max-body)")
             return message
 
         counters.in_progress += heavy
+        held = declared if heavy else 0  # bodies in memory: bounded by body_memory in all
+        self.bodies += held
         try:
             await self.app(scope, limited, counted)
         finally:
             counters.in_progress -= heavy
+            self.bodies -= held
 
 
     @staticmethod

@@ -122,6 +122,9 @@ class ArrayKind(Kind):
                                f"a batch of {len(batch)}: give one input per file")
         return batch[0]
 
+    def to_batch(self, value, spec: dict) -> np.ndarray:
+        return to_batch(value, spec)
+
     def example(self, spec: dict) -> np.ndarray:
         return np.zeros(spec["shape"], np.float32)
 

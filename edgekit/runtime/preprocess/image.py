@@ -59,8 +59,23 @@ def image_spec(mode: str, size: tuple[int, int], mean: list[float], std: list[fl
     return spec
 
 
-def load_image(path: str | Path):
-    """Open an image file. Raises EdgekitError if it is missing, empty or not an image."""
+# Pixels an input may have, at least: a 16-megapixel photo decodes for any model.
+MIN_PIXEL_BUDGET = 4096 * 4096
+# ... and at most this many times the model's input (or its resize square), if more.
+PIXELS_PER_INPUT_PIXEL = 64
+
+
+def pixel_budget(spec: dict) -> int:
+    """The most pixels edgekit decodes for a model of this spec: a 420 KB PNG can hold 144
+    megapixels (1.2 GB decoded), so the input's size bounds what a request may cost."""
+    h, w = spec["size"]
+    side = spec.get("resize") or 0
+    return max(MIN_PIXEL_BUDGET, PIXELS_PER_INPUT_PIXEL * max(h * w, side * side))
+
+
+def load_image(path: str | Path, spec: dict | None = None):
+    """Open an image file. Raises EdgekitError if it is missing, empty or not an image, or
+    (given the model's `spec`) has more pixels than `pixel_budget(spec)`."""
     path = Path(path)
     if not path.is_file():
         raise EdgekitError(f"image {str(path)!r} {not_a_file(path)}; "
@@ -68,29 +83,61 @@ def load_image(path: str | Path):
     if path.stat().st_size == 0:
         raise EdgekitError(f"image {str(path)!r} is empty (0 bytes); expected an image file "
                            "(PNG, JPEG, ...)")
-    return _open(path, repr(str(path)))
+    return _open(path, repr(str(path)), spec)
 
 
-def decode_image(body: bytes, what: str = "body"):
-    """Encoded image bytes (an HTTP body) -> PIL image. Raises EdgekitError if not an image."""
+def decode_image(body: bytes, what: str = "body", spec: dict | None = None):
+    """Encoded image bytes (an HTTP body) -> PIL image. Raises EdgekitError if not an image
+    (or, given `spec`, over the pixel budget)."""
     if not body:
         raise EdgekitError(f"{what} is empty; expected an image (PNG, JPEG, ...)")
-    return _open(io.BytesIO(body), what)
+    return _open(io.BytesIO(body), what, spec)
 
 
-def _open(source, what: str):
+def _open(source, what: str, spec: dict | None = None):
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    # The pixel budget below is edgekit's guard; Pillow's own warning (at 89 megapixels)
+    # would only add a raw line on stderr. Process-wide, as warnings filters are.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
         with Image.open(source) as img:
+            if spec is not None:
+                _within_budget(img, spec, what)
             img.load()  # the first frame of an animation
             return img.copy()
+    except EdgekitError:
+        raise
     except UnidentifiedImageError:  # its message repeats the path or names a BytesIO object
         raise EdgekitError(f"{what} is not an image Pillow can read (PNG, JPEG, ...): "
                            "unknown format") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:
+        budget = f"{pixel_budget(spec) / 1e6:.1f}" if spec else "a few dozen"
+        raise EdgekitError(f"{what} has more than {Image.MAX_IMAGE_PIXELS * 2 / 1e6:.0f} "
+                           f"megapixels; edgekit decodes at most {budget} megapixels for this "
+                           "model: resize the image first") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise EdgekitError(
             f"{what} is not an image Pillow can read (PNG, JPEG, ...): {e}") from None
+
+
+def _within_budget(img, spec: dict, what: str) -> None:
+    """Decode a JPEG over the budget reduced (1/2 to 1/8 scale, still at least the size the
+    model needs); refuse any other image over it, before decoding a pixel."""
+    budget = pixel_budget(spec)
+    w, h = img.size
+    if w * h <= budget:
+        return
+    h_need, w_need = spec["size"]
+    side = spec.get("resize") or 0
+    img.draft(spec["mode"], (max(w_need, side), max(h_need, side)))  # JPEG only; else no-op
+    if img.size[0] * img.size[1] <= budget:
+        return
+    raise EdgekitError(f"{what} is {w}x{h} pixels ({w * h / 1e6:.1f} megapixels); this model "
+                       f"takes {w_need}x{h_need} and edgekit decodes at most "
+                       f"{budget / 1e6:.1f} megapixels for it: resize the image first")
 
 
 def to_8bit(img, what: str = "image"):
@@ -172,11 +219,11 @@ class ImageKind(Kind):
                                f"{max(size)} (the shorter side before the center crop)")
 
     def read(self, path: Path, spec: dict):
-        return load_image(path)
+        return load_image(path, spec)
 
     def decode(self, body: bytes, media_type: str | None, spec: dict):
         declared = f" (declared {media_type})" if media_type else ""
-        return decode_image(body, f"body{declared}")
+        return decode_image(body, f"body{declared}", spec)
 
     def to_array(self, value: Any, spec: dict) -> np.ndarray:
         if not hasattr(value, "convert"):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, excerpt
 from edgekit.registry import Registry
 
 KINDS: Registry = Registry("preprocess kind")
@@ -56,15 +56,37 @@ class Kind:
         """A native value `serve` predicts once at start-up (None: skip the warm-up)."""
         return None
 
+    def to_batch(self, value: Any, spec: dict) -> np.ndarray:
+        """The native value -> model inputs (B, ...): kinds whose value may hold many inputs
+        (a table's rows) override this; by default a value is one input."""
+        return self.to_array(value, spec)[None]
+
     def prepare(self, raw: Any, spec: dict, media_type: str | None = None) -> np.ndarray:
         """A file path, an encoded body (bytes) or a native value -> one model input."""
+        return self._named(raw, lambda: self.to_array(self._value(raw, spec, media_type), spec))
+
+    def prepare_many(self, raw: Any, spec: dict, media_type: str | None = None) -> np.ndarray:
+        """Like `prepare`, for a raw input that may hold several inputs -> (B, ...)."""
+        return self._named(raw, lambda: self.to_batch(self._value(raw, spec, media_type), spec))
+
+    def _value(self, raw: Any, spec: dict, media_type: str | None) -> Any:
         if isinstance(raw, os.PathLike):
-            value = self.read(Path(raw), spec)
-        elif isinstance(raw, (bytes, bytearray, memoryview)):
+            return self.read(Path(raw), spec)
+        if isinstance(raw, (bytes, bytearray, memoryview)):
             if not self.accepts(media_type):
                 raise UnsupportedMediaType(
-                    f"{self.name} input is {', '.join(self.media_types)}; got {media_type}")
-            value = self.decode(bytes(raw), media_type, spec)
-        else:
-            value = raw
-        return self.to_array(value, spec)
+                    f"{self.name} input is {', '.join(self.media_types)}; got "
+                    f"{excerpt(media_type, quote=False)}")
+            return self.decode(bytes(raw), media_type, spec)
+        return raw
+
+    @staticmethod
+    def _named(raw: Any, work):
+        """Run `work`; an error about a file's content names the file (several may be given)."""
+        try:
+            return work()
+        except EdgekitError as e:
+            name = str(raw) if isinstance(raw, os.PathLike) else None
+            if name is None or name in str(e):
+                raise
+            raise type(e)(f"{name!r}: {e}") from None

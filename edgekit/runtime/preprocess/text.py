@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, excerpt
 from edgekit.fileio import not_a_file
 from edgekit.runtime.preprocess.kind import KINDS, Kind
 
@@ -59,11 +59,12 @@ def text_to_array(text: str, spec: dict) -> np.ndarray:
     index = {c: i for i, c in enumerate(vocab)}
     for pos, ch in enumerate(text):
         if ch not in index:
-            raise EdgekitError(f"character {ch!r} (position {pos + 1} of {text!r}) is not in "
+            raise EdgekitError(f"character {ch!r} (position {pos + 1} of {excerpt(text)}) is "
+                               "not in "
                                f"the model's vocabulary: {''.join(vocab)!r}")
     if len(text) != spec["length"]:
         raise EdgekitError(f"the model takes exactly {spec['length']} characters; got "
-                           f"{len(text)} ({text!r})")
+                           f"{len(text)} ({excerpt(text)})")
     ids = np.array([index[c] for c in text], np.int64)  # (T,)
     if spec["encoding"] == "index":
         return ids
