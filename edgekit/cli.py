@@ -155,8 +155,11 @@ def train_cmd(recipe, overrides, out, resume, no_progress):
 @click.option("--tune-seconds", type=click.FloatRange(min=0), default=None,
               help="Timing budget per int8 candidate with --target local (default: the "
                    "recipe's export.tune_seconds; 0 keeps the first layout untimed).")
+@click.option("--no-int8-fallback", "no_int8_fallback", is_flag=True,
+              help="When int8 ONNX fails its accuracy check, fail (or --allow-degraded) "
+                   "instead of searching calibration methods and keeping layers fp32.")
 def export_cmd(run, onnx, torchscript, int8, fp16, target, int8_method, exclude,
-               allow_degraded, max_int8_drop, tune_seconds):
+               allow_degraded, max_int8_drop, tune_seconds, no_int8_fallback):
     """Export RUN's model and verify every artifact against PyTorch.
 
     Only the formats asked for are rebuilt; other files in RUN/export are kept.
@@ -174,7 +177,7 @@ def export_cmd(run, onnx, torchscript, int8, fp16, target, int8_method, exclude,
     names = tuple(n.strip() for item in exclude for n in item.split(",") if n.strip())
     report = export(run, formats, target=target, int8_method=int8_method, exclude=names,
                     allow_degraded=allow_degraded, max_int8_drop=max_int8_drop,
-                    tune_seconds=tune_seconds)
+                    tune_seconds=tune_seconds, int8_fallback=not no_int8_fallback)
     click.echo(report_markdown(report).rstrip())
     click.echo(f"artifacts: {run / 'export'}")
 

@@ -99,7 +99,8 @@ TIE = 0.03  # another layout replaces the target's first one only if > 3% faster
 def export(run: str | Path, formats: list[str], *, target: str = "local",
            int8_method: str | None = None, exclude: tuple[str, ...] = (),
            allow_degraded: bool = False, max_int8_drop: float | None = None,
-           tune_seconds: float | None = None, machine: dict | None = None) -> dict:
+           tune_seconds: float | None = None, machine: dict | None = None,
+           int8_fallback: bool = True) -> dict:
     """Export a trained run and verify each artifact on the held-out split.
 
     Args:
@@ -117,6 +118,8 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
         tune_seconds: timing budget per artifact for `local`; None takes the recipe's
             export.tune_seconds; 0 times nothing and keeps the target's first layout.
         machine: edgekit.machine.machine_info() to read `local` from (default: this machine).
+        int8_fallback: when no int8 ONNX candidate passes, search calibration methods, then
+            keep the most sensitive layers fp32 (edgekit.export.mixed); False fails instead.
 
     Returns:
         The report (also written as report.json / report.md).
@@ -192,6 +195,16 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
         for c in cands + kept:
             c.row = verify(c.path, c.fmt, test_x, test_y, reference, ref_acc, thresholds, task,
                            stream)
+        # issue 18 (edgekit.export.mixed): int8 ONNX that fails its gate -> calibration search,
+        # then layers kept fp32; every int8 ONNX export gets a per-layer table.
+        from edgekit.export import mixed
+
+        onnx8 = [c for c in cands if c.fmt.file == "model.int8.onnx"]
+        check8 = lambda p: verify(p, onnx8[0].fmt, test_x, test_y, reference,  # noqa: E731
+                                  ref_acc, thresholds, task, stream)
+        made, fixed = mixed.fallback(ctx, [(c.path, c.layout, c.row) for c in onnx8], check8,
+                                     budget) if int8_fallback and onnx8 else ([], None)
+        cands += [Candidate(onnx8[0].fmt, p, info, row) for p, info, row in made]
 
         failures = [c.row["why"] for fmt in fmts
                     if not any(c.row["passed"] for c in cands if c.fmt is fmt)
@@ -206,6 +219,9 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
             if c.path != stage / c.fmt.file:
                 os.replace(c.path, stage / c.fmt.file)
                 c.path = stage / c.fmt.file
+        int8_accuracy = mixed.sensitivity(  # issue 18: ranked layers + sensitivity.png
+            ctx, [(c.path, c.layout, c.row) for c in chosen if c.fmt.file == "model.int8.onnx"],
+            check8, fixed) if onnx8 else None
         shutil.rmtree(ctx.candidates)
 
         final = sorted(chosen + kept, key=lambda c: _rank(c.fmt))
@@ -222,6 +238,7 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
             "target": tgt.to_dict(),
             "int8": plan.to_dict() if plan else None,
             "candidates": [_candidate_row(c) for c in cands if c.fmt.precision == "int8"],
+            "int8_accuracy": int8_accuracy,  # issue 18: edgekit.export.mixed
             "tuning": tuning,
             "fastest": _fastest(final),
             "verdict": verdict(final, tgt, tuning),
@@ -425,6 +442,9 @@ def report_markdown(report: dict) -> str:
         lines += ["", f"**{report['verdict']}**"]
     for note in report.get("notes", []):
         lines += ["", f"Note: {note}"]
+    from edgekit.export.int8_report import markdown  # issue 18
+
+    lines += markdown(report.get("int8_accuracy"))
     return "\n".join(lines) + "\n"
 
 
