@@ -24,8 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-# Node types onnxruntime quantizes with weights: the layers worth a row.
-LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Attention", "LSTM", "GRU", "RNN")
+# Nodes that only move, select or clip int8 values: they share their input's scale and add no
+# rounding of their own, so they get no row (nor a chance to be kept fp32 alone).
+PASS_THROUGH = ("QuantizeLinear", "DequantizeLinear", "Reshape", "Transpose", "Flatten",
+                "Squeeze", "Unsqueeze", "MaxPool", "Relu", "Clip", "Slice", "Gather", "Split",
+                "Identity", "Pad", "Resize", "Expand", "Tile", "Max")
 SUFFIX = "__edgekit_int8"  # tensors of the grafted int8 islands
 BATCH = 16  # calibration inputs per run: bounds the memory of every intermediate output
 
@@ -94,20 +97,29 @@ def sqnr(signal: float, noise: float) -> float:
 
 
 def quantized_layers(graph) -> list:
-    """Nodes of a QDQ graph that run in int8: a LAYER_OPS node whose inputs are dequantized."""
+    """Nodes of a QDQ graph that compute in int8: a Conv, Gemm, MatMul, Add, Mul, Concat, ...
+    (anything but PASS_THROUGH) whose first input is dequantized."""
     producer = {o: n for n in graph.node for o in n.output}
     out = []
     for node in graph.node:
-        if node.op_type not in LAYER_OPS:
+        if node.op_type in PASS_THROUGH or not node.input:
             continue
-        fed = [producer.get(i) for i in node.input[:2]]
-        if fed and all(p is not None and p.op_type == "DequantizeLinear" for p in fed):
+        first = producer.get(node.input[0])
+        if first is not None and first.op_type == "DequantizeLinear":
             out.append(node)
     return out
 
 
 def module_of(node, graph=None) -> str:
-    """The PyTorch module a node comes from: its weight "M.weight" -> M, else its name scope."""
+    """The PyTorch module a node comes from: its name scope, else its weight "M.weight" -> M."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":  # "['', 'features', 'features.0', 'conv2d']"
+            try:
+                scopes = [str(s) for s in ast.literal_eval(prop.value)]
+            except (ValueError, SyntaxError):
+                scopes = []
+            if len(scopes) >= 2 and scopes[-2]:
+                return scopes[-2]  # the last scope is the op itself
     names = list(node.input[1:2])
     if graph is not None:  # a QDQ graph: the weight is DequantizeLinear("M.weight_quantized")
         producer = {o: n for n in graph.node for o in n.output}
@@ -116,13 +128,6 @@ def module_of(node, graph=None) -> str:
         for tail in (".weight_quantized", ".weight"):
             if name.endswith(tail):
                 return name[:-len(tail)]
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":  # "['', 'features', 'features.0', 'conv2d']"
-            try:
-                scopes = [str(s) for s in ast.literal_eval(prop.value)]
-            except (ValueError, SyntaxError):
-                return ""
-            return scopes[-2] if len(scopes) >= 2 else ""  # the last scope is the op itself
     return ""
 
 

@@ -1,0 +1,93 @@
+"""A real int8 failure, shown honestly: plain int8 fails export's gate, the automatic path passes.
+
+The model is LeNet-5 with an activation outlier channel: conv1's channel 0 is multiplied by 100
+before the ReLU, the way a few channels of trained networks grow far larger than the rest
+(LLM.int8()'s outlier features; the wide per-channel ranges that break per-tensor int8 of
+MobileNets). onnxruntime quantizes activations per tensor, so that one channel sets the range of
+conv1's output and the other channels keep a few int8 levels each. It is trained by edgekit on
+the offline digits and exported through `export()`: once with `int8_fallback=False` (the gate
+fails), once with the default fallback (calibration search, then layers kept fp32).
+"""
+
+import numpy as np
+import pytest
+
+from edgekit.errors import EdgekitError
+
+pytestmark = pytest.mark.slow
+
+torch = pytest.importorskip("torch")
+
+
+class OutlierLeNet(torch.nn.Module):
+    def __init__(self, num_classes: int = 10, offset: float = 100.0):
+        from edgekit.models.lenet import LeNet5
+
+        super().__init__()
+        self.lenet = LeNet5(num_classes)
+        shift = torch.zeros(1, 6, 28, 28)
+        shift[:, 0, 0, 0] = offset
+        self.register_buffer("shift", shift)  # (1, 6, 28, 28): one spike in conv1's output
+
+    def forward(self, x):  # (B, 1, 32, 32) -> (B, num_classes)
+        f = self.lenet.features
+        x = f[2](f[1](f[0](x) + self.shift))  # conv1, outlier channel, ReLU, pool
+        x = f[5](f[4](f[3](x)))
+        return self.lenet.classifier(x)
+
+
+@pytest.fixture(scope="module")
+def outlier_run(tmp_path_factory):
+    from edgekit.models import MODELS
+    from edgekit.recipe import load_recipe
+    from edgekit.train import train
+
+    def build(input_shape, num_outputs, dropout=0.0):
+        return OutlierLeNet(num_outputs, offset=1000.0)
+
+    MODELS._entries["test-outlier-lenet"] = build  # for this module only
+    try:
+        run = train(load_recipe("lenet5", ["model.name=test-outlier-lenet", "train.epochs=8",
+                                           "train.threads=1"]),
+                    tmp_path_factory.mktemp("outlier") / "run", progress=False)
+        yield run
+    finally:
+        del MODELS._entries["test-outlier-lenet"]
+
+
+def test_plain_int8_fails_the_gate(outlier_run):
+    from edgekit.export import export
+
+    with pytest.raises(EdgekitError, match=r"model\.int8\.\S+ loses \d+\.\d+ accuracy points"):
+        export(outlier_run, ["onnx", "onnx-int8"], target="x86", int8_fallback=False)
+    report = export(outlier_run, ["onnx", "onnx-int8"], target="x86", int8_fallback=False,
+                    allow_degraded=True)
+    row = {r["file"]: r for r in report["artifacts"]}["model.int8.onnx"]
+    assert not row["passed"] and row["accuracy_drop_points"] > 1.0
+    assert report["int8_accuracy"]["fallback"] is None  # asked not to search
+    assert report["int8_accuracy"]["layers"][0]["rank"] == 1
+
+
+def test_fallback_passes_with_layers_kept_fp32(outlier_run):
+    from edgekit.export import export
+
+    report = export(outlier_run, ["onnx", "onnx-int8"], target="x86")
+    row = {r["file"]: r for r in report["artifacts"]}["model.int8.onnx"]
+    fix = report["int8_accuracy"]["fallback"]
+    assert row["passed"] and row["accuracy_drop_points"] <= report["thresholds"][
+        "max_int8_drop"]
+    assert fix["full_int8"]["drop_points"] > 1.0
+    assert [t["method"] for t in fix["calibration"]] == ["minmax", "entropy", "percentile"]
+    assert fix["kept_method"] in ("minmax", "entropy", "percentile")
+    if fix["fp32_layers"]:  # calibration alone did not do it: layers went back to fp32
+        kept = [k["module"] for k in fix["fp32_layers"]]
+        assert 0 < len(kept) < len(fix["layers"]) and row["accuracy_drop_points"] == \
+            fix["drop_points"]
+        assert fix["full_int8"]["bytes"] < fix["bytes"] < fix["fp32_bytes"]
+    export_dir = outlier_run / "export"
+    assert (export_dir / "sensitivity.png").is_file()
+    text = (export_dir / "report.md").read_text()
+    assert "## int8 accuracy, layer by layer" in text and f"kept **{fix['kept_method']}**" in text
+    manifest_layout = row["layout"]
+    assert manifest_layout.startswith("qdq-")
+    np.testing.assert_equal(report["int8_accuracy"]["layout"], manifest_layout)
