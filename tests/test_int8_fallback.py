@@ -14,8 +14,6 @@ import pytest
 
 from edgekit.errors import EdgekitError
 
-pytestmark = pytest.mark.slow
-
 torch = pytest.importorskip("torch")
 
 
@@ -55,6 +53,7 @@ def outlier_run(tmp_path_factory):
         del MODELS._entries["test-outlier-lenet"]
 
 
+@pytest.mark.slow
 def test_plain_int8_fails_the_gate(outlier_run):
     from edgekit.export import export
 
@@ -68,6 +67,7 @@ def test_plain_int8_fails_the_gate(outlier_run):
     assert report["int8_accuracy"]["layers"][0]["rank"] == 1
 
 
+@pytest.mark.slow
 def test_fallback_passes_with_layers_kept_fp32(outlier_run):
     from edgekit.export import export
 
@@ -91,3 +91,22 @@ def test_fallback_passes_with_layers_kept_fp32(outlier_run):
     manifest_layout = row["layout"]
     assert manifest_layout.startswith("qdq-")
     np.testing.assert_equal(report["int8_accuracy"]["layout"], manifest_layout)
+
+
+@pytest.mark.parametrize("flags, fallback", [((), True), (("--no-int8-fallback",), False)])
+def test_cli_no_int8_fallback_turns_the_search_off(tmp_path, monkeypatch, flags, fallback):
+    from click.testing import CliRunner
+
+    import edgekit.export
+    from edgekit.cli import main
+
+    seen = {}
+
+    def fake_export(run, formats, **kwargs):
+        seen.update(kwargs)
+        raise EdgekitError("stop here")
+
+    monkeypatch.setattr(edgekit.export, "export", fake_export)
+    result = CliRunner().invoke(main, ["export", str(tmp_path), "--onnx", "--int8", *flags])
+    assert result.exit_code == 1 and "stop here" in result.output
+    assert seen["int8_fallback"] is fallback

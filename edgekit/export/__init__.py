@@ -8,6 +8,7 @@ passed, so a failed export leaves the previous export (or nothing) in place:
     RUN/export/manifest.json                                  contract + sha256 of each artifact
     RUN/export/samples.npz                                    held-out inputs (predict --sample)
     RUN/export/report.json, report.md                         checks, int8 candidates, timings
+    RUN/export/sensitivity.png                                int8 ONNX error per layer (chart)
 
 Re-exporting rebuilds only the formats asked for: every other file of the previous export
 (artifacts, bench.json, anything else) is kept, and the manifest and report describe every
@@ -92,7 +93,8 @@ FORMATS.register("torchscript-int8")(
     Format("model.int8.ts", "torchscript", "int8", "edgekit.export.torchscript_int8"))
 
 ORDER = ("onnx", "onnx-int8", "onnx-fp16", "torchscript", "torchscript-int8")
-REWRITTEN = ("manifest.json", "report.json", "report.md", "samples.npz")  # by every export
+REWRITTEN = ("manifest.json", "report.json", "report.md", "samples.npz",  # by every export
+             "sensitivity.png")  # issue 18: drawn for report.md when int8 ONNX is rebuilt
 TIE = 0.03  # another layout replaces the target's first one only if > 3% faster (noise)
 
 

@@ -16,6 +16,8 @@ def markdown(section: dict | None) -> list[str]:
     fix = section.get("fallback")
     if fix:
         lines += _fallback(fix) + [""]
+    if section.get("error"):
+        return lines + [f"Per-layer analysis failed: {section['error']}"]
     lines += [f"Layers of model.int8.onnx ({section['layout']}, {section['calibration_method']} "
               "calibration), most harmful first. SQNR alone: the int8 layer fed the fp32 "
               "model's input; in model: its output in the int8 model. The "

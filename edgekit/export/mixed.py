@@ -135,7 +135,12 @@ def sensitivity(ctx, chosen: list[tuple[Path, dict, dict]], check,
         v = _variants(ctx, path, info, check)
         if info.get("fp32_nodes"):  # a mixed model: rank the layers of its full int8 twin
             path, row = v.get(method)
-        layers = ranked_layers(v, method, path, row)
+        try:
+            layers = ranked_layers(v, method, path, row)
+        except Exception as e:  # noqa: BLE001 - a graph the analysis cannot read: the export
+            # itself passed its gate, so report why the table is missing instead of failing it
+            return {"layout": info.get("name", ""), "calibration_method": method,
+                    "layers": [], "fallback": fixed, "error": f"{type(e).__name__}: {e}"[:300]}
     out = {"layout": info.get("name", ""), "calibration_method": method, "top_k": TOP_K,
            "layers": layers, "fallback": fixed}
     if layers:
