@@ -86,6 +86,7 @@ def chart(layers: list[dict], fp32_nodes: list[str], path: Path) -> Path:
     rec = [r.get("recovered_points") or 0.0 for r in layers]
     right.barh(y, rec, color=["tab:red" if r["node"] in fp32_nodes else "tab:gray"
                               for r in layers])
+    right.axvline(0, color="black", linewidth=0.5)
     right.set_xlabel("points recovered with this layer alone fp32")
     fig.suptitle("int8 sensitivity per layer (rank 1 = most harmful)")
     fig.tight_layout()

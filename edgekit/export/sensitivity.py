@@ -111,15 +111,15 @@ def quantized_layers(graph) -> list:
 
 
 def module_of(node, graph=None) -> str:
-    """The PyTorch module a node comes from: its name scope, else its weight "M.weight" -> M."""
+    """The PyTorch module a node comes from: the owner of its weight ("M.weight" -> M), else
+    its innermost name scope (a BatchNorm folded into a Conv, an Add: no weight of their own)."""
+    scopes: list[str] = []
     for prop in node.metadata_props:
         if prop.key == "pkg.torch.onnx.name_scopes":  # "['', 'features', 'features.0', 'conv2d']"
             try:
-                scopes = [str(s) for s in ast.literal_eval(prop.value)]
+                scopes = [str(s) for s in ast.literal_eval(prop.value)][:-1]  # last: the op
             except (ValueError, SyntaxError):
                 scopes = []
-            if len(scopes) >= 2 and scopes[-2]:
-                return scopes[-2]  # the last scope is the op itself
     names = list(node.input[1:2])
     if graph is not None:  # a QDQ graph: the weight is DequantizeLinear("M.weight_quantized")
         producer = {o: n for n in graph.node for o in n.output}
@@ -127,8 +127,10 @@ def module_of(node, graph=None) -> str:
     for name in names:
         for tail in (".weight_quantized", ".weight"):
             if name.endswith(tail):
-                return name[:-len(tail)]
-    return ""
+                owner = name[:-len(tail)]
+                # quant_pre_process renames fused weights: "ConvMulFusion_W_features.0"
+                return next((s for s in scopes if s and owner.endswith("_" + s)), owner)
+    return scopes[-1] if scopes else ""
 
 
 def _tensor_names(graph) -> set[str]:
