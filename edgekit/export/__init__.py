@@ -199,11 +199,14 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
                            stream)
         # issue 18 (edgekit.export.mixed): int8 ONNX that fails its gate -> calibration search,
         # then layers kept fp32; every int8 ONNX export gets a per-layer table.
+        from functools import partial
+
         from edgekit.export import mixed
 
         onnx8 = [c for c in cands if c.fmt.file == "model.int8.onnx"]
-        check8 = lambda p: verify(p, onnx8[0].fmt, test_x, test_y, reference,  # noqa: E731
-                                  ref_acc, thresholds, task, stream)
+        check8 = partial(verify, fmt=FORMATS.get("onnx-int8"), x=test_x, y=test_y,
+                         reference=reference, ref_acc=ref_acc, thresholds=thresholds, task=task,
+                         size=stream)
         made, fixed = mixed.fallback(ctx, [(c.path, c.layout, c.row) for c in onnx8], check8,
                                      budget) if int8_fallback and onnx8 else ([], None)
         cands += [Candidate(onnx8[0].fmt, p, info, row) for p, info, row in made]
