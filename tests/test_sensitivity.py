@@ -199,3 +199,27 @@ def test_chart_is_a_png(harmful, tmp_path):
             enumerate(layer_sqnr(harmful.prepped, harmful.int8, harmful.calibration), 1)]
     out = chart(rows, [rows[0]["node"]], tmp_path / "sensitivity.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("needed, order, kept", [
+    ({"b", "e"}, list("abcdef"), ("b", "e")),  # the shortest passing prefix, then pruned
+    ({"a"}, list("abcdef"), ("a",)),
+    ({"f"}, list("abcdef"), ("f",)),
+    (set("abcdef"), list("abcdef"), tuple("abcdef")),
+    ({"z"}, list("abc"), None),  # nothing passes, even with every layer fp32
+])
+def test_fewest_layers_kept_fp32(needed, order, kept):
+    """The search over which layers to keep fp32, against a model that passes exactly when
+    the layers in `needed` are fp32: it finds that set, and says when there is none."""
+    from pathlib import Path
+
+    from edgekit.export.mixed import fewest_fp32_layers
+
+    class Fake:
+        def get(self, method, fp32=()):
+            ok = needed <= set(fp32)
+            return Path("x.onnx"), {"accuracy_drop_points": 0.0 if ok else 5.0, "passed": ok}
+
+    got, steps = fewest_fp32_layers(Fake(), "minmax", order)
+    assert got == kept
+    assert len(steps) <= 2 * len(order)  # doubling + bisection + one pruning probe a layer

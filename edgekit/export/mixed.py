@@ -97,7 +97,7 @@ def fallback(ctx, failed: list[tuple[Path, dict, dict]], check, budget: float = 
         return made, _finish(section, v, ctx, best, (), tries, budget)
     layers = ranked_layers(v, best, tries[best][0])
     section["layers"] = layers
-    fp32, steps = _smallest_passing(v, best, [r["node"] for r in layers])
+    fp32, steps = fewest_fp32_layers(v, best, [r["node"] for r in layers])
     section["steps"] = steps
     section["models_tried"] = len(v.done)
     if fp32 is None:
@@ -177,7 +177,7 @@ def ranked_layers(v: Variants, method: str, int8: Path, row: dict | None = None)
     return rows
 
 
-def _smallest_passing(v: Variants, method: str, order: list[str]):
+def fewest_fp32_layers(v: Variants, method: str, order: list[str]):
     """The fewest layers of `order` (most sensitive first) to keep fp32 so the model passes.
 
     The shortest passing prefix (doubling, then bisection: each probe is one artifact and
