@@ -22,6 +22,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from uuid import uuid4
 
 import numpy as np
 
@@ -51,7 +52,8 @@ class Variants:
 
         key = (method, tuple(sorted(fp32)))
         if key not in self.done:
-            path = self.folder / f"model.int8.{self.layout.name}.{method}.{len(self.done)}.onnx"
+            # Unique: several Variants share the folder, and a chosen file is moved out of it.
+            path = self.folder / f"model.int8.{self.layout.name}.{method}.{uuid4().hex[:8]}.onnx"
             info = {**self.layout.to_dict(), "name": _name(self.layout, method, fp32),
                     "calibration_method": method, "fp32_nodes": list(key[1]),
                     "excluded_nodes": sorted({*self.exclude, *fp32})}
@@ -182,7 +184,16 @@ def fewest_fp32_layers(v: Variants, method: str, order: list[str]):
 
     The shortest passing prefix (doubling, then bisection: each probe is one artifact and
     check), then each layer of it removed again, least sensitive first, if the model still
-    passes without it. Returns (nodes or None, the probes made).
+    passes without it.
+
+    Args:
+        v: the Variants to write and check models with.
+        method: the calibration method of every model tried.
+        order: node names, most sensitive first.
+
+    Returns:
+        (the nodes to keep fp32, or None when even all of `order` fails; the probes made,
+        each {"fp32_layers", "drop_points", "passed"}).
     """
     steps = []
 
