@@ -79,7 +79,7 @@ def layer_sqnr(fp32: Path, int8: Path, x: np.ndarray, input_name: str = "input")
         layers.append(Layer(node.name, module_of(node, qdq.graph), node.op_type, None, None))
     alone = _graft(ref, qdq, grafted)
     islands = dict((name, out) for name, (_, out) in grafted)
-    pairs = {}  # layer -> ((fp32 tensor, its int8-alone twin), (fp32 tensor, int8 model's))
+    pairs = {}  # layer -> (fp32 tensor, its int8-alone twin or None, the int8 model's tensor)
     for layer in layers:
         r = reference[layer.node]
         pairs[layer.node] = (r, islands.get(layer.node), cumulative[layer.node])
