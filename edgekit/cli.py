@@ -170,8 +170,11 @@ def format_flags(command):
 @click.option("--tune-seconds", type=click.FloatRange(min=0), default=None,
               help="Timing budget per int8 candidate with --target local (default: the "
                    "recipe's export.tune_seconds; 0 keeps the first layout untimed).")
+@click.option("--no-int8-fallback", "no_int8_fallback", is_flag=True,
+              help="When int8 ONNX fails its accuracy check, fail (or --allow-degraded) "
+                   "instead of searching calibration methods and keeping layers fp32.")
 def export_cmd(run, target, int8_method, exclude, allow_degraded, max_int8_drop, tune_seconds,
-               **flags):
+               no_int8_fallback, **flags):
     """Export RUN's model and verify every artifact against PyTorch.
 
     Only the formats asked for are rebuilt; other files in RUN/export are kept. Without RUN,
@@ -190,7 +193,7 @@ def export_cmd(run, target, int8_method, exclude, allow_degraded, max_int8_drop,
         click.echo(f"exporting {run} (the latest finished run under runs/)", err=True)
     report = export(run, names, target=target, int8_method=int8_method, exclude=layers,
                     allow_degraded=allow_degraded, max_int8_drop=max_int8_drop,
-                    tune_seconds=tune_seconds)
+                    tune_seconds=tune_seconds, int8_fallback=not no_int8_fallback)
     click.echo(report_markdown(report).rstrip())
     click.echo(f"artifacts: {RunDir(run).export}")
 

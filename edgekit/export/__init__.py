@@ -11,6 +11,7 @@ nothing) in place:
     RUN/export/manifest.json                       contract + sha256 of each artifact
     RUN/export/samples.npz                         held-out inputs (predict --sample)
     RUN/export/report.json, report.md              checks, int8 candidates, timings
+    RUN/export/sensitivity.png                     int8 ONNX error per layer (chart)
 
 Re-exporting rebuilds only the formats asked for: every other file of the previous export is
 kept, and the manifest and report describe every artifact present. An int8 format writes one
@@ -32,8 +33,14 @@ import numpy as np
 
 from edgekit import formats as catalog
 from edgekit.errors import EdgekitError
+from edgekit.export import mixed
 from edgekit.export.check import check_artifact
-from edgekit.export.choose import Candidate, choose, time_candidates
+from edgekit.export.choose import (
+    Candidate,
+    choose,
+    drop_failed_best_effort,
+    time_candidates,
+)
 from edgekit.export.prepare import Options, Prepared, prepare
 from edgekit.export.previous import keep_previous, notes
 from edgekit.export.report import build_report, manifest_entry, report_markdown
@@ -67,7 +74,9 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
         options: edgekit.export.prepare.Options: target ("local" or a preset of
             edgekit.export.targets), int8_method, exclude (module names kept fp32 in int8),
             allow_degraded (keep an artifact that fails, recorded as failed), max_int8_drop,
-            tune_seconds (timing budget per artifact for `local`; 0 times nothing), machine.
+            tune_seconds (timing budget per artifact for `local`; 0 times nothing), machine,
+            int8_fallback (int8 ONNX that fails its gate: search calibration methods, then
+            keep the most sensitive layers fp32; False fails instead).
 
     Returns:
         The report (also written as report.json / report.md).
@@ -84,32 +93,40 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
     rebuilt = {f.file for f in prep.formats}
     with atomic_dir(out) as stage:
         kept_files = keep_previous(out, stage, rebuilt)
-        cands, skipped = write_candidates(prep, stage)
+        ctx = ExportContext(prep.model, prep.example, prep.cfg, prep.calibration, stage,
+                            prep.target, prep.plan, stage / ".candidates")
+        cands, skipped = write_candidates(prep, ctx)
         kept = [Candidate(catalog.by_file(f), stage / f, {}, kept=True) for f in kept_files
                 if catalog.by_file(f)]
         for c in cands + kept:
             c.check = check_artifact(c.path, c.fmt, prep.held, prep.gate)
-        cands = _drop_failed_best_effort(cands, skipped)
+        cands = drop_failed_best_effort(cands, skipped)
+        # int8 ONNX that fails its gate: calibration search, then layers kept fp32 (mixed.py)
+        checker = mixed.Checker(catalog.get("onnx-int8"), prep.held, prep.gate)
+        rescued, fixed = mixed.rescue(ctx, cands, checker, prep.budget) \
+            if opts.int8_fallback else ([], None)
+        cands += rescued
         _fail_fast(prep, cands, opts.allow_degraded)
         tuning = time_candidates(prep.target, prep.budget, cands + kept, prep.held.x[:1])
         chosen = [_publish_choice(stage, [c for c in cands if c.fmt is f]) for f in prep.formats
                   if any(c.fmt is f for c in cands)]
-        shutil.rmtree(stage / ".candidates")
+        int8_accuracy = mixed.table(ctx, chosen, checker, fixed)  # ranked layers + chart
+        shutil.rmtree(ctx.candidates)
         final = sorted(chosen + kept, key=lambda c: catalog.formats().index(c.fmt))
         report = build_report(prep, final, cands, tuning, kept_files,
                               skipped + notes(stage, rebuilt, kept))
+        report["int8_accuracy"] = int8_accuracy
         publish(stage, prep, final, report, started)
     return report
 
 
-def write_candidates(prep: Prepared, stage: Path) -> tuple[list[Candidate], list[str]]:
+def write_candidates(prep: Prepared, ctx: ExportContext) -> tuple[list[Candidate], list[str]]:
     """Every asked format's exporter writes its file(s) into the stage, in catalog order.
 
     Returns:
         (the candidates, one line per best-effort format the model cannot take).
     """
-    ctx = ExportContext(prep.model, prep.example, prep.cfg, prep.calibration, stage,
-                        prep.target, prep.plan, stage / ".candidates")
+    stage = ctx.stage
     ctx.candidates.mkdir()
     cands, skipped = [], []
     for fmt in prep.formats:
@@ -167,17 +184,6 @@ def _fail_fast(prep: Prepared, cands: list[Candidate], allow_degraded: bool) -> 
     if failures and not allow_degraded:
         raise EdgekitError("export check failed: " + "; ".join(failures)
                            + " (nothing was written)")
-
-
-def _drop_failed_best_effort(cands: list[Candidate], skipped: list[str]) -> list[Candidate]:
-    """A best-effort format none of whose candidates passed is not published: it is said why."""
-    failed = {c.fmt.name for c in cands if c.fmt.best_effort} - {
-        c.fmt.name for c in cands if c.check.passed}
-    for c in cands:
-        if c.fmt.name in failed:
-            skipped.append(f"{c.fmt.file} was not written: its check failed: {c.check.why}")
-            c.path.unlink(missing_ok=True)
-    return [c for c in cands if c.fmt.name not in failed]
 
 
 def _publish_choice(stage: Path, cands: list[Candidate]) -> Candidate:

@@ -59,6 +59,17 @@ def time_candidates(target, budget: float, cands: list[Candidate], x: np.ndarray
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
+def drop_failed_best_effort(cands: list[Candidate], skipped: list[str]) -> list[Candidate]:
+    """A best-effort format none of whose candidates passed is not published: it is said why."""
+    failed = {c.fmt.name for c in cands if c.fmt.best_effort} - {
+        c.fmt.name for c in cands if c.check.passed}
+    for c in cands:
+        if c.fmt.name in failed:
+            skipped.append(f"{c.fmt.file} was not written: its check failed: {c.check.why}")
+            c.path.unlink(missing_ok=True)
+    return [c for c in cands if c.fmt.name not in failed]
+
+
 def choose(cands: list[Candidate]) -> Candidate:
     """The candidate to publish among those written for one format.
 

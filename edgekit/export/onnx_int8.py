@@ -104,10 +104,36 @@ def quantize_onnx(fp32: Path, out: Path, layout, calibration: np.ndarray, method
             **common,
         )
     proto = onnx.load(str(out))
+    keep_fp32(proto, exclude)
     embed(proto, manifest)
     check(proto)
     onnx.save(proto, str(out))
     return out
+
+
+def keep_fp32(proto, exclude: list[str]) -> None:
+    """Keep each excluded node fp32 at run time: read its DequantizeLinear input through Max(x, x).
+
+    quantize_static leaves an excluded Conv/Gemm with fp32 weights, but when its input comes
+    from a DequantizeLinear, onnxruntime's graph optimizer (WeightBiasQuantization, at every
+    level above "disable all") quantizes its weights per tensor at session start: the layer
+    the user kept fp32 ran int8 after all. Max(x, x) is x, and no onnxruntime rewrite removes
+    it before that pass (Identity, Mul by 1 and Add 0 are removed first: measured, ORT 1.31).
+    The fp32 tensor before the QuantizeLinear is no substitute: a Relu the quantizer folded
+    into that QuantizeLinear is missing from it.
+    """
+    import onnx
+
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    for i in reversed(range(len(proto.graph.node))):
+        node = proto.graph.node[i]
+        dq = producer.get(node.input[0]) if node.name in exclude and node.input else None
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        fp32 = f"{node.name}_fp32_input"
+        proto.graph.node.insert(i, onnx.helper.make_node(
+            "Max", [node.input[0], node.input[0]], [fp32], name=fp32))
+        node.input[0] = fp32
 
 
 def nodes_of(model: Path, modules: tuple[str, ...]) -> list[str]:

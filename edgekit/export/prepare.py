@@ -29,6 +29,7 @@ class Options:
     max_int8_drop: float | None = None
     tune_seconds: float | None = None
     machine: dict | None = None
+    int8_fallback: bool = True  # edgekit.export.mixed when int8 ONNX fails its gate
 
 
 @dataclass

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from edgekit.rundir import BENCH, MANIFEST, REPORT, REPORT_MD, SAMPLES
 
-REWRITTEN = (MANIFEST, REPORT, REPORT_MD, SAMPLES)  # by every export
+REWRITTEN = (MANIFEST, REPORT, REPORT_MD, SAMPLES,  # by every export
+             "sensitivity.png")  # drawn for report.md when int8 ONNX is rebuilt
 
 
 def keep_previous(old: Path, stage: Path, rebuild: set[str]) -> list[str]:

@@ -99,6 +99,9 @@ def report_markdown(report: dict) -> str:
         lines += ["", f"**{report['verdict']}**"]
     for note in report.get("notes", []):
         lines += ["", f"Note: {note}"]
+    from edgekit.export.int8_report import markdown
+
+    lines += markdown(report.get("int8_accuracy"))
     return "\n".join(lines) + "\n"
 
 

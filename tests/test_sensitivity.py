@@ -1,0 +1,225 @@
+"""Per-layer int8 sensitivity and the mixed-precision fallback on a small conv net whose middle
+convolution is made harmful: conv1's channel 0 is dead (always 0 after its ReLU) and conv2's
+weights reading it are 100x its largest, so the fp32 model is unchanged while per-channel int8
+scales every output channel of conv2 to the outlier and rounds its useful weights to zero.
+
+The check the fallback searches with is the agreement of the int8 model's top-1 with the fp32
+model's on inputs held out from calibration (the same drop in points export's gate reads): the
+inputs the untrained fp32 net separates by a clear margin, as a trained model separates most of
+its test set (an untrained net's near-ties flip under any noise).
+"""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.conv3 = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.head = torch.nn.Linear(16 * 8 * 8, 10)
+
+    def forward(self, x):  # (B, 3, 8, 8) -> (B, 10)
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        x = torch.relu(self.conv3(x))
+        return self.head(x.flatten(1))
+
+
+def harmful_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():
+        net.conv1.bias[0] = -1e3  # channel 0 of conv1: always 0 after the ReLU
+        w = net.conv2.weight  # (16, 16, 3, 3)
+        w[:, 0] = 100 * w.abs().max()  # outliers that read only that dead channel
+    return net
+
+
+@pytest.fixture(scope="module")
+def harmful(tmp_path_factory):
+    """(folder, fp32 model after quant_pre_process, full int8 QDQ model, calibration, test)."""
+    from onnxruntime.quantization import quant_pre_process
+
+    from edgekit.export.onnx import export_onnx
+    from edgekit.export.onnx_int8 import quantize_onnx
+    from edgekit.export.targets import S8S8
+
+    folder = tmp_path_factory.mktemp("harmful")
+    rng = np.random.default_rng(0)
+    calibration = rng.standard_normal((64, 3, 8, 8)).astype(np.float32)
+    pool = rng.standard_normal((1200, 3, 8, 8)).astype(np.float32)
+    net = harmful_net()
+    export_onnx(net, torch.from_numpy(calibration[:2]), folder / "model.onnx", 18, {})
+    with torch.no_grad():
+        top2 = torch.topk(net(torch.from_numpy(pool)), 2).values.numpy()  # (N, 2)
+    test = pool[np.argsort(top2[:, 0] - top2[:, 1])[-400:]]  # the clearest 400
+    prepped = folder / "model.pre.onnx"
+    quant_pre_process(str(folder / "model.onnx"), str(prepped), skip_symbolic_shape=True)
+    int8 = folder / "model.int8.onnx"
+    manifest = {"artifact": {"file": "model.int8.onnx", "format": "onnx", "precision": "int8"}}
+    quantize_onnx(prepped, int8, S8S8, calibration, "minmax", [], manifest)
+    return SimpleNamespace(folder=folder, prepped=prepped, int8=int8, calibration=calibration,
+                           test=test)
+
+
+def agreement_check(fp32, x, max_drop=1.0):
+    """path -> a verify-like row: points of top-1 lost against the fp32 model on `x`."""
+    import onnxruntime as ort
+
+    def top1(path):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {"input": x})[0].argmax(1)
+
+    reference = top1(fp32)
+
+    def check(path):
+        agree = float((top1(path) == reference).mean())
+        drop = round(100 * (1 - agree), 4)
+        return {"score": agree, "accuracy_drop_points": drop, "passed": drop <= max_drop}
+
+    return check
+
+
+def test_harmful_layer_has_the_lowest_sqnr(harmful):
+    from edgekit.export.sensitivity import layer_sqnr
+
+    layers = layer_sqnr(harmful.prepped, harmful.int8, harmful.calibration)
+    assert [a.module for a in layers][0] == "conv2"
+    assert {a.module for a in layers} == {"conv1", "conv2", "conv3", "head"}
+    worst, rest = layers[0], layers[1:]
+    assert worst.op == "Conv" and worst.node  # a node name --int8-exclude resolves to
+    # The layer alone is far worse than any other layer alone; later layers inherit its error.
+    assert all(worst.sqnr_db < a.sqnr_db - 10 for a in rest)
+    downstream = {a.module: a.cumulative_sqnr_db for a in rest}
+    assert downstream["conv3"] < min(a.sqnr_db for a in rest)
+
+
+def test_sqnr_of_an_unharmed_net_is_high_everywhere(tmp_path):
+    """The control: the same net without the outlier has no layer near the harmful one's SQNR."""
+    from onnxruntime.quantization import quant_pre_process
+
+    from edgekit.export.onnx import export_onnx
+    from edgekit.export.onnx_int8 import quantize_onnx
+    from edgekit.export.sensitivity import layer_sqnr
+    from edgekit.export.targets import S8S8
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(1).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    export_onnx(Net().eval(), torch.from_numpy(x[:2]), tmp_path / "m.onnx", 18, {})
+    quant_pre_process(str(tmp_path / "m.onnx"), str(tmp_path / "p.onnx"),
+                      skip_symbolic_shape=True)
+    quantize_onnx(tmp_path / "p.onnx", tmp_path / "q.onnx", S8S8, x, "minmax", [], {})
+    layers = layer_sqnr(tmp_path / "p.onnx", tmp_path / "q.onnx", x)
+    assert len(layers) == 4 and min(a.sqnr_db for a in layers) > 25
+
+
+def test_fallback_keeps_only_the_harmful_layer_fp32(harmful, tmp_path):
+    from edgekit.export import mixed
+    from edgekit.export.int8_report import markdown
+    from edgekit.export.targets import S8S8
+
+    check = agreement_check(harmful.folder / "model.onnx", harmful.test)
+    stage = tmp_path / "stage"
+    (stage / ".candidates").mkdir(parents=True)
+    (stage / "model.onnx").write_bytes((harmful.folder / "model.onnx").read_bytes())
+    ctx = SimpleNamespace(stage=stage, candidates=stage / ".candidates",
+                          calibration=harmful.calibration,
+                          target=SimpleNamespace(tune=False),
+                          int8=SimpleNamespace(calibration_method="minmax"))
+    row = check(harmful.int8)
+    assert not row["passed"], "the outlier should make plain int8 fail"
+    made, fixed = mixed.fallback(ctx, [(harmful.int8, S8S8.to_dict(), row)], check)
+
+    assert [t["method"] for t in fixed["calibration"]] == ["minmax", "entropy", "percentile"]
+    assert fixed["layers"][0]["module"] == "conv2"
+    assert fixed["layers"][0]["recovered_points"] > 0
+    assert [k["module"] for k in fixed["fp32_layers"]] == ["conv2"]
+    assert len(made) == 1
+    path, info, out = made[0]
+    assert out["passed"] and out == check(path)  # the file itself passes, re-checked
+    assert info["fp32_nodes"] == [fixed["layers"][0]["node"]]
+    assert fixed["full_int8"]["bytes"] < fixed["bytes"] < fixed["fp32_bytes"]
+    assert fixed["latency_ms"] is None  # the target is not this machine: nothing timed
+    text = "\n".join(markdown({"layout": "qdq-s8s8-pc", "calibration_method": "minmax",
+                               "top_k": mixed.TOP_K, "layers": fixed["layers"],
+                               "fallback": fixed}))
+    assert "1 layer(s) kept fp32 (conv2)" in text and f"kept **{fixed['kept_method']}**" in text
+
+
+def test_an_excluded_layer_runs_fp32_under_onnxruntime_optimizations(harmful, tmp_path):
+    """onnxruntime's WeightBiasQuantization re-quantizes an excluded Conv that reads a DQ
+    output; edgekit feeds it the fp32 tensor, so excluding the harmful layer restores fp32."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgekit.export.onnx_int8 import quantize_onnx
+    from edgekit.export.targets import S8S8
+
+    node = next(n.name for n in onnx.load(str(harmful.prepped)).graph.node
+                if "conv2.weight" in n.input)
+    out = quantize_onnx(harmful.prepped, tmp_path / "x.onnx", S8S8, harmful.calibration,
+                        "minmax", [node], {})
+
+    def logits(path):  # default session options: every graph optimization on
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+            None, {"input": harmful.test})[0]
+
+    ref, full, mixed = logits(harmful.prepped), logits(harmful.int8), logits(out)
+    err = lambda y: np.linalg.norm(ref - y) / np.linalg.norm(ref)  # noqa: E731
+    assert err(mixed) < 0.1 < err(full)
+
+
+def test_fallback_leaves_a_passing_export_alone(harmful, tmp_path):
+    from edgekit.export import mixed
+    from edgekit.export.targets import S8S8
+
+    passing = {"score": 1.0, "accuracy_drop_points": 0.0, "passed": True}
+    assert mixed.fallback(SimpleNamespace(), [(harmful.int8, S8S8.to_dict(), passing)],
+                          lambda p: passing) == ([], None)
+    dynamic = {**S8S8.to_dict(), "mode": "dynamic"}
+    failing = {**passing, "passed": False}
+    assert mixed.fallback(SimpleNamespace(), [(harmful.int8, dynamic, failing)],
+                          lambda p: failing) == ([], None)
+
+
+def test_chart_is_a_png(harmful, tmp_path):
+    pytest.importorskip("matplotlib")
+    from edgekit.export.int8_report import chart
+    from edgekit.export.sensitivity import layer_sqnr
+
+    rows = [{**a.to_dict(), "rank": i} for i, a in
+            enumerate(layer_sqnr(harmful.prepped, harmful.int8, harmful.calibration), 1)]
+    out = chart(rows, [rows[0]["node"]], tmp_path / "sensitivity.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("needed, order, kept", [
+    ({"b", "e"}, list("abcdef"), ("b", "e")),  # the shortest passing prefix, then pruned
+    ({"a"}, list("abcdef"), ("a",)),
+    ({"f"}, list("abcdef"), ("f",)),
+    (set("abcdef"), list("abcdef"), tuple("abcdef")),
+    ({"z"}, list("abc"), None),  # nothing passes, even with every layer fp32
+])
+def test_fewest_layers_kept_fp32(needed, order, kept):
+    """The search over which layers to keep fp32, against a model that passes exactly when
+    the layers in `needed` are fp32: it finds that set, and says when there is none."""
+    from pathlib import Path
+
+    from edgekit.export.mixed import fewest_fp32_layers
+
+    class Fake:
+        def get(self, method, fp32=()):
+            ok = needed <= set(fp32)
+            return Path("x.onnx"), {"accuracy_drop_points": 0.0 if ok else 5.0, "passed": ok}
+
+    got, steps = fewest_fp32_layers(Fake(), "minmax", order)
+    assert got == kept
+    assert len(steps) <= 2 * len(order)  # doubling + bisection + one pruning probe a layer
