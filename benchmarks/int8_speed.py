@@ -48,7 +48,8 @@ THREADS = 2
 EAGER_SPEEDUP = 6.0
 WITHIN = 0.05
 # Short training at 224x224: enough to export a real trained model, latency is what counts.
-QUICK = ["train.epochs=1", "data.max_train_samples=256", "export.calibration_samples=64"]
+QUICK = ["data.image_size=224", "data.channels=3", "train.epochs=1", "data.max_train_samples=256",
+         "export.calibration_samples=64"]
 
 
 def main(argv=None) -> int:
