@@ -296,8 +296,8 @@ def test_a_table_streams_in_bounded_memory(tmp_path, table_model):
     """Rows are read a batch at a time: after the first result, the reader has taken one
     buffer's worth (64 KB) of a 500 KB table, not the table."""
     from edgekit.runtime import load
-    from edgekit.runtime.throughput import Throughput
     from edgekit.runtime.rows import predict_rows
+    from edgekit.runtime.throughput import Throughput
 
     people = write_people(tmp_path / "people.csv", 60_000)
     stats = Throughput(100)

@@ -80,11 +80,14 @@ def test_recipe_trains_on_its_real_format_and_exports(name, data_root, tmp_path,
     assert metrics["dataset"] == dataset and metrics["test_samples"] > 0
     # Export verifies every artifact: fp32 parity with PyTorch is enforced. One epoch on tiny
     # data leaves int8 free to drift (the offline-target test holds int8 to the recipe).
-    invoke("export", run, "--onnx", "--int8", "--torchscript", "--max-int8-drop", "100",
-           "--tune-seconds", "0")  # the first int8 layout, untimed: speed is not tested here
+    invoke("export", run, "--onnx", "--int8", "--torchscript", "--pte", "--max-int8-drop",
+           "100", "--tune-seconds", "0")  # the first int8 layout, untimed: speed is not tested
     report = json.loads((run / "export" / "report.json").read_text())
-    assert {r["file"] for r in report["artifacts"]} >= {"model.onnx", "model.int8.onnx",
-                                                        "model.ts"}
+    files = {r["file"] for r in report["artifacts"]}
+    assert files >= {"model.onnx", "model.int8.onnx", "model.ts"}
+    for pte in ("model.pte", "model.int8.pte"):  # ExecuTorch, or one line saying what stops it
+        assert pte in files or [n for n in report["notes"]
+                                if n.startswith(f"{pte} was not written: ")], pte
     assert all(r["passed"] for r in report["artifacts"])
     assert report["pytorch"]["accuracy"] == pytest.approx(metrics["test_accuracy"])
 
