@@ -138,16 +138,21 @@ def _tensor_names(graph) -> set[str]:
             | {o for n in graph.node for o in n.output})
 
 
-def _dequantized_output(graph, node) -> str:
-    """What the int8 model hands on from `node`: its output after Q -> DQ, or the output."""
+def _output_qdq(graph, node) -> tuple | None:
+    """The (QuantizeLinear, DequantizeLinear) pair `node`'s output goes through, if any."""
     consumers = [n for n in graph.node if node.output[0] in n.input]
     q = next((n for n in consumers if n.op_type == "QuantizeLinear"), None)
-    if q is not None:
-        dq = next((n for n in graph.node if n.op_type == "DequantizeLinear"
-                   and q.output[0] in n.input[:1]), None)
-        if dq is not None:
-            return dq.output[0]
-    return node.output[0]
+    if q is None:
+        return None
+    dq = next((n for n in graph.node if n.op_type == "DequantizeLinear"
+               and q.output[0] in n.input[:1]), None)
+    return (q, dq) if dq is not None else None
+
+
+def _dequantized_output(graph, node) -> str:
+    """What the int8 model hands on from `node`: its output after Q -> DQ, or the output."""
+    pair = _output_qdq(graph, node)
+    return pair[1].output[0] if pair else node.output[0]
 
 
 def _island(graph, node, known: set[str]):
@@ -181,15 +186,11 @@ def _island(graph, node, known: set[str]):
         used.update(dq.input[1:])
         nodes += [q, dq]
     nodes.append(node)
-    consumers = [n for n in graph.node if node.output[0] in n.input]
-    q = next((n for n in consumers if n.op_type == "QuantizeLinear"), None)
-    if q is not None:
-        dq = next((n for n in graph.node if n.op_type == "DequantizeLinear"
-                   and q.output[0] in n.input[:1]), None)
-        if dq is not None:
-            nodes += [q, dq]
-            used.update(q.input[1:])
-            used.update(dq.input[1:])
+    pair = _output_qdq(graph, node)
+    if pair:
+        nodes += list(pair)
+        used.update(pair[0].input[1:])
+        used.update(pair[1].input[1:])
     if not used <= inits | {""}:
         return None  # a scale or zero point computed by a node: not a plain QDQ island
     return nodes, used
