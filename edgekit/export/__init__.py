@@ -31,6 +31,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_dir, write_json, write_text
+from edgekit.macs import manifest_entry
 from edgekit.manifest import make_manifest, with_files
 from edgekit.registry import Registry
 
@@ -231,7 +232,8 @@ def export(run: str | Path, formats: list[str], *, target: str = "local",
             "notes": _notes(stage, fmts, kept),
         }
         files = {c.fmt.file: _manifest_entry(c) for c in final}
-        write_json(stage / "manifest.json", with_files(manifest, stage, files))
+        write_json(stage / "manifest.json",
+                   {**with_files(manifest, stage, files), **manifest_entry(stage)})  # + macs
         _save_samples(stage / "samples.npz", test_x[:cfg.samples], test_y[:cfg.samples])
         report["export_seconds"] = round(time.perf_counter() - started, 2)
         write_json(stage / "report.json", report)

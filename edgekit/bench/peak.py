@@ -1,0 +1,145 @@
+"""This machine's own GEMM limit: int8 and fp32 multiply-accumulates per second, measured once.
+
+A latency says little by itself: 5 ms for resnet18 is slow on one CPU and the limit on another.
+`edgekit bench` divides each artifact's work (its MACs per input, counted at export by
+edgekit.macs) by its latency and compares that with what onnxruntime's own GEMM reaches here:
+
+    int8  MatMulInteger, uint8 x int8 -> int32  (the kernel int8 Conv/MatMul layers run on)
+    fp32  MatMul, float32 x float32
+
+at the bench's thread count. The result is cached per machine and library version in
+$XDG_CACHE_HOME/edgekit/gemm-peak.json (default ~/.cache/edgekit), keyed by CPU, onnxruntime
+version and threads, so each bench does not pay for it again.
+
+The two tiny models are written here as protobuf bytes (edgekit.selftest's encoder): the base
+install has no `onnx` package, and a model built in code cannot drift from what it claims to
+measure the way a shipped binary file could. Their operands are inputs, not weights, so the
+bytes are a few hundred and nothing is constant-folded away.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.fileio import write_json
+from edgekit.machine import machine_info
+from edgekit.selftest import IR_VERSION, OPSET, _field, _node, _varint_field
+
+SIZE = 1024  # (SIZE x SIZE) @ (SIZE x SIZE): 1.07 G MACs, 3-300 ms per call on CPUs we know
+SECONDS = 0.3  # timed per precision, after warm-up
+CACHE_FILE = "gemm-peak.json"
+# ONNX TensorProto data types
+FLOAT, UINT8, INT8, INT32 = 1, 2, 3, 6
+KERNELS = {  # precision -> (op, A type, B type, output type, what it is)
+    "int8": ("MatMulInteger", UINT8, INT8, INT32, "MatMulInteger uint8 x int8"),
+    "fp32": ("MatMul", FLOAT, FLOAT, FLOAT, "MatMul float32"),
+}
+
+
+def gemm_peak(threads: int, *, size: int = SIZE, seconds: float = SECONDS,
+              cache: Path | None = None, refresh: bool = False) -> dict:
+    """This machine's int8 and fp32 GEMM throughput at `threads`, from the cache or measured.
+
+    Args:
+        threads: onnxruntime intra-op threads, as the bench runs the artifacts.
+        size: the square GEMM's side (size**3 MACs per call).
+        seconds: timing budget per precision.
+        cache: the cache file (default cache_path()).
+        refresh: measure again even when the cache has this machine.
+
+    Returns:
+        {"key", "cpu", "onnxruntime", "threads", "measured", "cached": bool,
+         "int8": {"gmacs", "ms", "best_ms", "runs", "op", "shape"}, "fp32": {...}}:
+        gmacs = size**3 / fastest call's ms / 1e6 (G multiply-accumulates per second).
+    """
+    import onnxruntime as ort
+
+    facts = machine_info()
+    key = "|".join([facts["arch"], facts["cpu"], f"onnxruntime {ort.__version__}",
+                    f"threads {threads}", f"size {size}"]
+                   + (["emulated"] if facts["emulated"] else []))
+    path = cache or cache_path()
+    known = _read(path)
+    if key in known and not refresh:
+        return {**known[key], "cached": True}
+    record = {"key": key, "cpu": facts["cpu"], "arch": facts["arch"],
+              "emulated": facts["emulated"], "onnxruntime": ort.__version__,
+              "threads": threads,
+              "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    for precision in KERNELS:
+        record[precision] = measure_gemm(precision, threads, size, seconds)
+    known = _read(path)  # another process may have written meanwhile: keep its entries
+    known[key] = record
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, known)
+    return {**record, "cached": False}
+
+
+def measure_gemm(precision: str, threads: int, size: int = SIZE,
+                 seconds: float = SECONDS) -> dict:
+    """Time one square GEMM of `precision` ("int8" or "fp32") with onnxruntime.
+
+    Returns:
+        {"gmacs": from the fastest call, "ms": median, "best_ms", "runs", "op", "shape"}.
+        The fastest call is the limit: on a shared machine other work only ever slows a
+        call down, and a limit measured from the median would move with the machine's load.
+    """
+    import onnxruntime as ort
+
+    from edgekit.bench.stats import measure
+
+    what = KERNELS[precision][-1]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(gemm_model_bytes(precision, size), opts,
+                                providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    if precision == "int8":
+        a = rng.integers(0, 256, (size, size), dtype=np.uint8)
+        b = rng.integers(-128, 128, (size, size), dtype=np.int8)
+    else:
+        a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    ms = measure(sess.run, None, {"a": a, "b": b}, warmup=2, seconds=seconds, min_runs=3)
+    best = float(ms.min())
+    return {"gmacs": round(size ** 3 / best / 1e6, 2), "ms": round(float(np.median(ms)), 6),
+            "best_ms": round(best, 6), "runs": len(ms), "op": what,
+            "shape": [size, size, size]}
+
+
+def gemm_model_bytes(precision: str, size: int) -> bytes:
+    """A serialized ONNX model y = a @ b with a, b (size, size) inputs of `precision`'s types."""
+    op, a_type, b_type, y_type, _ = KERNELS[precision]
+    graph = (_field(1, _node(op, ["a", "b"], ["y"])) + _field(2, f"edgekit-peak-{precision}")
+             + _field(11, _value_info("a", a_type, (size, size)))
+             + _field(11, _value_info("b", b_type, (size, size)))
+             + _field(12, _value_info("y", y_type, (size, size))))
+    opset = _field(1, b"") + _varint_field(2, OPSET)
+    return (_varint_field(1, IR_VERSION) + _field(2, b"edgekit") + _field(7, graph)
+            + _field(8, opset))
+
+
+def cache_path() -> Path:
+    """$XDG_CACHE_HOME/edgekit/gemm-peak.json, default ~/.cache/edgekit/gemm-peak.json."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edgekit" / CACHE_FILE
+
+
+def _value_info(name: str, dtype: int, shape: tuple[int, ...]) -> bytes:
+    dims = b"".join(_field(1, _varint_field(1, d)) for d in shape)
+    return _field(1, name) + _field(2, _field(1, _varint_field(1, dtype) + _field(2, dims)))
+
+
+def _read(path: Path) -> dict:
+    """The cache's entries; a missing or damaged cache is empty (it is measured again)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
