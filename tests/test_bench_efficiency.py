@@ -104,3 +104,18 @@ def test_an_onnx_file_without_a_manifest_is_counted_from_its_graph(tmp_path):
     path.write_bytes(peak.gemm_model_bytes("fp32", 8))
     assert efficiency.artifact_macs(path) == 8 ** 3
     assert np.isclose(efficiency.efficiency(8 ** 3, "fp32", 1, 1e-3, None)["gmacs"], 0.512)
+
+
+def test_no_peak_is_measured_under_emulation_or_without_macs(monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("measured a GEMM peak")
+
+    monkeypatch.setattr(peak, "gemm_peak", never)
+    assert efficiency.peaks([1, 2], needed=False) == {1: None, 2: None}
+    import edgekit.machine
+
+    monkeypatch.setattr(edgekit.machine, "machine_info", lambda: {"emulated": True})
+    assert efficiency.peaks([1], needed=True) == {1: None}
+    monkeypatch.setattr(edgekit.machine, "machine_info", lambda: {"emulated": False})
+    monkeypatch.setattr(peak, "gemm_peak", lambda threads: {"threads": threads})
+    assert efficiency.peaks([1, 2], needed=True) == {1: {"threads": 1}, 2: {"threads": 2}}

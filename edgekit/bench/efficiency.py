@@ -67,8 +67,11 @@ def efficiency(macs: int | None, precision: str, batch: int, latency_ms: float,
 
 def peaks(threads: list[int], needed: bool) -> dict[int, dict | None]:
     """The GEMM peak at each thread count (cached per machine), or None for each when the
-    results have no MAC count to divide by, so no time is spent measuring."""
-    if not needed:
+    results have no MAC count to divide by, or under qemu emulation, where a share of an
+    emulated peak says nothing about any real CPU (and a 1024^3 GEMM takes many seconds)."""
+    from edgekit.machine import machine_info
+
+    if not needed or machine_info()["emulated"]:
         return {t: None for t in threads}
     from edgekit.bench.peak import gemm_peak
 
