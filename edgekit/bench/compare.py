@@ -129,7 +129,6 @@ def format_compare(report: dict) -> str:
     others = [m for m in machines if m["letter"] != base]
     head = ["model", "artifact", "batch", "threads"]
     head += [f"{m['letter']} ms" + (" EMULATED" if m["emulated"] else "") for m in machines]
-    head += [f"{m['letter']}/{base}" for m in others]
     rows = report["rows"]
     columns = [[r["model"] or "-" for r in rows], [r["file"] for r in rows],
                [r["batch"] for r in rows], [r["threads"] for r in rows]]
@@ -137,15 +136,16 @@ def format_compare(report: dict) -> str:
         values = [None if r["ms"][m["letter"]] is None else _ms(r["ms"][m["letter"]])
                   for r in rows]
         columns.append(flagged(values, [m["letter"] in r["noisy"] for r in rows], title))
-    for m in others:
-        columns.append([_ratio(r["ratio"][m["letter"]]) for r in rows])
     for m in machines:  # each machine's share of its own int8/fp32 GEMM peak, where known
         if any(r.get("pct_of_peak", {}).get(m["letter"]) is not None for r in rows):
             head.append(f"{m['letter']} % peak")
             columns.append([_pct(r["pct_of_peak"][m["letter"]]) for r in rows])
-    if len(head) > 4 + len(machines) + len(others):
+    if len(head) > 4 + len(machines):
         lines.append("% peak = GMAC/s at the median latency / that machine's own GEMM peak of "
                      "the artifact's precision (int8 or fp32), measured by `edgekit bench`")
+    head += [f"{m['letter']}/{base}" for m in others]
+    for m in others:
+        columns.append([_ratio(r["ratio"][m["letter"]]) for r in rows])
     return "\n".join([*lines, "", table([tuple(head), *zip(*columns, strict=True)])])
 
 
