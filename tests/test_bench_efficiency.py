@@ -119,3 +119,15 @@ def test_no_peak_is_measured_under_emulation_or_without_macs(monkeypatch):
     monkeypatch.setattr(edgekit.machine, "machine_info", lambda: {"emulated": False})
     monkeypatch.setattr(peak, "gemm_peak", lambda threads: {"threads": threads})
     assert efficiency.peaks([1, 2], needed=True) == {1: {"threads": 1}, 2: {"threads": 2}}
+
+
+def test_a_graph_that_cannot_be_counted_fails_neither_export_nor_bench(tmp_path):
+    pytest.importorskip("onnx")
+    from edgekit.macs import manifest_entry
+
+    (tmp_path / "model.onnx").write_bytes(b"not an onnx model")
+    entry = manifest_entry(tmp_path)["macs"]
+    assert entry["per_input"] is None and entry["counted_from"] == "model.onnx"
+    assert entry["why"].startswith("MACs not counted: ")
+    assert efficiency.artifact_macs(tmp_path / "model.onnx") is None
+    assert manifest_entry(tmp_path / "empty") == {}  # no ONNX artifact: no key

@@ -31,13 +31,13 @@ def artifact_macs(path: Path) -> int | None:
         manifest = mf.beside(path, verify=False)
     except EdgekitError:
         manifest = None
-    macs = (manifest or {}).get("macs") or {}
-    if isinstance(macs.get("per_input"), int):
-        return macs["per_input"]
+    if manifest is not None and "macs" in manifest:  # counted at export (None: could not)
+        per_input = (manifest["macs"] or {}).get("per_input")
+        return per_input if isinstance(per_input, int) and per_input > 0 else None
     if path.suffix == ".onnx" and importlib.util.find_spec("onnx") is not None:
-        from edgekit.macs import count_macs
+        from edgekit.macs import try_count
 
-        return count_macs(path)["per_input"] or None
+        return try_count(path)["per_input"] or None
     return None
 
 
