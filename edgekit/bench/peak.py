@@ -11,7 +11,7 @@ at the bench's thread count. The result is cached per machine and library versio
 $XDG_CACHE_HOME/edgekit/gemm-peak.json (default ~/.cache/edgekit), keyed by CPU, onnxruntime
 version and threads, so each bench does not pay for it again.
 
-The two tiny models are written here as protobuf bytes (edgekit.selftest's encoder): the base
+The two tiny models are written here as protobuf bytes (edgekit.onnxbytes): the base
 install has no `onnx` package, and a model built in code cannot drift from what it claims to
 measure the way a shipped binary file could. Their operands are inputs, not weights, so the
 bytes are a few hundred and nothing is constant-folded away.
@@ -28,13 +28,12 @@ import numpy as np
 
 from edgekit.fileio import write_json
 from edgekit.machine import machine_info
-from edgekit.selftest import IR_VERSION, OPSET, _field, _node, _varint_field
+from edgekit.onnxbytes import FLOAT, INT8, INT32, UINT8, field, model, node, value_info
+from edgekit.selftest import IR_VERSION, OPSET
 
 SIZE = 1024  # (SIZE x SIZE) @ (SIZE x SIZE): 1.07 G MACs, 3-300 ms per call on CPUs we know
 SECONDS = 0.3  # timed per precision, after warm-up
 CACHE_FILE = "gemm-peak.json"
-# ONNX TensorProto data types
-FLOAT, UINT8, INT8, INT32 = 1, 2, 3, 6
 KERNELS = {  # precision -> (op, A type, B type, output type, what it is)
     "int8": ("MatMulInteger", UINT8, INT8, INT32, "MatMulInteger uint8 x int8"),
     "fp32": ("MatMul", FLOAT, FLOAT, FLOAT, "MatMul float32"),
@@ -116,24 +115,17 @@ def measure_gemm(precision: str, threads: int, size: int = SIZE,
 def gemm_model_bytes(precision: str, size: int) -> bytes:
     """A serialized ONNX model y = a @ b with a, b (size, size) inputs of `precision`'s types."""
     op, a_type, b_type, y_type, _ = KERNELS[precision]
-    graph = (_field(1, _node(op, ["a", "b"], ["y"])) + _field(2, f"edgekit-peak-{precision}")
-             + _field(11, _value_info("a", a_type, (size, size)))
-             + _field(11, _value_info("b", b_type, (size, size)))
-             + _field(12, _value_info("y", y_type, (size, size))))
-    opset = _field(1, b"") + _varint_field(2, OPSET)
-    return (_varint_field(1, IR_VERSION) + _field(2, b"edgekit") + _field(7, graph)
-            + _field(8, opset))
+    graph = (field(1, node(op, ["a", "b"], ["y"])) + field(2, f"edgekit-peak-{precision}")
+             + field(11, value_info("a", (size, size), a_type))
+             + field(11, value_info("b", (size, size), b_type))
+             + field(12, value_info("y", (size, size), y_type)))
+    return model(graph, OPSET, IR_VERSION)
 
 
 def cache_path() -> Path:
     """$XDG_CACHE_HOME/edgekit/gemm-peak.json, default ~/.cache/edgekit/gemm-peak.json."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "edgekit" / CACHE_FILE
-
-
-def _value_info(name: str, dtype: int, shape: tuple[int, ...]) -> bytes:
-    dims = b"".join(_field(1, _varint_field(1, d)) for d in shape)
-    return _field(1, name) + _field(2, _field(1, _varint_field(1, dtype) + _field(2, dims)))
 
 
 def _read(path: Path) -> dict:
