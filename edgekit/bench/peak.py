@@ -32,7 +32,7 @@ from edgekit.onnxbytes import FLOAT, INT8, INT32, UINT8, field, model, node, val
 from edgekit.selftest import IR_VERSION, OPSET
 
 SIZE = 1024  # (SIZE x SIZE) @ (SIZE x SIZE): 1.07 G MACs, 3-300 ms per call on CPUs we know
-SECONDS = 0.3  # timed per precision, after warm-up
+SECONDS = 0.5  # timed per precision, after warm-up
 CACHE_FILE = "gemm-peak.json"
 KERNELS = {  # precision -> (op, A type, B type, output type, what it is)
     "int8": ("MatMulInteger", UINT8, INT8, INT32, "MatMulInteger uint8 x int8"),
@@ -51,8 +51,12 @@ def gemm_peak(threads: int, *, size: int = SIZE, seconds: float = SECONDS,
         cache: the cache file (default cache_path()).
         refresh: measure again even when the cache has this machine.
 
+    A cached peak measured while the machine was busy (1-minute load average above its
+    cores) is measured again once the load has halved, and a new measurement only raises the
+    cached peak of each precision: a peak is the fastest this machine was ever seen to go.
+
     Returns:
-        {"key", "cpu", "onnxruntime", "threads", "measured", "cached": bool,
+        {"key", "cpu", "onnxruntime", "threads", "measured", "load_average", "cached": bool,
          "int8": {"gmacs", "ms", "best_ms", "runs", "op", "shape"}, "fp32": {...}}:
         gmacs = size**3 / fastest call's ms / 1e6 (G multiply-accumulates per second).
     """
@@ -64,15 +68,21 @@ def gemm_peak(threads: int, *, size: int = SIZE, seconds: float = SECONDS,
                    + (["emulated"] if facts["emulated"] else []))
     path = cache or cache_path()
     known = _read(path)
-    if key in known and not refresh:
+    load = _load()
+    if key in known and not refresh and not _busy_then(known[key], load, facts):
         return {**known[key], "cached": True}
     record = {"key": key, "cpu": facts["cpu"], "arch": facts["arch"],
               "emulated": facts["emulated"], "onnxruntime": ort.__version__,
               "threads": threads,
-              "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "load_average": load}
     for precision in KERNELS:
         record[precision] = measure_gemm(precision, threads, size, seconds)
     known = _read(path)  # another process may have written meanwhile: keep its entries
+    old = known.get(key) or {}
+    for precision in KERNELS:  # the peak only rises: keep the faster of the two
+        if old.get(precision, {}).get("gmacs", 0) > record[precision]["gmacs"]:
+            record[precision] = old[precision]
     known[key] = record
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, known)
@@ -126,6 +136,21 @@ def cache_path() -> Path:
     """$XDG_CACHE_HOME/edgekit/gemm-peak.json, default ~/.cache/edgekit/gemm-peak.json."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "edgekit" / CACHE_FILE
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _busy_then(entry: dict, load: float | None, facts: dict) -> bool:
+    """Whether a cached peak was measured on a busy machine that is now at most half as busy."""
+    then = entry.get("load_average")
+    if then is None or load is None:
+        return False
+    return then > facts["usable_cores"] and load <= then / 2
 
 
 def _read(path: Path) -> dict:
