@@ -185,12 +185,36 @@ def cuda_on_arm(version: str, facts: dict, requires: list[str] | None = None) ->
             requires = metadata.requires("torch") or []
         except metadata.PackageNotFoundError:
             requires = []
-    names = [r.split(";")[0].strip().lower() for r in requires]
+    names = required_here(requires, facts["arch"])
     if "+cu" not in version and not any(n.startswith(("cuda-", "nvidia-")) for n in names):
         return None
     return (f"torch {version} is a CUDA build (it needs the CUDA libraries, gigabytes this "
             f"machine has no GPU for): pip uninstall torch, then pip install "
             f"'torch=={TORCH_FOR_PI}' --index-url {TORCH_CPU_INDEX}")
+
+
+def required_here(requires: list[str], arch: str) -> list[str]:
+    """Names of the Requires-Dist entries whose markers hold on an `arch` Linux machine.
+
+    PyPI's aarch64 CPU wheels list CUDA packages too, for x86_64 only
+    (`nvidia-...; platform_machine == "x86_64"`): those do not make a CUDA build.
+    """
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:  # onnxruntime needs packaging, so this is rare: read names only
+        return [r.split(";")[0].strip().lower() for r in requires
+                if "platform_machine" not in r]
+    env = {"platform_machine": arch, "platform_system": "Linux", "sys_platform": "linux",
+           "extra": ""}
+    names = []
+    for line in requires:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.marker is None or req.marker.evaluate(env):
+            names.append(req.name.lower())
+    return names
 
 
 def nvidia_gpu() -> bool:

@@ -170,7 +170,10 @@ def test_doctor_json_on_this_machine():
 
 CUDA_REQUIRES = ['cuda-toolkit[cublas,cudart]==13.0.3; platform_system == "Linux"',
                  'nvidia-cudnn-cu13==9.13.0.50; platform_system == "Linux"', "filelock"]
-CPU_REQUIRES = ["filelock", "typing-extensions>=4.10.0", "sympy>=1.13.3"]
+# PyPI's aarch64 CPU wheels (2.9.1, 2.10.0) list CUDA packages for x86_64 only.
+CPU_REQUIRES = ["filelock", "typing-extensions>=4.10.0", "sympy>=1.13.3",
+                'nvidia-cuda-nvrtc-cu12==12.8.93; platform_system == "Linux" and '
+                'platform_machine == "x86_64"', 'torch-extra; extra == "optree"']
 TORCH_OK = {"ok": True, "version": "2.14.1", "quantized_engines": ["qnnpack"], "threads": 4}
 
 
@@ -240,3 +243,19 @@ def test_no_install_path_can_resolve_a_known_bad_onnxruntime():
     assert all(req.specifier.contains(v) for v in ("1.20.1", "1.21.1", "1.32.0"))
     for script in ("pi/install.sh", "Dockerfile.arm64"):
         assert f"'{doctor.ONNXRUNTIME_SPEC}'" in (root / script).read_text(), script
+
+
+@pytest.mark.parametrize(("wheel", "cuda"), [
+    ("torch-2.9.1-cp311-manylinux_2_28_aarch64", False),
+    ("torch-2.10.0-cp311-manylinux_2_28_aarch64", False),
+    ("torch-2.14.1-cp311-manylinux_2_28_aarch64", True),
+])
+def test_pypi_aarch64_wheels_real_requires(wheel, cuda, monkeypatch):
+    """The Requires-Dist of PyPI's aarch64 wheels (tests/data/torch-requires, from their
+    METADATA): the CPU builds name CUDA packages for x86_64 only; 2.14.1 needs CUDA 13."""
+    monkeypatch.setattr(doctor, "nvidia_gpu", lambda: False)
+    requires = (Path(__file__).parent / "data" / "torch-requires" / f"{wheel}.txt").read_text()
+    version = wheel.split("-")[1]
+    line = doctor.cuda_on_arm(version, pi_facts("Cortex-A72"), requires.splitlines())
+    assert (line is not None) == cuda
+    assert (version in doctor.TORCH_PYPI_AARCH64_CUDA) == cuda
