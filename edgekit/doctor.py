@@ -32,6 +32,17 @@ TORCH_ON_ARM = {
 }
 # The CPU-only index: torch from PyPI on aarch64 pulls in CUDA packages from 2.11 on.
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# The newest torch that ran on both Pi cores (pi/README.md has the table and the commands).
+TORCH_FOR_PI = "2.9.1"
+# PyPI's aarch64 cp311 torch wheels whose METADATA requires cuda-toolkit (CUDA 13), checked
+# 2026-11-29: a Pi that runs `pip install torch` gets gigabytes it cannot use.
+TORCH_PYPI_AARCH64_CUDA = ("2.11.0", "2.12.0", "2.12.1", "2.13.0", "2.14.0", "2.14.1")
+# onnxruntime releases known to die on a Pi; pyproject.toml, pi/install.sh and Dockerfile.arm64
+# exclude them too.
+ONNXRUNTIME_BAD = {
+    "1.21.0": "dies with \"Illegal instruction\" at import on a Pi 4 (onnxruntime#23957, #24512)",
+}
+ONNXRUNTIME_SPEC = "onnxruntime>=1.20,!=1.21.0"
 
 # Child processes: importing torch takes ~2 s on a Pi 5 but ~20 s under qemu emulation.
 TIMEOUT_S = 600
@@ -112,10 +123,13 @@ def onnxruntime_check(facts: dict, timeout: float) -> dict:
         return check("onnxruntime", "fail", "onnxruntime is not installed: it is edgekit's "
                      "runtime (pip install edgekit, or pi/install.sh on a Pi)")
     run = selftest("onnxruntime", timeout)
+    bad = known_bad_onnxruntime(version, facts)
     if run["result"] is None:
         return check("onnxruntime", "fail", f"{version}: {run['why']}", version=version,
-                     diagnosis=crash_line("onnxruntime", version, run, facts))
+                     diagnosis=bad or crash_line("onnxruntime", version, run, facts))
     r = run["result"]
+    if bad:  # it ran here (another core, emulation): the same install on a Pi 4 will not
+        return check("onnxruntime", "warn", f"{version}: known bad on a Pi", diagnosis=bad, **r)
     if not r["ok"]:
         return check("onnxruntime", "fail", f"onnxruntime {version}: the int8 conv is off by "
                      f"{r['max_error_steps']:.1f} quantization steps (expected <= 1): this "
@@ -132,10 +146,14 @@ def torch_check(facts: dict, timeout: float) -> dict:
         return check("torch", "skip", "not installed: only TorchScript (.ts) artifacts need it; "
                      "the .onnx ones run without it")
     run = selftest("torch", timeout)
+    cuda = cuda_on_arm(version, facts)
     if run["result"] is None:
         return check("torch", "fail", f"{version}: {run['why']}", version=version,
-                     diagnosis=crash_line("torch", version, run, facts))
+                     diagnosis=cuda or crash_line("torch", version, run, facts))
     r = run["result"]
+    if cuda:
+        return check("torch", "warn", f"{r['version']}: a CUDA build on a machine without an "
+                     "NVIDIA GPU", diagnosis=cuda, **r)
     engines = ", ".join(r["quantized_engines"])
     if not r["ok"]:
         return check("torch", "fail", f"torch {r['version']}: conv2d/linear gave wrong results "
@@ -167,6 +185,67 @@ def executorch_check(facts: dict, timeout: float, torch_ok: bool = True) -> dict
                      version=version)
     return check("executorch", "ok", f"{version}; backends: {', '.join(r['backends'])}",
                  version=version)
+
+
+def known_bad_onnxruntime(version: str, facts: dict) -> str | None:
+    """One line when this onnxruntime is a release known to die on a Pi (on ARM only)."""
+    if version not in ONNXRUNTIME_BAD or facts["arch"] not in ("aarch64", "arm64"):
+        return None
+    return (f"onnxruntime {version} {ONNXRUNTIME_BAD[version]}: pip install "
+            f"'{ONNXRUNTIME_SPEC}' (pi/install.sh does).")
+
+
+def cuda_on_arm(version: str, facts: dict, requires: list[str] | None = None) -> str | None:
+    """One line when torch is a CUDA build on an ARM machine with no NVIDIA GPU (a Pi).
+
+    Read from the installed metadata (its Requires-Dist names cuda-toolkit or nvidia-*
+    packages, or the version says +cuXXX), not by importing torch, which may crash.
+    """
+    if facts["arch"] not in ("aarch64", "arm64") or nvidia_gpu():
+        return None
+    if requires is None:
+        try:
+            requires = metadata.requires("torch") or []
+        except metadata.PackageNotFoundError:
+            requires = []
+    names = required_here(requires, facts["arch"])
+    if "+cu" not in version and not any(n.startswith(("cuda-", "nvidia-")) for n in names):
+        return None
+    return (f"torch {version} is a CUDA build (it needs the CUDA libraries, gigabytes this "
+            f"machine has no GPU for): pip uninstall torch, then pip install "
+            f"'torch=={TORCH_FOR_PI}' --index-url {TORCH_CPU_INDEX}")
+
+
+def required_here(requires: list[str], arch: str) -> list[str]:
+    """Names of the Requires-Dist entries whose markers hold on an `arch` Linux machine.
+
+    PyPI's aarch64 CPU wheels list CUDA packages too, for x86_64 only
+    (`nvidia-...; platform_machine == "x86_64"`): those do not make a CUDA build.
+    """
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:  # onnxruntime needs packaging, so this is rare: read names only
+        return [r.split(";")[0].strip().lower() for r in requires
+                if "platform_machine" not in r]
+    env = {"platform_machine": arch, "platform_system": "Linux", "sys_platform": "linux",
+           "extra": ""}
+    names = []
+    for line in requires:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.marker is None or req.marker.evaluate(env):
+            names.append(req.name.lower())
+    return names
+
+
+def nvidia_gpu() -> bool:
+    """Whether this machine has an NVIDIA GPU (a desktop driver or a Jetson's Tegra)."""
+    from pathlib import Path
+
+    return any(Path(p).exists() for p in ("/dev/nvidia0", "/dev/nvhost-ctrl",
+                                          "/etc/nv_tegra_release"))
 
 
 def installed(dist: str) -> str | None:

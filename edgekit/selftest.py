@@ -6,8 +6,9 @@
 
 Each prints one JSON object on stdout. A wheel built for a newer CPU dies here with
 "Illegal instruction" (SIGILL) instead of inside the user's program; the parent reads the exit
-status. The int8 model is written in code (a few protobuf fields, no `onnx` package needed) so
-the check runs on the base install, and its expected output comes from numpy, not from a file.
+status. The int8 model is written in code (edgekit.onnxbytes: a few protobuf fields, no `onnx`
+package needed) so the check runs on the base install, and its expected output comes from
+numpy, not from a file.
 """
 
 from __future__ import annotations
@@ -17,16 +18,14 @@ import sys
 
 import numpy as np
 
+from edgekit.onnxbytes import IR_VERSION, OPSET, field, model, node, tensor, value_info
+
 # The int8 layer: a 3x3 conv, 64 -> 32 channels on an 8x8 map. 64 input channels and int8
 # per-channel weights with zero points 0 are what onnxruntime's fast symmetric int8 conv
 # kernels need (SDOT on Cortex-A76, NEON on Cortex-A72, VNNI/AVX2 on x86).
 C_IN, C_OUT, SIZE = 64, 32, 8
 X_SCALE = 1 / 64  # a power of two: inputs built from int8 codes quantize exactly
-OPSET, IR_VERSION = 17, 8
 
-# ONNX TensorProto data types and AttributeProto types used below.
-FLOAT, INT8 = 1, 3
-ATTR_INT, ATTR_INTS = 2, 7
 
 
 def int8_case(seed: int = 0) -> dict:
@@ -63,32 +62,30 @@ def int8_model_bytes(case: dict) -> bytes:
     QLinearConv, so this runs the same int8 kernels as an exported model.
     """
     def scalar(name, value, dtype):
-        return _tensor(name, np.asarray(value, dtype=dtype))
+        return tensor(name, np.asarray(value, dtype=dtype))
 
     inits = [scalar("x_scale", X_SCALE, np.float32), scalar("x_zp", 0, np.int8),
-             _tensor("w_q", case["w_q"]), _tensor("w_scale", case["w_scale"]),
-             _tensor("w_zp", np.zeros(C_OUT, np.int8)),
+             tensor("w_q", case["w_q"]), tensor("w_scale", case["w_scale"]),
+             tensor("w_zp", np.zeros(C_OUT, np.int8)),
              scalar("y_scale", case["y_scale"], np.float32), scalar("y_zp", 0, np.int8)]
-    nodes = [_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["x_q"]),
-             _node("DequantizeLinear", ["x_q", "x_scale", "x_zp"], ["x_dq"]),
-             _node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w_dq"], axis=0),
-             _node("Conv", ["x_dq", "w_dq"], ["conv"], pads=[1, 1, 1, 1]),
-             _node("QuantizeLinear", ["conv", "y_scale", "y_zp"], ["y_q"]),
-             _node("DequantizeLinear", ["y_q", "y_scale", "y_zp"], ["y"])]
-    graph = (b"".join(_field(1, n) for n in nodes) + _field(2, b"edgekit-selftest")
-             + b"".join(_field(5, t) for t in inits)
-             + _field(11, _value_info("x", (1, C_IN, SIZE, SIZE)))
-             + _field(12, _value_info("y", (1, C_OUT, SIZE, SIZE))))
-    opset = _field(1, b"") + _varint_field(2, OPSET)
-    return (_varint_field(1, IR_VERSION) + _field(2, b"edgekit") + _field(7, graph)
-            + _field(8, opset))
+    nodes = [node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["x_q"]),
+             node("DequantizeLinear", ["x_q", "x_scale", "x_zp"], ["x_dq"]),
+             node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w_dq"], axis=0),
+             node("Conv", ["x_dq", "w_dq"], ["conv"], pads=[1, 1, 1, 1]),
+             node("QuantizeLinear", ["conv", "y_scale", "y_zp"], ["y_q"]),
+             node("DequantizeLinear", ["y_q", "y_scale", "y_zp"], ["y"])]
+    graph = (b"".join(field(1, n) for n in nodes) + field(2, b"edgekit-selftest")
+             + b"".join(field(5, t) for t in inits)
+             + field(11, value_info("x", (1, C_IN, SIZE, SIZE)))
+             + field(12, value_info("y", (1, C_OUT, SIZE, SIZE))))
+    return model(graph, OPSET, IR_VERSION)
 
 
 def check_onnxruntime() -> dict:
     """Run the int8 model with onnxruntime; compare with numpy. Returns facts + "ok"."""
     import onnxruntime as ort
 
-    from edgekit.bench import measure
+    from edgekit.bench.stats import measure
 
     case = int8_case()
     opts = ort.SessionOptions()
@@ -119,51 +116,6 @@ def check_torch() -> dict:
     return {"ok": bool(ok), "version": torch.__version__,
             "quantized_engines": list(torch.backends.quantized.supported_engines),
             "threads": torch.get_num_threads()}
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    n &= (1 << 64) - 1  # negative int64 values are encoded as 10-byte two's complement
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _varint_field(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
-
-
-def _field(number: int, payload: bytes | str) -> bytes:
-    """A length-delimited protobuf field (strings, bytes, embedded messages)."""
-    data = payload.encode() if isinstance(payload, str) else payload
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
-
-
-def _tensor(name: str, array: np.ndarray) -> bytes:
-    dtype = {np.dtype(np.float32): FLOAT, np.dtype(np.int8): INT8}[array.dtype]
-    return (b"".join(_varint_field(1, d) for d in array.shape) + _varint_field(2, dtype)
-            + _field(8, name) + _field(9, array.astype(array.dtype.newbyteorder("<")).tobytes()))
-
-
-def _node(op: str, inputs: list[str], outputs: list[str], **attrs) -> bytes:
-    out = b"".join(_field(1, i) for i in inputs) + b"".join(_field(2, o) for o in outputs)
-    out += _field(3, f"{op}_{outputs[0]}") + _field(4, op)
-    for key, value in attrs.items():
-        if isinstance(value, list):
-            attr = _field(1, key) + b"".join(_varint_field(8, v) for v in value) \
-                + _varint_field(20, ATTR_INTS)
-        else:
-            attr = _field(1, key) + _varint_field(3, value) + _varint_field(20, ATTR_INT)
-        out += _field(5, attr)
-    return out
-
-
-def _value_info(name: str, shape: tuple[int, ...]) -> bytes:
-    dims = b"".join(_field(1, _varint_field(1, d)) for d in shape)
-    tensor_type = _varint_field(1, FLOAT) + _field(2, dims)
-    return _field(1, name) + _field(2, _field(1, tensor_type))
 
 
 def check_executorch() -> dict:

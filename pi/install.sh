@@ -12,8 +12,13 @@
 #   --venv DIR     the venv to create or update (default ~/edgekit/.venv)
 #   --yes          install python3-venv with apt without asking, if it is missing
 #   --no-doctor    skip the `edgekit doctor` check at the end
-# Re-running it upgrades edgekit in place. It never installs torch: for TorchScript artifacts
-# see pi/README.md (path B wheels, path C pi/build_pytorch.sh).
+#   --torch        also install torch for TorchScript (.ts) artifacts: PyTorch's CPU-only
+#                  aarch64 wheel (TORCH_VERSION, default 2.9.1, the newest that ran on both a
+#                  Pi 4 and a Pi 5 core; see pi/README.md, path B). Never `pip install torch`
+#                  from PyPI on a Pi: its aarch64 torch >= 2.11 is a CUDA build (gigabytes).
+# Re-running it upgrades edgekit in place. Without --torch it never installs torch (the .onnx
+# artifacts need none); path C, pi/build_pytorch.sh, builds it from source.
+# onnxruntime 1.21.0 is excluded: it dies with "Illegal instruction" on a Pi 4 (#23957).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,6 +26,9 @@ venv=$HOME/edgekit/.venv
 src=""
 yes=0
 doctor=1
+torch=0
+torch_version=${TORCH_VERSION:-2.9.1}
+torch_index=https://download.pytorch.org/whl/cpu
 
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 
@@ -29,6 +37,7 @@ while [ $# -gt 0 ]; do
     --venv) venv=${2:?--venv needs a value}; shift ;;
     --yes|-y) yes=1 ;;
     --no-doctor) doctor=0 ;;
+    --torch) torch=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option '$1'; see --help" ;;
     *) [ -z "$src" ] || die "one SOURCE only, got '$src' and '$1'"; src=$1 ;;
@@ -75,7 +84,11 @@ fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 # pip picks onnxruntime's and numpy's aarch64 wheels from PyPI: nothing is compiled.
-"$venv/bin/python" -m pip install --upgrade "$src"
+"$venv/bin/python" -m pip install --upgrade "$src" 'onnxruntime>=1.20,!=1.21.0'
+if [ "$torch" = 1 ]; then
+  # --index-url: the CPU-only wheel; PyPI's aarch64 torch >= 2.11 pulls in CUDA 13.
+  "$venv/bin/python" -m pip install "torch==$torch_version" --index-url "$torch_index"
+fi
 "$venv/bin/edgekit" --version
 if [ "$doctor" = 1 ]; then
   "$venv/bin/edgekit" doctor || echo "install.sh: edgekit is installed, but doctor found problems (above)" >&2

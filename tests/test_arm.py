@@ -125,7 +125,9 @@ def emulated(emu, pi_run, export, artifacts, x86_bench, x86_logits) -> dict[tupl
     """
     ts = "pte" if any(a.endswith(".pte") for a in artifacts) else \
         "torch" if any(a.endswith(".ts") for a in artifacts) else None
-    jobs = {}
+    # The torch wheel pi/README.md recommends: import + one conv on each core (~20 s each), first
+    # so that `-k torch_wheel` waits for little else.
+    jobs = {("torch", cpu): (cpu, ["-m", "edgekit.selftest", "torch"], "torch") for cpu in CPUS}
     for cpu in CPUS:  # the longest first
         jobs["logits", cpu] = (cpu, ["-c", LOGITS, export, emu.out / f"logits-{cpu}.npz",
                                      *artifacts], ts)
@@ -281,3 +283,17 @@ def test_doctor_names_the_wheel_that_dies_on_a_pi4(emulated):
         "https://download.pytorch.org/whl/cpu), or build one with pi/build_pytorch.sh; the .onnx "
         "artifacts need no torch."]
     assert "[  ok] onnxruntime" in proc.stdout  # the crash stayed in its child process
+
+
+def test_recommended_torch_wheel_runs_on_both_cores(cpu, emu, emulated):
+    """The aarch64 CPU wheel that doctor, pi/install.sh and the Dockerfile recommend imports
+    and runs a conv on this emulated core (qemu faults on instructions the core lacks)."""
+    from edgekit import doctor
+
+    assert any(w.startswith(f"torch/torch-{doctor.TORCH_FOR_PI}-")
+               for w in emu.info["wheels"]), emu.info["wheels"]  # tools/arm-requirements.txt
+    proc = finished(emulated["torch", cpu].result(), f"import torch + conv on {cpu}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["ok"] and result["version"].split("+")[0] == doctor.TORCH_FOR_PI
+    assert CPUS[cpu] in doctor.TORCH_ON_ARM and \
+        doctor.TORCH_FOR_PI in doctor.TORCH_ON_ARM[CPUS[cpu]]["works"]

@@ -168,3 +168,96 @@ def test_doctor_json_on_this_machine():
     assert checks["torch"]["status"] == "ok", checks["torch"]
     assert checks["executorch"]["status"] == "ok", checks["executorch"]  # the pte extra
     assert report["ok"] and report["diagnosis"] == [] and proc.returncode == 0
+
+
+CUDA_REQUIRES = ['cuda-toolkit[cublas,cudart]==13.0.3; platform_system == "Linux"',
+                 'nvidia-cudnn-cu13==9.13.0.50; platform_system == "Linux"', "filelock"]
+# PyPI's aarch64 CPU wheels (2.9.1, 2.10.0) list CUDA packages for x86_64 only.
+CPU_REQUIRES = ["filelock", "typing-extensions>=4.10.0", "sympy>=1.13.3",
+                'nvidia-cuda-nvrtc-cu12==12.8.93; platform_system == "Linux" and '
+                'platform_machine == "x86_64"', 'torch-extra; extra == "optree"']
+TORCH_OK = {"ok": True, "version": "2.14.1", "quantized_engines": ["qnnpack"], "threads": 4}
+
+
+@pytest.mark.parametrize(("version", "requires", "flagged"), [
+    ("2.14.1", CUDA_REQUIRES, True),  # PyPI's aarch64 wheel: needs cuda-toolkit
+    ("2.9.1+cu128", CPU_REQUIRES, True),  # a +cu local version
+    ("2.9.1", CPU_REQUIRES, False),  # PyPI's aarch64 2.9.1: a CPU build
+    ("2.9.1+cpu", CPU_REQUIRES, False),
+])
+def test_a_cuda_torch_on_a_pi_gets_one_line_naming_the_cpu_wheel(version, requires, flagged,
+                                                                  monkeypatch):
+    monkeypatch.setattr(doctor, "nvidia_gpu", lambda: False)
+    line = doctor.cuda_on_arm(version, pi_facts("Cortex-A72"), requires)
+    if not flagged:
+        assert line is None
+        return
+    assert line == (f"torch {version} is a CUDA build (it needs the CUDA libraries, gigabytes "
+                    "this machine has no GPU for): pip uninstall torch, then pip install "
+                    f"'torch=={doctor.TORCH_FOR_PI}' --index-url "
+                    "https://download.pytorch.org/whl/cpu")
+    x86 = {**pi_facts("Cortex-A72"), "arch": "x86_64"}
+    assert doctor.cuda_on_arm(version, x86, requires) is None  # a GPU box may want CUDA
+    monkeypatch.setattr(doctor, "nvidia_gpu", lambda: True)  # a Jetson: CUDA is right there
+    assert doctor.cuda_on_arm(version, pi_facts("Cortex-A72"), requires) is None
+
+
+@pytest.mark.parametrize("runs", [True, False])
+def test_torch_check_flags_a_cuda_build_whether_or_not_it_imports(runs, monkeypatch):
+    """Installed with its CUDA packages it imports (warn); without them it fails (fail)."""
+    monkeypatch.setattr(doctor, "nvidia_gpu", lambda: False)
+    monkeypatch.setattr(doctor, "installed", lambda dist: "2.14.1")
+    monkeypatch.setattr(doctor.metadata, "requires", lambda dist: CUDA_REQUIRES)
+    result = {"result": TORCH_OK, "returncode": 0, "stage": "ops"} if runs else {
+        "result": None, "returncode": 1, "stage": "import",
+        "why": "torch self-test failed (exit 1): ImportError: libcudart.so.13: cannot open"}
+    monkeypatch.setattr(doctor, "selftest", lambda name, timeout: result)
+    got = doctor.torch_check(pi_facts("Cortex-A72"), timeout=10)
+    assert got["status"] == ("warn" if runs else "fail")
+    assert got["diagnosis"].startswith("torch 2.14.1 is a CUDA build")
+
+
+def test_onnxruntime_1_21_0_is_flagged_on_arm(monkeypatch):
+    monkeypatch.setattr(doctor, "installed", lambda dist: "1.21.0")
+    got = doctor.onnxruntime_check(pi_facts("Cortex-A76"), timeout=60)  # runs here: a warning
+    assert got["status"] == "warn"
+    assert got["diagnosis"] == (
+        'onnxruntime 1.21.0 dies with "Illegal instruction" at import on a Pi 4 '
+        "(onnxruntime#23957, #24512): pip install 'onnxruntime>=1.20,!=1.21.0' "
+        "(pi/install.sh does).")
+    x86 = {**pi_facts("Cortex-A76"), "arch": "x86_64"}
+    assert doctor.known_bad_onnxruntime("1.21.0", x86) is None
+    assert doctor.known_bad_onnxruntime("1.21.1", pi_facts("Cortex-A72")) is None
+
+
+def test_no_install_path_can_resolve_a_known_bad_onnxruntime():
+    """pyproject.toml, pi/install.sh and Dockerfile.arm64 all exclude doctor's bad releases."""
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    root = Path(__file__).parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    req = next(Requirement(d) for d in deps if Requirement(d).name == "onnxruntime")
+    assert req == Requirement(doctor.ONNXRUNTIME_SPEC)
+    for bad in doctor.ONNXRUNTIME_BAD:
+        assert not req.specifier.contains(bad)
+    assert all(req.specifier.contains(v) for v in ("1.20.1", "1.21.1", "1.32.0"))
+    for script in ("pi/install.sh", "Dockerfile.arm64"):
+        assert f"'{doctor.ONNXRUNTIME_SPEC}'" in (root / script).read_text(), script
+
+
+@pytest.mark.parametrize(("wheel", "cuda"), [
+    ("torch-2.9.1-cp311-manylinux_2_28_aarch64", False),
+    ("torch-2.10.0-cp311-manylinux_2_28_aarch64", False),
+    ("torch-2.14.1-cp311-manylinux_2_28_aarch64", True),
+])
+def test_pypi_aarch64_wheels_real_requires(wheel, cuda, monkeypatch):
+    """The Requires-Dist of PyPI's aarch64 wheels (tests/data/torch-requires, from their
+    METADATA): the CPU builds name CUDA packages for x86_64 only; 2.14.1 needs CUDA 13."""
+    monkeypatch.setattr(doctor, "nvidia_gpu", lambda: False)
+    requires = (Path(__file__).parent / "data" / "torch-requires" / f"{wheel}.txt").read_text()
+    version = wheel.split("-")[1]
+    line = doctor.cuda_on_arm(version, pi_facts("Cortex-A72"), requires.splitlines())
+    assert (line is not None) == cuda
+    assert (version in doctor.TORCH_PYPI_AARCH64_CUDA) == cuda

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from edgekit import doctor
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "pi" / "build_pytorch.sh"
 SCRIPTS = sorted((ROOT / "pi").glob("*.sh")) + sorted((ROOT / "tools").glob("*.sh"))
@@ -214,13 +216,15 @@ def stages() -> dict[str, dict]:
 
 def test_dockerfile_stages_and_base_images():
     s = stages()
-    assert list(s) == ["wheel", "torch-build", "base", "runtime-torch", "runtime"]
+    assert list(s) == ["wheel", "torch-build", "base", "runtime-torch", "runtime-torch-wheel",
+                       "runtime"]
     assert list(s)[-1] == "runtime"  # a plain `docker build` gives the slim runtime
     for name in ["wheel", "torch-build", "base"]:
         assert s[name]["platform"] == "linux/arm64"
     assert s["base"]["from"] == s["wheel"]["from"] == "python:3.11-slim-bookworm"
     assert s["torch-build"]["from"] == "debian:bookworm"
     assert s["runtime"]["from"] == s["runtime-torch"]["from"] == "base"
+    assert s["runtime-torch-wheel"]["from"] == "base"
 
 
 def test_dockerfile_copies_only_what_exists():
@@ -247,12 +251,16 @@ def test_dockerfile_runtime_is_the_base_install_as_a_non_root_user():
     assert base["ENTRYPOINT"] == '["edgekit"]' and base["EXPOSE"] == "8080"
     assert json.loads(base["CMD"]) == ["serve", "/models/model.int8.onnx", "--host", "0.0.0.0",
                                        "--port", "8080"]
-    for name in ["runtime", "runtime-torch"]:
+    for name in ["runtime", "runtime-torch", "runtime-torch-wheel"]:
         lines = s[name]["lines"]
         assert lines[-1] == ("USER", "10001:10001")
         run = " ".join(rest for instr, rest in lines if instr == "RUN")
         assert "edgekit-*.whl" in run and "[" not in run.split("edgekit-*.whl")[1][:1]
     assert "torch" not in " ".join(r for _, r in s["runtime"]["lines"])
+    wheel = " ".join(r for i, r in s["runtime-torch-wheel"]["lines"] if i == "RUN")
+    # the CPU-only wheel from PyTorch's index, at doctor's version for a Pi
+    assert f'"torch==${{TORCH_VERSION}}" --index-url {doctor.TORCH_CPU_INDEX}' in wheel
+    assert ("ARG", f"TORCH_VERSION={doctor.TORCH_FOR_PI}") in s["runtime-torch-wheel"]["lines"]
     build = " ".join(r for i, r in s["torch-build"]["lines"] if i == "RUN")
     assert "build_pytorch.sh --yes --no-swap" in build
 

@@ -55,7 +55,9 @@ def compare(paths: list[str | Path], baseline: str | Path | None = None,
     Returns:
         {"baseline": letter, "machines": [{letter, label, file, kind, emulated, facts}],
          "rows": [{model, file, batch, threads, "ms": {letter: ms or None},
-                   "ratio": {letter: ms / baseline ms or None}, "noisy": [letters]}]}.
+                   "ratio": {letter: ms / baseline ms or None}, "gmacs": {letter: GMAC/s or
+                   None}, "pct_of_peak": {letter: % of that machine's GEMM peak or None},
+                   "noisy": [letters]}]}.
 
     Raises:
         EdgekitError: fewer than two files, a file that is not a bench result, an unknown
@@ -97,6 +99,11 @@ def compare(paths: list[str | Path], baseline: str | Path | None = None,
         rows.append({"model": k[0], "file": k[1], "batch": k[2], "threads": threads, "ms": ms,
                      "ratio": {letter: v / ref if v is not None and ref else None
                                for letter, v in ms.items()},
+                     # each machine against its own GEMM peak (None: not counted)
+                     "gmacs": {m.letter: m.entries[k].get("gmacs") if k in m.entries else None
+                               for m in machines},
+                     "pct_of_peak": {m.letter: m.entries[k].get("pct_of_peak")
+                                     if k in m.entries else None for m in machines},
                      "noisy": [m.letter for m in machines
                                if k in m.entries and m.entries[k]["cv"] > NOISY_CV]})
     return {"baseline": base.letter,
@@ -123,7 +130,6 @@ def format_compare(report: dict) -> str:
     others = [m for m in machines if m["letter"] != base]
     head = ["model", "artifact", "batch", "threads"]
     head += [f"{m['letter']} ms" + (" EMULATED" if m["emulated"] else "") for m in machines]
-    head += [f"{m['letter']}/{base}" for m in others]
     rows = report["rows"]
     columns = [[r["model"] or "-" for r in rows], [r["file"] for r in rows],
                [r["batch"] for r in rows], [r["threads"] for r in rows]]
@@ -131,6 +137,14 @@ def format_compare(report: dict) -> str:
         values = [None if r["ms"][m["letter"]] is None else ms_text(r["ms"][m["letter"]])
                   for r in rows]
         columns.append(flagged(values, [m["letter"] in r["noisy"] for r in rows], title))
+    for m in machines:  # each machine's share of its own int8/fp32 GEMM peak, where known
+        if any(r.get("pct_of_peak", {}).get(m["letter"]) is not None for r in rows):
+            head.append(f"{m['letter']} % peak")
+            columns.append([_pct(r["pct_of_peak"][m["letter"]]) for r in rows])
+    if len(head) > 4 + len(machines):
+        lines.append("% peak = GMAC/s at the median latency / that machine's own GEMM peak of "
+                     "the artifact's precision (int8 or fp32), measured by `edgekit bench`")
+    head += [f"{m['letter']}/{base}" for m in others]
     for m in others:
         columns.append([_ratio(r["ratio"][m["letter"]]) for r in rows])
     return "\n".join([*lines, "", table([tuple(head), *zip(*columns, strict=True)])])
@@ -204,7 +218,8 @@ def _from_edgekit(path: Path, data: dict) -> Machine:
             key = (r.get("model", ""), r["file"], str(batch), threads_label(threads, facts))
             machine.entries.setdefault(key, {"ms": float(r["p50_ms"]), "cv": _cv(r),
                                              "runs": r.get("runs"), "threads": key[3],
-                                             "threads_n": threads})
+                                             "threads_n": threads, "gmacs": r.get("gmacs"),
+                                             "pct_of_peak": r.get("pct_of_peak")})
     except (KeyError, TypeError, ValueError):
         raise EdgekitError(f"{str(path)!r} is not a bench result: its results lack file or "
                            "p50_ms; expected the JSON written by `edgekit bench`") from None
@@ -296,3 +311,7 @@ def _ratio(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"

@@ -17,6 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__, formats
+from edgekit.bench.efficiency import (
+    artifact_macs,
+    efficiency,
+    efficiency_cells,
+    peak_lines,
+    peaks,
+)
 from edgekit.bench.stats import (
     NOISY_CV,
     interleaved,
@@ -70,6 +77,8 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
     rounds = ROUNDS if seconds is not None else min(ROUNDS, runs)
     load_before = _loadavg()
     runners = [load(p, threads=threads_list[0]) for p in files]  # bad paths fail before timing
+    macs = {p: artifact_macs(p) for p in files}  # MACs per input; the peak is measured once
+    peak = peaks(threads_list, needed=any(macs.values()))  # per machine, cached
 
     results, comparisons, warnings = [], [], []
     for t in threads_list:
@@ -79,9 +88,10 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
             times = _interleaved(runners, [_input(r, b) for r in runners], t, runs, warmup,
                                  seconds, rounds)
             group = []
-            for runner, ms in zip(runners, times, strict=True):
+            for p, runner, ms in zip(files, runners, times, strict=True):
                 row = {**_describe(runner), "batch": b, "threads": t,
                        **latency_stats(ms, batch=b)}
+                row.update(efficiency(macs[p], row["precision"], b, row["p50_ms"], peak[t]))
                 row["noisy"] = row["cv"] > NOISY_CV
                 line = noise_warning(row, f"{row['label']} (batch {b}, {_threads(t)})")
                 if line:
@@ -104,6 +114,7 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
                      "rounds": rounds, "threads": threads_list, "batch": batches,
                      "load_average_before": load_before, "load_average_after": _loadavg()},
         "results": results,
+        "gemm_peak": {str(t): v for t, v in peak.items() if v},
         "comparisons": comparisons,
         "warnings": warnings,
         "skipped": skipped,
@@ -172,7 +183,7 @@ def format_table(report: dict) -> str:
             + (" (EMULATED under qemu: not real ARM timings)" if m["emulated"] else "")
             + f"; {what} after {s['warmup']} warm-up, interleaved in {s['rounds']} rounds")
     rows = [("artifact", "precision", "batch", "threads", "runs", "p50 ms", "95% CI p50",
-             "p90 ms", "p99 ms", "mean ms", "std ms", "CV", "items/s")]
+             "p90 ms", "p99 ms", "mean ms", "std ms", "CV", "items/s", "GMAC/s", "% peak")]
     results = report["results"]
     cv = flagged([f"{r['cv']:.1%}" for r in results], [r["noisy"] for r in results], "CV")
     for r, cv_cell in zip(results, cv, strict=True):
@@ -180,8 +191,8 @@ def format_table(report: dict) -> str:
         rows.append((r["file"], r["precision"], r["batch"], r["threads"], r["runs"],
                      ms_text(r["p50_ms"]), f"{ms_text(low)}-{ms_text(high)}", ms_text(r["p90_ms"]),
                      ms_text(r["p99_ms"]), ms_text(r["mean_ms"]), ms_text(r["std_ms"]), cv_cell,
-                     f"{r['throughput_per_s']:.4g}"))
-    lines = [head, table(rows)]
+                     f"{r['throughput_per_s']:.4g}", *efficiency_cells(r)))
+    lines = [head, table(rows), *peak_lines(report)]
     for c in report["comparisons"]:
         lines.append(f"{c['model']}, batch {c['batch']}, {_threads(c['threads'])}: {c['text']}")
     return "\n".join(lines)

@@ -146,10 +146,12 @@ def write_candidates(prep: Prepared, ctx: ExportContext) -> tuple[list[Candidate
 def publish(stage: Path, prep: Prepared, final: list[Candidate], report: dict,
             started: float) -> None:
     """manifest.json (each artifact's sha256), samples.npz, report.json and report.md."""
+    from edgekit.macs import macs_entry
     from edgekit.manifest import with_files
 
     files = {c.fmt.file: manifest_entry(c) for c in final}
-    write_json(stage / MANIFEST, with_files(prep.manifest, stage, files))
+    write_json(stage / MANIFEST, {**with_files(prep.manifest, stage, files),
+                                  **macs_entry(stage)})  # the model's MACs per input
     with atomic_path(stage / SAMPLES) as tmp, open(tmp, "wb") as f:
         np.savez(f, x=prep.samples[0], y=prep.samples[1])
     report["export_seconds"] = round(time.perf_counter() - started, 2)
