@@ -233,9 +233,9 @@ def executorch_by_hand(model, x: np.ndarray, calibration: np.ndarray, tmp: Path)
         is_per_channel=True))
     prepared = prepare_pt2e(torch.export.export(copy.deepcopy(model), example).module(),
                             quantizer)
-    with torch.no_grad():
-        for i in range(0, len(calibration), 16):
-            prepared(torch.from_numpy(calibration[i:i + 16]))
+    with torch.no_grad():  # exported at batch 1: calibrated one input at a time
+        for i in range(len(calibration)):
+            prepared(torch.from_numpy(calibration[i:i + 1]))
     paths = {}
     for name, m in (("ExecuTorch XNNPACK fp32", model),
                     ("ExecuTorch XNNPACK int8 (PT2E)", convert_pt2e(prepared))):
