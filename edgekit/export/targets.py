@@ -32,6 +32,9 @@ MLAS_ARM = ("onnxruntime MLAS ARM64 dispatch (onnxruntime/core/mlas/lib/platform
 MEASURED_X86 = ("edgekit's benchmarks/int8_speed.py, benchmarks/results/2026-11-25-amd-epyc/"
                 "int8_speed.json: resnet18 QDQ S8S8 22.1 ms against fp32 17.9 ms and U8S8 6.0 ms "
                 "on an AMD EPYC with AVX512-VNNI (batch 1, 2 threads)")
+EXECUTORCH_ARM = ("ExecuTorch: XNNPACK is its CPU backend for ARM, int8 from PT2E with the "
+                  "XNNPACKQuantizer (symmetric per-channel weights); Arm's "
+                  "resnet-18-int8-xnnpack-executorch model card: Raspberry Pi 5 p50 8.75 ms")
 TORCH_ENGINES = ("PyTorch quantization docs, 'Backend/Hardware Support': qnnpack for ARM, x86 "
                  "(fbgemm + oneDNN) for x86 servers")
 
@@ -70,7 +73,7 @@ DYN_U8 = Scheme(mode="dynamic", activations="uint8", weights="uint8", symmetric=
 
 _ARM = dict(arch="aarch64", static=(S8S8,), dynamic=(DYN_S8,), tune=False,
             source=f"{ORT_GUIDE}: S8S8 QDQ is the first choice and ARM has no saturation issue; "
-                   f"{MLAS_ARM}; {TORCH_ENGINES}")
+                   f"{MLAS_ARM}; {TORCH_ENGINES}; {EXECUTORCH_ARM}")
 
 PRESETS: dict[str, Target] = {
     "x86": Target(
