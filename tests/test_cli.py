@@ -134,8 +134,8 @@ def test_missing_run_directory(tmp_path):
 
 def test_export_needs_a_format(tiny_run):
     assert "nothing to export" in bad("export", tiny_run)
-    assert "--int8 quantizes the ONNX and/or TorchScript model" in bad("export", tiny_run,
-                                                                       "--int8")
+    assert "--int8 quantizes the ONNX and/or TorchScript and/or ExecuTorch model: add --onnx " \
+        "and/or --torchscript and/or --pte" in bad("export", tiny_run, "--int8")
 
 
 def test_artifact_that_is_not_a_model(tiny_run, tmp_path):
