@@ -15,14 +15,15 @@ nothing) in place:
 Re-exporting rebuilds only the formats asked for: every other file of the previous export is
 kept, and the manifest and report describe every artifact present. An int8 format writes one
 candidate per layout its target lists (edgekit.export.targets); for this machine (`--target
-local`) the candidates are timed and the fastest one that passes its check is published.
+local`) the candidates are timed and the fastest one that passes its check is published;
+with --keep-candidates every candidate that passed is shipped too, for `edgekit tune` on the
+device (edgekit.export.ship).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 
 from edgekit import formats as catalog
 from edgekit.errors import EdgekitError
+from edgekit.export import ship
 from edgekit.export.check import check_artifact
 from edgekit.export.choose import Candidate, choose, time_candidates
 from edgekit.export.prepare import Options, Prepared, prepare
@@ -67,7 +69,8 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
         options: edgekit.export.prepare.Options: target ("local" or a preset of
             edgekit.export.targets), int8_method, exclude (module names kept fp32 in int8),
             allow_degraded (keep an artifact that fails, recorded as failed), max_int8_drop,
-            tune_seconds (timing budget per artifact for `local`; 0 times nothing), machine.
+            tune_seconds (timing budget per artifact for `local`; 0 times nothing), machine,
+            keep_candidates (ship every passing int8 candidate: edgekit.export.ship).
 
     Returns:
         The report (also written as report.json / report.md).
@@ -94,11 +97,12 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
         tuning = time_candidates(prep.target, prep.budget, cands + kept, prep.held.x[:1])
         chosen = [_publish_choice(stage, [c for c in cands if c.fmt is f]) for f in prep.formats
                   if any(c.fmt is f for c in cands)]
-        shutil.rmtree(stage / ".candidates")
+        shipped = ship.keep(stage, cands, opts.keep_candidates, skipped)  # else dropped
         final = sorted(chosen + kept, key=lambda c: catalog.formats().index(c.fmt))
         report = build_report(prep, final, cands, tuning, kept_files,
                               skipped + notes(stage, rebuilt, kept))
         publish(stage, prep, final, report, started)
+        ship.record(stage, final, shipped, opts.keep_candidates)  # references, manifest
     return report
 
 
