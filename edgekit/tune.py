@@ -20,6 +20,7 @@ machine without torch.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,13 +194,14 @@ def tune(export: str | Path, threads: list[int] | None = None,
     if not runnable:
         raise EdgekitError(f"nothing to tune in {str(export)!r}: " + "; ".join(skipped))
     task = get_task(manifest["task"])
-    rows = []
+    rows, load_before = [], _loadavg()
     for t in counts:
         rows += _rows_at(runnable, t, refs, x, task, seconds)
     choice, verdict = choose(rows)
     doc = {"kind": tj.KIND, "schema": tj.SCHEMA, "machine": machine_info(),
            "settings": {"threads": counts, "seconds": seconds, "rounds": ROUNDS, "batch": 1,
                         "input": SAMPLES, "samples_checked": len(x),
+                        "load_average_before": load_before, "load_average_after": _loadavg(),
                         "tolerances": {"fp32": FP32_RTOL, "fp16": FP16_RTOL, "int8": INT8_RTOL,
                                        "int8_min_top1_agreement": INT8_MIN_AGREEMENT}},
            "rule": RULE, "table": rows, "skipped": skipped,
@@ -278,6 +280,14 @@ def choose(rows: list[dict]) -> tuple[dict, str]:
     return choice, line
 
 
+def _loadavg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages: a busy machine's timings say so."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def _threads(n: int) -> str:
     return "1 thread" if n == 1 else f"{n} threads"
 
@@ -291,7 +301,10 @@ def format_table(doc: dict) -> str:
     head = (f"{m['arch']} {m['cpu']}, {m['usable_cores']} usable cores"
             + (" (EMULATED under qemu: not real timings)" if m.get("emulated") else "")
             + f"; batch 1, {doc['settings']['seconds']:g} s per file and thread count in "
-              f"{doc['settings']['rounds']} interleaved rounds")
+              f"{doc['settings']['rounds']} interleaved rounds"
+            + (f"; load average {doc['settings']['load_average_before'][0]:g} before, "
+               f"{doc['settings']['load_average_after'][0]:g} after"
+               if doc["settings"].get("load_average_after") else ""))
     out = [("file", "precision", "layout", "threads", "output check", "p50 ms", "95% CI",
             "CV", "chosen")]
     c = doc["choice"]
