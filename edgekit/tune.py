@@ -55,13 +55,12 @@ class Shipped:
     precision: str
     layout: str
     published: bool
-    bytes: int
-    sha256: str
-    passed_export: bool  # its check on the host passed
+    bytes: int | None
+    skip: str  # why it is not tuned here ("" when it is)
 
 
 def shipped(export: Path) -> tuple[dict, list[Shipped], dict[str, np.ndarray], np.ndarray]:
-    """What an export ships for tuning, every file checked against its manifest sha256.
+    """What an export ships for tuning; each file that will run is checked against its sha256.
 
     Returns:
         (manifest, the shipped files, file -> reference outputs, samples x).
@@ -90,12 +89,15 @@ def shipped(export: Path) -> tuple[dict, list[Shipped], dict[str, np.ndarray], n
             raise EdgekitError(f"{str(export / MANIFEST)!r} lists {name!r}, which is outside "
                                "the export directory")
         fmt = formats.backends().get(path.suffix)
-        if fmt is None or name not in outputs:
-            continue  # not a model file, or one without a reference (nothing to check it by)
-        _same(path, entry["sha256"])
+        if fmt is None:
+            continue  # not a model file
+        skip = ("failed its check at export" if entry.get("check", "passed") != "passed"
+                else f"has no reference outputs in {REFERENCES}" if name not in outputs
+                else fmt.install_hint() if fmt.missing() else "")
+        if not skip:  # a file left out may be left behind too; one that runs must be intact
+            _same(path, entry["sha256"])
         files.append(Shipped(name, path, fmt, entry.get("precision", "?"),
-                             entry.get("layout", ""), published, path.stat().st_size,
-                             entry["sha256"], entry.get("check", "passed") == "passed"))
+                             entry.get("layout", ""), published, entry.get("bytes"), skip))
     return manifest, files, outputs, x
 
 
@@ -187,10 +189,8 @@ def tune(export: str | Path, threads: list[int] | None = None,
     if not 0 < seconds < float("inf"):
         raise EdgekitError(f"--seconds {seconds!r}: expected a time budget > 0")
     manifest, files, refs, x = shipped(export)
-    skipped = [f"{f.file}: failed its check at export" for f in files if not f.passed_export]
-    skipped += [f"{f.file}: {f.fmt.install_hint()}" for f in files
-                if f.passed_export and f.fmt.missing()]
-    runnable = [f for f in files if f.passed_export and not f.fmt.missing()]
+    skipped = [f"{f.file}: {f.skip}" for f in files if f.skip]
+    runnable = [f for f in files if not f.skip]
     if not runnable:
         raise EdgekitError(f"nothing to tune in {str(export)!r}: " + "; ".join(skipped))
     task = get_task(manifest["task"])
