@@ -112,16 +112,35 @@ LOGITS = textwrap.dedent("""
 
 
 # `edgekit tune` on the base install (.onnx only, a short budget), then `edgekit predict
-# EXPORT_DIR` in the same process: one qemu start-up instead of two.
-PREDICT_MARK = "=== edgekit predict"
+# EXPORT_DIR` and `edgekit serve EXPORT_DIR` in the same process: one qemu start-up, not three.
+# A client thread asks the server what it serves, then stops it with SIGTERM.
+PREDICT_MARK, SERVE_MARK = "=== edgekit predict", "=== edgekit serve"
 TUNE_THEN_PREDICT = textwrap.dedent(f"""
-    import sys
+    import json, os, signal, socket, sys, threading, time, urllib.request
     from edgekit.cli import main
     export, image = sys.argv[1], sys.argv[2]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def client():
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{{port}}/metadata") as r:
+                    print({SERVE_MARK!r}, json.dumps(json.loads(r.read())["serving"]),
+                          flush=True)
+                break
+            except OSError:
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
     for args in (["tune", export, "--threads", "1", "--seconds", "0.2"],
-                 ["predict", export, image, "-k", "3"]):
+                 ["predict", export, image, "-k", "3"],
+                 ["serve", export, "--port", str(port), "--workers", "1"]):
         if args[0] == "predict":
             print({PREDICT_MARK!r}, flush=True)
+        if args[0] == "serve":
+            threading.Thread(target=client, daemon=True).start()
         try:
             main.main(args, prog_name="edgekit", standalone_mode=False)
         except SystemExit as e:
@@ -247,8 +266,8 @@ def test_predict_cli_matches_x86(name, cpu, emulated, pi_run, export):
     assert ranked[0] == x86[0][0], proc.stdout
 
 
-def test_tune_checks_the_shipped_files_and_predict_follows_its_choice(cpu, emu, emulated,
-                                                                      pi_run):
+def test_tune_checks_the_shipped_files_and_predict_and_serve_follow_it(cpu, emu, emulated,
+                                                                       pi_run):
     """Emulated timings decide nothing about a Pi: this checks the mechanism and the output
     checks (every shipped .onnx computes the host's outputs on the emulated core), not which
     file won."""
@@ -268,9 +287,12 @@ def test_tune_checks_the_shipped_files_and_predict_follows_its_choice(cpu, emu, 
     choice = doc["choice"]
     assert f"using {choice['file']} with 1 thread(s)" in proc.stderr
     x86 = load(folder / choice["file"]).classify_image(pi_run / "sample.png", k=3)
-    predicted = proc.stdout.split(PREDICT_MARK, 1)[1].strip().splitlines()
+    predicted = proc.stdout.split(PREDICT_MARK, 1)[1].split(SERVE_MARK)[0].strip().splitlines()
     assert predicted[0].endswith(f"-> {Path(choice['file']).name}"), predicted
     assert predicted[1].split()[1] == x86[0][0], predicted
+    served = json.loads(proc.stdout.split(SERVE_MARK, 1)[1])
+    assert served["artifact"] == Path(choice["file"]).name
+    assert f"{served['artifact']} (onnxruntime, cpu, 1 worker(s) x 1 thread(s))" in proc.stderr
 
 
 def test_bench_json_is_marked_emulated(cpu, emu, emulated, artifacts):
