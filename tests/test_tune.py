@@ -238,3 +238,23 @@ def test_tune_without_torch_skips_torchscript_and_says_why(export):
 def test_tune_needs_an_export_directory(tmp_path):
     proc = edgekit("tune", tmp_path, check=False)
     assert proc.returncode == 1 and "is not an export directory" in proc.stderr
+
+
+@pytest.mark.slow
+def test_predict_runs_a_chosen_candidate_with_the_exports_samples(export):
+    """Which file wins is the machine's call; a tuned.json that chose a candidate (here
+    rewritten with valid checksums, as tune would write it) runs that candidate."""
+    from edgekit.tuned import digest
+
+    edgekit("tune", export, *TUNE)
+    doc = json.loads((export / "tuned.json").read_text())
+    pick = "candidates/model.int8.qdq-u8s8-pc.onnx"
+    doc["choice"].update(file=pick, threads=2,
+                         sha256=manifest(export)["candidates"][pick]["sha256"])
+    doc["sha256"] = digest(doc)
+    (export / "tuned.json").write_text(json.dumps(doc))
+    proc = edgekit("predict", export, "--sample", "0")
+    assert f"using {pick} with 2 thread(s)" in proc.stderr
+    assert "-> model.int8.qdq-u8s8-pc.onnx" in proc.stdout.splitlines()[0]
+    proc = edgekit("predict", export, "--sample", "0", "--threads", "1")
+    assert f"using {pick} with 1 thread(s)" in proc.stderr

@@ -99,9 +99,13 @@ def predict_files(runner: Runner, files: list[Path], batch: int = 32, k: int = 5
                                                                    **next(results)}
 
 
-def sample_input(runner: Runner, index: int) -> tuple[np.ndarray, str]:
-    """Held-out input `index` from the samples.npz shipped beside an artifact: (x, true label)."""
-    path = runner.path.with_name("samples.npz")
+def sample_input(runner: Runner, index: int, path: Path | None = None) -> tuple[np.ndarray, str]:
+    """Held-out input `index` from the samples.npz shipped beside an artifact: (x, true label).
+
+    Args:
+        path: the samples.npz to read instead (an export's, for a shipped candidate).
+    """
+    path = path or runner.path.with_name("samples.npz")
     if not path.is_file():
         raise EdgekitError(f"no held-out samples beside {str(runner.path)!r} "
                            f"({path.name} missing)")
@@ -160,8 +164,9 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
     if sum((bool(inputs), bool(texts), sample is not None)) != 1:
         raise EdgekitError("give INPUT files or folders, or --sample N, or --text TEXT (a "
                            "text model): exactly one of them")
-    from edgekit.tuned import resolve
+    from edgekit.tuned import export_dir, resolve
 
+    samples = export_dir(artifact) / "samples.npz" if Path(artifact).is_dir() else None
     artifact, threads, chosen = resolve(artifact, threads)
     runner = load(artifact, threads=threads, device=device, verify=verify)
     if runner.stateful:
@@ -179,7 +184,7 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
         stats.seconds = stats.infer_seconds = time.perf_counter() - t0
         return Prediction(runner, len(texts), results, stats, chosen=chosen)
     if sample is not None:
-        x, label = sample_input(runner, sample)
+        x, label = sample_input(runner, sample, samples)
         runner._require_manifest()
         results = iter([{"input": f"held-out sample {sample}", "true_label": label,
                          **runner.infer(x[None], k)[0]}])
