@@ -235,9 +235,15 @@ def test_tune_without_torch_skips_torchscript_and_says_why(export):
 
 
 @pytest.mark.slow
-def test_tune_needs_an_export_directory(tmp_path):
+def test_tune_needs_an_export_directory_with_references(export, tmp_path):
     proc = edgekit("tune", tmp_path, check=False)
     assert proc.returncode == 1 and "is not an export directory" in proc.stderr
+    m = manifest(export)
+    del m["references"]  # as an export without --keep-candidates writes it
+    (export / "manifest.json").write_text(json.dumps(m))
+    proc = edgekit("tune", export, check=False)
+    assert proc.returncode == 1 and "no reference outputs" in proc.stderr
+    assert "--keep-candidates" in proc.stderr
 
 
 @pytest.mark.slow
