@@ -236,8 +236,10 @@ def test_tune_without_torch_skips_torchscript_and_says_why(export):
 
 @pytest.mark.slow
 def test_tune_needs_an_export_directory_with_references(export, tmp_path):
-    proc = edgekit("tune", tmp_path, check=False)
+    (tmp_path / "empty").mkdir()
+    proc = edgekit("tune", tmp_path / "empty", check=False)
     assert proc.returncode == 1 and "is not an export directory" in proc.stderr
+    assert edgekit("tune", tmp_path, *TUNE).returncode == 0  # a run directory: its export/
     m = manifest(export)
     del m["references"]  # as an export without --keep-candidates writes it
     (export / "manifest.json").write_text(json.dumps(m))
