@@ -266,3 +266,20 @@ def test_predict_runs_a_chosen_candidate_with_the_exports_samples(export):
     assert "-> model.int8.qdq-u8s8-pc.onnx" in proc.stdout.splitlines()[0]
     proc = edgekit("predict", export, "--sample", "0", "--threads", "1")
     assert f"using {pick} with 1 thread(s)" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_re_export_drops_the_previous_candidates_and_tuning(shipped_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(shipped_run, run)
+    edgekit("tune", run, *TUNE)
+    assert (run / "export" / "tuned.json").is_file()
+    edgekit("export", run, "--onnx", "--target", "pi5")  # model.onnx rebuilt, the rest kept
+    export = run / "export"
+    assert not any((export / f).exists() for f in ("tuned.json", "references.npz",
+                                                   "candidates"))
+    m = manifest(export)
+    assert "candidates" not in m and "references" not in m
+    assert "model.int8.onnx" in m["artifacts"]  # kept, as any re-export keeps it
+    proc = edgekit("predict", export, "--sample", "0", check=False)
+    assert proc.returncode == 1 and "has no tuned.json" in proc.stderr
