@@ -173,8 +173,12 @@ def format_flags(command):
 @click.option("--no-int8-fallback", "no_int8_fallback", is_flag=True,
               help="When int8 ONNX fails its accuracy check, fail (or --allow-degraded) "
                    "instead of searching calibration methods and keeping layers fp32.")
+@click.option("--keep-candidates", is_flag=True,
+              help="Also ship every int8 candidate that passed its check (candidates/) and "
+                   "the host's outputs of each file (references.npz), for `edgekit tune` on "
+                   "the device.")
 def export_cmd(run, target, int8_method, exclude, allow_degraded, max_int8_drop, tune_seconds,
-               no_int8_fallback, **flags):
+               no_int8_fallback, keep_candidates, **flags):
     """Export RUN's model and verify every artifact against PyTorch.
 
     Only the formats asked for are rebuilt; other files in RUN/export are kept. Without RUN,
@@ -193,7 +197,8 @@ def export_cmd(run, target, int8_method, exclude, allow_degraded, max_int8_drop,
         click.echo(f"exporting {run} (the latest finished run under runs/)", err=True)
     report = export(run, names, target=target, int8_method=int8_method, exclude=layers,
                     allow_degraded=allow_degraded, max_int8_drop=max_int8_drop,
-                    tune_seconds=tune_seconds, int8_fallback=not no_int8_fallback)
+                    tune_seconds=tune_seconds, int8_fallback=not no_int8_fallback,
+                    keep_candidates=keep_candidates)
     click.echo(report_markdown(report).rstrip())
     click.echo(f"artifacts: {RunDir(run).export}")
 
@@ -223,7 +228,10 @@ def export_cmd(run, target, int8_method, exclude, allow_degraded, max_int8_drop,
               help="Load the artifact even if its sha256 differs from manifest.json's.")
 def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, out, skip_bad, threads,
                 device, no_verify):
-    """Predict INPUTS, --text TEXT or --sample N with ARTIFACT (.onnx or .ts).
+    """Predict INPUTS, --text TEXT or --sample N with ARTIFACT (.onnx, .ts, ...).
+
+    ARTIFACT may be an export directory that `edgekit tune` tuned: its tuned.json's choice
+    runs, with the tuned thread count unless --threads is given.
 
     INPUTS are files of the kind the model takes (images; .csv or .json tables for tabular
     models, every row predicted; .npy or .json numbers for array models; .txt for text models)
@@ -242,6 +250,8 @@ def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, out, skip_ba
         raise EdgekitError(f"--out {str(out)!r} is a directory; expected a .csv file path")
     run = predict(artifact, list(inputs), sample, batch, k, threads, device, not no_verify,
                   skip_bad, texts=list(texts))
+    if run.chosen:
+        click.echo(f"using {run.chosen}", err=True)
     results = iter(run.results)
     head = list(itertools.islice(results, 2))  # one result or many: how lines look
     many = len(head) > 1
@@ -252,7 +262,8 @@ def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, out, skip_ba
         bar.__enter__()
     try:
         if out is None:
-            _print_results(itertools.chain(head, results), run, artifact, as_json, many, bar)
+            _print_results(itertools.chain(head, results), run, run.runner.path, as_json, many,
+                           bar)
         else:
             _write_results(itertools.chain(head, results), run, out, bar)
     finally:
@@ -361,7 +372,11 @@ def verify_cmd(export_dir):
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
 def serve_cmd(artifact, host, port, max_body, timeout, max_concurrent, workers, k, threads,
               device, no_verify, access_log):
-    """Serve ARTIFACT over HTTP: POST /predict, GET /health, GET /metadata."""
+    """Serve ARTIFACT over HTTP: POST /predict, GET /health, GET /metadata.
+
+    ARTIFACT may be an export directory that `edgekit tune` tuned: its tuned.json's choice is
+    served, with the tuned thread count per worker unless --threads is given.
+    """
     from edgekit.runtime.serve import Limits, serve
 
     serve(artifact, host, port, Limits(max_body, timeout, max_concurrent, workers, k), threads,
@@ -524,6 +539,35 @@ def parse_counts(text: str, option: str, all_value: int | None = None) -> list[i
                 ", or 'all'" if all_value is not None else "")
             raise EdgekitError(f"{option} {text!r}: expected {expected}")
     return counts
+
+
+@main.command("tune")
+@click.argument("folder", metavar="EXPORT_DIR", type=click.Path(path_type=Path))
+@click.option("--threads", default=None, metavar="N[,N...]",
+              help="Thread counts to try, e.g. 1,2,4 or 1,all (default: 1, 2, 4, ... up to "
+                   "every core).")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Timed seconds per file and thread count  [default: 2].")
+def tune_cmd(folder, threads, seconds):
+    """Choose, on this machine, the artifact and thread count EXPORT_DIR runs with.
+
+    Checks every shipped file (published artifacts, and the int8 candidates of `edgekit export
+    --keep-candidates`) against the host's outputs on samples.npz, refusing one that miscomputes
+    here; times those that pass with the bench harness; writes EXPORT_DIR/tuned.json, which
+    `edgekit predict EXPORT_DIR` and `edgekit serve EXPORT_DIR` then follow.
+    """
+    from edgekit.machine import usable_cores
+    from edgekit.tune import DEFAULT_SECONDS, format_table, tune
+    from edgekit.tuned import FILE, export_dir
+
+    counts = parse_counts(threads, "--threads", all_value=usable_cores()) if threads else None
+    doc = tune(folder, counts, DEFAULT_SECONDS if seconds is None else seconds)
+    for line in doc["skipped"]:
+        click.echo(f"skipped: {line}", err=True)
+    for line in doc["refused"]:
+        click.echo(f"refused: {line}", err=True)
+    click.echo(format_table(doc))
+    click.echo(f"wrote {export_dir(folder) / FILE}")
 
 
 @main.command("doctor")

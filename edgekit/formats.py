@@ -57,12 +57,20 @@ class Format:
 
     def missing(self) -> list[str]:
         """The modules this format's backend needs that this machine lacks."""
-        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+        return [m for m in self.requires if not _importable(m)]
 
     def install_hint(self) -> str:
         """One line: what this format needs, for a machine that lacks it."""
         return (f"{self.suffix} needs {' and '.join(self.requires)} on this machine: pip "
                 f"install 'edgekit[{self.extra}]'; the .onnx artifacts need neither")
+
+
+def _importable(module: str) -> bool:
+    """Whether `module` can be found; a finder that refuses it (ImportError) counts as absent."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 CATALOG: Registry = Registry("export format")

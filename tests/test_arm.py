@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import textwrap
 import time
@@ -75,7 +76,7 @@ def pi_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("pi") / "tiny-pi4"
     edgekit("train", "lenet5", "--set", "train.epochs=2", "--out", run, "--no-progress")
     edgekit("export", run, "--onnx", "--torchscript", "--pte", "--int8", "--target", "pi4",
-            "--max-int8-drop", "5")
+            "--max-int8-drop", "5", "--keep-candidates")  # candidates for `edgekit tune`
     return run
 
 
@@ -110,6 +111,44 @@ LOGITS = textwrap.dedent("""
 """)
 
 
+# `edgekit tune` on the base install (.onnx only, a short budget), then `edgekit predict
+# EXPORT_DIR` and `edgekit serve EXPORT_DIR` in the same process: one qemu start-up, not three.
+# A client thread asks the server what it serves, then stops it with SIGTERM.
+PREDICT_MARK, SERVE_MARK = "=== edgekit predict", "=== edgekit serve"
+TUNE_THEN_PREDICT = textwrap.dedent(f"""
+    import json, os, signal, socket, sys, threading, time, urllib.request
+    from edgekit.cli import main
+    export, image = sys.argv[1], sys.argv[2]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def client():
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{{port}}/metadata") as r:
+                    print({SERVE_MARK!r}, json.dumps(json.loads(r.read())["serving"]),
+                          flush=True)
+                break
+            except OSError:
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    for args in (["tune", export, "--threads", "1", "--seconds", "0.2"],
+                 ["predict", export, image, "-k", "3"],
+                 ["serve", export, "--port", str(port), "--workers", "1"]):
+        if args[0] == "predict":
+            print({PREDICT_MARK!r}, flush=True)
+        if args[0] == "serve":
+            threading.Thread(target=client, daemon=True).start()
+        try:
+            main.main(args, prog_name="edgekit", standalone_mode=False)
+        except SystemExit as e:
+            if e.code:
+                raise
+""")
+
+
 @pytest.fixture(scope="session", params=list(CPUS))
 def cpu(request) -> str:
     return request.param
@@ -128,6 +167,11 @@ def emulated(emu, pi_run, export, artifacts, x86_bench, x86_logits) -> dict[tupl
     # The torch wheel pi/README.md recommends: import + one conv on each core (~20 s each), first
     # so that `-k torch_wheel` waits for little else.
     jobs = {("torch", cpu): (cpu, ["-m", "edgekit.selftest", "torch"], "torch") for cpu in CPUS}
+    for cpu in CPUS:  # each core tunes its own copy of the export, then predicts with it
+        folder = emu.out / f"tune-{cpu}"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(export, folder)
+        jobs["tune", cpu] = (cpu, ["-c", TUNE_THEN_PREDICT, folder, pi_run / "sample.png"], None)
     for cpu in CPUS:  # the longest first
         jobs["logits", cpu] = (cpu, ["-c", LOGITS, export, emu.out / f"logits-{cpu}.npz",
                                      *artifacts], ts)
@@ -222,6 +266,35 @@ def test_predict_cli_matches_x86(name, cpu, emulated, pi_run, export):
     proc = finished(emulated["predict", cpu, name].result(), f"predict {name} on {cpu}")
     ranked = [line.split()[1] for line in proc.stdout.splitlines()[1:]]  # "  1. 7  0.9981"
     assert ranked[0] == x86[0][0], proc.stdout
+
+
+def test_tune_checks_the_shipped_files_and_predict_and_serve_follow_it(cpu, emu, emulated,
+                                                                       pi_run):
+    """Emulated timings decide nothing about a Pi: this checks the mechanism and the output
+    checks (every shipped .onnx computes the host's outputs on the emulated core), not which
+    file won."""
+    proc = finished(emulated["tune", cpu].result(), f"tune and predict on {cpu}")
+    folder = emu.out / f"tune-{cpu}"
+    doc = json.loads((folder / "tuned.json").read_text())
+    assert doc["machine"]["emulated"] is True and doc["machine"]["cpu"] == CPUS[cpu]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    shipped = [*manifest["artifacts"], *manifest["candidates"]]
+    onnx = [f for f in shipped if f.endswith(".onnx")]
+    assert any(f.startswith("candidates/") for f in onnx), shipped
+    assert sorted(r["file"] for r in doc["table"]) == sorted(onnx)
+    assert doc["refused"] == [] and all(r["check"]["passed"] for r in doc["table"])
+    skipped = [line.split(": ")[1] for line in proc.stderr.splitlines()
+               if line.startswith("skipped: ")]  # the base install: no torch, no executorch
+    assert sorted(skipped) == sorted(f for f in shipped if not f.endswith(".onnx"))
+    choice = doc["choice"]
+    assert f"using {choice['file']} with 1 thread(s)" in proc.stderr
+    x86 = load(folder / choice["file"]).classify_image(pi_run / "sample.png", k=3)
+    predicted = proc.stdout.split(PREDICT_MARK, 1)[1].split(SERVE_MARK)[0].strip().splitlines()
+    assert predicted[0].endswith(f"-> {Path(choice['file']).name}"), predicted
+    assert predicted[1].split()[1] == x86[0][0], predicted
+    served = json.loads(proc.stdout.split(SERVE_MARK, 1)[1])
+    assert served["artifact"] == Path(choice["file"]).name
+    assert f"{served['artifact']} (onnxruntime, cpu, 1 worker(s) x 1 thread(s))" in proc.stderr
 
 
 def test_bench_json_is_marked_emulated(cpu, emu, emulated, artifacts):

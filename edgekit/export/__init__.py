@@ -12,6 +12,7 @@ nothing) in place:
     RUN/export/samples.npz                         held-out inputs (predict --sample)
     RUN/export/report.json, report.md              checks, int8 candidates, timings
     RUN/export/sensitivity.png                     int8 ONNX error per layer (chart)
+    RUN/export/candidates/, references.npz         with --keep-candidates, for `edgekit tune`
 
 Re-exporting rebuilds only the formats asked for: every other file of the previous export is
 kept, and the manifest and report describe every artifact present. An int8 format writes one
@@ -22,8 +23,6 @@ local`) the candidates are timed and the fastest one that passes its check is pu
 from __future__ import annotations
 
 import importlib
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +32,12 @@ import numpy as np
 
 from edgekit import formats as catalog
 from edgekit.errors import EdgekitError
-from edgekit.export import mixed
+from edgekit.export import mixed, ship
 from edgekit.export.check import check_artifact
 from edgekit.export.choose import (
     Candidate,
-    choose,
     drop_failed_best_effort,
+    move_choice,
     time_candidates,
 )
 from edgekit.export.prepare import Options, Prepared, prepare
@@ -77,6 +76,7 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
             tune_seconds (timing budget per artifact for `local`; 0 times nothing), machine,
             int8_fallback (int8 ONNX that fails its gate: search calibration methods, then
             keep the most sensitive layers fp32; False fails instead).
+            keep_candidates (ship every passing int8 candidate: edgekit.export.ship).
 
     Returns:
         The report (also written as report.json / report.md).
@@ -101,22 +101,23 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
         for c in cands + kept:
             c.check = check_artifact(c.path, c.fmt, prep.held, prep.gate)
         cands = drop_failed_best_effort(cands, skipped)
-        # int8 ONNX that fails its gate: calibration search, then layers kept fp32 (mixed.py)
+        # int8 ONNX failing its gate: calibration search, then layers kept fp32 (mixed.py)
         checker = mixed.Checker(catalog.get("onnx-int8"), prep.held, prep.gate)
         rescued, fixed = mixed.rescue(ctx, cands, checker, prep.budget) \
             if opts.int8_fallback else ([], None)
         cands += rescued
         _fail_fast(prep, cands, opts.allow_degraded)
         tuning = time_candidates(prep.target, prep.budget, cands + kept, prep.held.x[:1])
-        chosen = [_publish_choice(stage, [c for c in cands if c.fmt is f]) for f in prep.formats
+        chosen = [move_choice(stage, [c for c in cands if c.fmt is f]) for f in prep.formats
                   if any(c.fmt is f for c in cands)]
         int8_accuracy = mixed.table(ctx, chosen, checker, fixed)  # ranked layers + chart
-        shutil.rmtree(ctx.candidates)
+        shipped = ship.keep(stage, cands, opts.keep_candidates, skipped)  # else dropped
         final = sorted(chosen + kept, key=lambda c: catalog.formats().index(c.fmt))
         report = build_report(prep, final, cands, tuning, kept_files,
                               skipped + notes(stage, rebuilt, kept))
         report["int8_accuracy"] = int8_accuracy
         publish(stage, prep, final, report, started)
+        ship.record(stage, final, shipped, opts.keep_candidates)  # references, manifest
     return report
 
 
@@ -186,13 +187,3 @@ def _fail_fast(prep: Prepared, cands: list[Candidate], allow_degraded: bool) -> 
     if failures and not allow_degraded:
         raise EdgekitError("export check failed: " + "; ".join(failures)
                            + " (nothing was written)")
-
-
-def _publish_choice(stage: Path, cands: list[Candidate]) -> Candidate:
-    """Choose one candidate of a format and move it to the format's file name."""
-    best = choose(cands)
-    best.chosen = True
-    if best.path != stage / best.fmt.file:
-        os.replace(best.path, stage / best.fmt.file)
-        best.path = stage / best.fmt.file
-    return best

@@ -8,6 +8,7 @@ faster beyond the noise.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,3 +134,13 @@ def fastest(artifacts: list[Candidate]) -> dict | None:
         return None
     best = min(timed, key=lambda c: c.ms)
     return {"file": best.fmt.file, "latency_ms": best.ms}
+
+
+def move_choice(stage: Path, cands: list[Candidate]) -> Candidate:
+    """Choose one candidate of a format and move it to the format's file name."""
+    best = choose(cands)
+    best.chosen = True
+    if best.path != stage / best.fmt.file:
+        os.replace(best.path, stage / best.fmt.file)
+        best.path = stage / best.fmt.file
+    return best

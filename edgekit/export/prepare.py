@@ -30,6 +30,7 @@ class Options:
     tune_seconds: float | None = None
     machine: dict | None = None
     int8_fallback: bool = True  # edgekit.export.mixed when int8 ONNX fails its gate
+    keep_candidates: bool = False  # ship every passing int8 candidate (edgekit.export.ship)
 
 
 @dataclass
@@ -68,6 +69,10 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
     from edgekit.train import load_run
 
     tgt = targets.resolve(opts.target, opts.machine)
+    if opts.keep_candidates:  # the device chooses: give it the layouts worth timing there
+        from edgekit.export.ship import widen
+
+        tgt = widen(tgt)
     if opts.int8_method not in (None, *METHODS):  # checked before any work
         raise EdgekitError(f"--int8-method {opts.int8_method!r}; expected one of: "
                            f"{', '.join(METHODS)}")

@@ -99,9 +99,13 @@ def predict_files(runner: Runner, files: list[Path], batch: int = 32, k: int = 5
                                                                    **next(results)}
 
 
-def sample_input(runner: Runner, index: int) -> tuple[np.ndarray, str]:
-    """Held-out input `index` from the samples.npz shipped beside an artifact: (x, true label)."""
-    path = runner.path.with_name("samples.npz")
+def sample_input(runner: Runner, index: int, path: Path | None = None) -> tuple[np.ndarray, str]:
+    """Held-out input `index` from the samples.npz shipped beside an artifact: (x, true label).
+
+    Args:
+        path: the samples.npz to read instead (an export's, for a shipped candidate).
+    """
+    path = path or runner.path.with_name("samples.npz")
     if not path.is_file():
         raise EdgekitError(f"no held-out samples beside {str(runner.path)!r} "
                            f"({path.name} missing)")
@@ -133,12 +137,16 @@ class Prediction:
     results: Iterator[dict]
     stats: Throughput
     total_bytes: int = 0
+    chosen: str = ""  # for an export directory: what its tuned.json chose
 
 
 def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None = None,
             batch: int = 32, k: int = 3, threads: int | None = None, device: str = "cpu",
             verify: bool = True, skip_bad: bool = False, texts: list[str] = ()) -> Prediction:
     """Load `artifact` and set up prediction over files/folders, texts, or held-out sample N.
+
+    `artifact` may be an export directory: the file and thread count its tuned.json chose run
+    (edgekit.tuned.resolve; `threads` overrides the tuned count).
 
     A tabular model predicts every row of each .csv/.json table, streamed `batch` rows at a
     time (see edgekit.runtime.rows).
@@ -156,6 +164,10 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
     if sum((bool(inputs), bool(texts), sample is not None)) != 1:
         raise EdgekitError("give INPUT files or folders, or --sample N, or --text TEXT (a "
                            "text model): exactly one of them")
+    from edgekit.tuned import export_dir, resolve
+
+    samples = export_dir(artifact) / "samples.npz" if Path(artifact).is_dir() else None
+    artifact, threads, chosen = resolve(artifact, threads)
     runner = load(artifact, threads=threads, device=device, verify=verify)
     if runner.stateful:
         batch = 1
@@ -170,21 +182,22 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
             texts, runner.predict_batch(list(texts), k), strict=True))
         stats.inputs = len(texts)
         stats.seconds = stats.infer_seconds = time.perf_counter() - t0
-        return Prediction(runner, len(texts), results, stats)
+        return Prediction(runner, len(texts), results, stats, chosen=chosen)
     if sample is not None:
-        x, label = sample_input(runner, sample)
+        x, label = sample_input(runner, sample, samples)
         runner._require_manifest()
         results = iter([{"input": f"held-out sample {sample}", "true_label": label,
                          **runner.infer(x[None], k)[0]}])
-        return Prediction(runner, 1, results, stats)
+        return Prediction(runner, 1, results, stats, chosen=chosen)
     files = expand_inputs(inputs, runner)
     if runner.manifest["preprocess"]["kind"] == "tabular":  # every row of every table
         from edgekit.runtime.rows import predict_rows
 
         return Prediction(runner, None, predict_rows(runner, files, batch, k, skip_bad, stats),
-                          stats, total_bytes=sum(f.stat().st_size for f in files))
+                          stats, total_bytes=sum(f.stat().st_size for f in files), chosen=chosen)
     return Prediction(runner, len(files),
-                      predict_files(runner, files, batch, k, skip_bad, stats), stats)
+                      predict_files(runner, files, batch, k, skip_bad, stats), stats,
+                      chosen=chosen)
 
 
 class ResultsCsv:

@@ -392,6 +392,9 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
           verify: bool = True, access_log: bool = False) -> int:
     """Load `artifact`, bind host:port and serve until SIGTERM or Ctrl-C.
 
+    `artifact` may be an export directory: the file its tuned.json chose is served, with the
+    tuned thread count per worker unless `threads` is given (edgekit.tuned.resolve).
+
     Returns:
         The number of requests served.
 
@@ -402,7 +405,9 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
     import uvicorn
 
     from edgekit.machine import usable_cores
+    from edgekit.tuned import resolve
 
+    artifact, threads, _ = resolve(artifact, threads)
     if threads is None:  # the cores shared among the workers: under load, parallel requests
         threads = max(1, usable_cores() // limits.workers)  # beat parallel kernels
     runner = load(artifact, threads=threads, device=device, verify=verify)
