@@ -100,6 +100,15 @@ def board_model(cpuinfo: str, device_tree_model: str = "") -> str | None:
             or None)
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where not exposed): a busy machine's
+    timings say so."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity), which containers may limit."""
     try:

@@ -20,7 +20,6 @@ machine without torch.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +27,10 @@ import numpy as np
 
 from edgekit import formats
 from edgekit import manifest as mf
+from edgekit.bench.stats import threads_text
 from edgekit.errors import EdgekitError
 from edgekit.fileio import sha256
+from edgekit.machine import load_average
 from edgekit.rundir import MANIFEST, SAMPLES
 
 CANDIDATES = "candidates"  # the export's folder of shipped int8 candidates
@@ -194,14 +195,14 @@ def tune(export: str | Path, threads: list[int] | None = None,
     if not runnable:
         raise EdgekitError(f"nothing to tune in {str(export)!r}: " + "; ".join(skipped))
     task = get_task(manifest["task"])
-    rows, load_before = [], _loadavg()
+    rows, load_before = [], load_average()
     for t in counts:
         rows += _rows_at(runnable, t, refs, x, task, seconds)
     choice, verdict = choose(rows)
     doc = {"kind": tj.KIND, "schema": tj.SCHEMA, "machine": machine_info(),
            "settings": {"threads": counts, "seconds": seconds, "rounds": ROUNDS, "batch": 1,
                         "input": SAMPLES, "samples_checked": len(x),
-                        "load_average_before": load_before, "load_average_after": _loadavg(),
+                        "load_average_before": load_before, "load_average_after": load_average(),
                         "tolerances": {"fp32": FP32_RTOL, "fp16": FP16_RTOL, "int8": INT8_RTOL,
                                        "int8_min_top1_agreement": INT8_MIN_AGREEMENT}},
            "rule": RULE, "table": rows, "skipped": skipped,
@@ -227,7 +228,7 @@ def _rows_at(files: list[Shipped], threads: int, refs: dict, x: np.ndarray, task
         except EdgekitError as e:  # an operator this machine's runtime lacks
             runner, row["check"] = None, {"passed": False, "why": f"does not run here: {e}"}
         if not row["check"]["passed"]:
-            row["refused"] = f"{f.file} ({_threads(threads)}): {row['check']['why']}"
+            row["refused"] = f"{f.file} ({threads_text(threads)}): {row['check']['why']}"
         else:
             passing.append((row, runner))
         rows.append(row)
@@ -235,20 +236,11 @@ def _rows_at(files: list[Shipped], threads: int, refs: dict, x: np.ndarray, task
         one = x[:1]
         times = interleaved([(r.run, one) for _, r in passing], ROUNDS, runs=lambda i, k: 0,
                             warmup=lambda i, k: 2 if k == 0 else 1, seconds=seconds,
-                            rotate=True, before=lambda i: _torch_threads(passing[i][1], threads))
+                            rotate=True, before=lambda i: passing[i][1].use_threads(threads))
         for (row, _), ms in zip(passing, times, strict=True):
             row.update(latency_stats(np.concatenate(ms)))
             row["noisy"] = row["cv"] > NOISY_CV
     return rows
-
-
-def _torch_threads(runner, threads: int) -> None:
-    """torch's thread count is global: set it before each TorchScript round."""
-    if runner.backend == "torchscript":  # torch is imported: the runner loaded with it
-        import torch
-
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
 
 
 def choose(rows: list[dict]) -> tuple[dict, str]:
@@ -259,7 +251,7 @@ def choose(rows: list[dict]) -> tuple[dict, str]:
     """
     from edgekit.bench.stats import verdict
 
-    timed = [{**r, "name": f"{r['file']} @ {_threads(r['threads'])}"} for r in rows
+    timed = [{**r, "name": f"{r['file']} @ {threads_text(r['threads'])}"} for r in rows
              if "p50_ms" in r]
     if not timed:
         raise EdgekitError("no shipped artifact computes the host's outputs on this machine: "
@@ -278,18 +270,6 @@ def choose(rows: list[dict]) -> tuple[dict, str]:
     choice = {"file": best["file"], "threads": best["threads"], "p50_ms": best["p50_ms"],
               "ci95_ms": best["ci95_ms"], "why": line}
     return choice, line
-
-
-def _loadavg() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages: a busy machine's timings say so."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _threads(n: int) -> str:
-    return "1 thread" if n == 1 else f"{n} threads"
 
 
 def format_table(doc: dict) -> str:
@@ -316,6 +296,6 @@ def format_table(doc: dict) -> str:
                     "-".join(ms_text(v) for v in r["ci95_ms"]) if timed else "-",
                     f"{r['cv']:.1%}" if timed else "-",
                     "<-" if (r["file"], r["threads"]) == (c["file"], c["threads"]) else ""))
-    return "\n".join([head, table(out), f"choice: {c['file']} with {_threads(c['threads'])} "
+    return "\n".join([head, table(out), f"choice: {c['file']} with {threads_text(c['threads'])} "
                       f"({c['why']})"])
 

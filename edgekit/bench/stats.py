@@ -103,6 +103,11 @@ def interleaved(calls: list[tuple], rounds: int, runs, warmup, seconds: float | 
     return times
 
 
+def threads_text(n: int) -> str:
+    """"1 thread", "2 threads"."""
+    return "1 thread" if n == 1 else f"{n} threads"
+
+
 def ms_text(value: float) -> str:
     """A latency for tables: 4 significant digits, whole milliseconds from a second up."""
     return f"{value:.4g}" if value < 1000 else f"{value:.0f}"

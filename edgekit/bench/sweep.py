@@ -10,7 +10,6 @@ the times are not ARM timings.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,10 +29,11 @@ from edgekit.bench.stats import (
     latency_stats,
     ms_text,
     noise_warning,
+    threads_text,
     verdict,
 )
 from edgekit.errors import EdgekitError
-from edgekit.machine import machine_info, usable_cores
+from edgekit.machine import load_average, machine_info, usable_cores
 from edgekit.rundir import REPORT, RunDir
 from edgekit.table import flagged, table
 
@@ -75,7 +75,7 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
         raise EdgekitError(f"seconds: expected a value > 0, got {seconds}")
     files, skipped = expand(paths)
     rounds = ROUNDS if seconds is not None else min(ROUNDS, runs)
-    load_before = _loadavg()
+    load_before = load_average()
     runners = [load(p, threads=threads_list[0]) for p in files]  # bad paths fail before timing
     macs = {p: artifact_macs(p) for p in files}  # MACs per input; the peak is measured once
     peak = peaks(threads_list, needed=any(macs.values()))  # per machine, cached
@@ -93,7 +93,7 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
                        **latency_stats(ms, batch=b)}
                 row.update(efficiency(macs[p], row["precision"], b, row["p50_ms"], peak[t]))
                 row["noisy"] = row["cv"] > NOISY_CV
-                line = noise_warning(row, f"{row['label']} (batch {b}, {_threads(t)})")
+                line = noise_warning(row, f"{row['label']} (batch {b}, {threads_text(t)})")
                 if line:
                     warnings.append(line)
                 group.append(row)
@@ -112,7 +112,7 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
         "machine": machine_info(),
         "settings": {"runs": None if seconds else runs, "seconds": seconds, "warmup": warmup,
                      "rounds": rounds, "threads": threads_list, "batch": batches,
-                     "load_average_before": load_before, "load_average_after": _loadavg()},
+                     "load_average_before": load_before, "load_average_after": load_average()},
         "results": results,
         "gemm_peak": {str(t): v for t, v in peak.items() if v},
         "comparisons": comparisons,
@@ -194,7 +194,7 @@ def format_table(report: dict) -> str:
                      f"{r['throughput_per_s']:.4g}", *efficiency_cells(r)))
     lines = [head, table(rows), *peak_lines(report)]
     for c in report["comparisons"]:
-        lines.append(f"{c['model']}, batch {c['batch']}, {_threads(c['threads'])}: {c['text']}")
+        lines.append(f"{c['model']}, batch {c['batch']}, {threads_text(c['threads'])}: {c['text']}")
     return "\n".join(lines)
 
 
@@ -206,16 +206,8 @@ def _interleaved(runners, inputs, threads, runs, warmup, seconds, rounds) -> lis
                         runs=lambda i, k: shares[k],
                         warmup=lambda i, k: warmup if k == 0 else min(warmup, 2),
                         seconds=seconds,
-                        before=lambda i: _set_torch_threads(runners[i], threads))
+                        before=lambda i: runners[i].use_threads(threads))
     return [np.concatenate(t) for t in times]
-
-
-def _set_torch_threads(runner, threads: int) -> None:
-    if runner.backend == "torchscript":  # torch is imported: the runner loaded with it
-        import torch
-
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
 
 
 def _describe(runner) -> dict:
@@ -251,12 +243,3 @@ def _positive_list(value, what: str) -> list[int]:
     return list(dict.fromkeys(values))  # in the order given, each once
 
 
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _threads(n: int) -> str:
-    return "1 thread" if n == 1 else f"{n} threads"

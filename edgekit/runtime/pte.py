@@ -60,6 +60,13 @@ class PteRunner(Runner):
         self.max_batch = int(self.method.metadata.input_tensor_meta(0).sizes()[0])
         self._ready()
 
+    def use_threads(self, threads: int) -> None:
+        from executorch.extension.pybindings import portable_lib
+
+        if portable_lib._threadpool_get_thread_count() != threads:  # process-wide
+            with _quiet_stderr():  # it logs every reset
+                portable_lib._unsafe_reset_threadpool(threads)
+
     def _execute(self, *arrays: np.ndarray) -> list:
         inputs = [self._torch.from_numpy(a) for a in arrays]
         try:

@@ -117,6 +117,10 @@ class Runner:
         """True if the model carries a hidden state from one run() to the next."""
         return self._state_spec is not None
 
+    def use_threads(self, threads: int) -> None:
+        """Make this runner's next calls use `threads`: backends whose thread pool is
+        process-wide (torch, ExecuTorch) set it here; onnxruntime's is per session."""
+
     def reset(self) -> None:
         """Forget a stateful model's hidden state: the next run() starts a new stream."""
         self.state = None

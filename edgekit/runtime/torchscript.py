@@ -71,6 +71,10 @@ class TorchScriptRunner(Runner):
         self.output_shape = []  # TorchScript files do not declare it; checked on first use
         self._ready()
 
+    def use_threads(self, threads: int) -> None:
+        if self._torch.get_num_threads() != threads:  # process-wide
+            self._torch.set_num_threads(threads)
+
     def _run(self, x: np.ndarray) -> np.ndarray:
         torch = self._torch
         try:
