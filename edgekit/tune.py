@@ -198,6 +198,7 @@ def tune(export: str | Path, threads: list[int] | None = None,
     rows, load_before = [], load_average()
     for t in counts:
         rows += _rows_at(runnable, t, refs, x, task, seconds)
+    _add_efficiency(rows, {f.file: f.path for f in runnable}, counts)
     choice, verdict = choose(rows)
     doc = {"kind": tj.KIND, "schema": tj.SCHEMA, "machine": machine_info(),
            "settings": {"threads": counts, "seconds": seconds, "rounds": ROUNDS, "batch": 1,
@@ -272,6 +273,18 @@ def choose(rows: list[dict]) -> tuple[dict, str]:
     return choice, line
 
 
+def _add_efficiency(rows: list[dict], paths: dict, counts: list[int]) -> None:
+    """GMAC/s and % of this machine's GEMM peak per timed row (edgekit.bench.efficiency)."""
+    from edgekit.bench.efficiency import artifact_macs, efficiency, peaks
+
+    macs = {name: artifact_macs(path) for name, path in paths.items()}
+    peak = peaks(counts, needed=any(macs.values()))
+    for r in rows:
+        if "p50_ms" in r:
+            r.update(efficiency(macs[r["file"]], r["precision"], 1, r["p50_ms"],
+                                peak[r["threads"]]))
+
+
 def format_table(doc: dict) -> str:
     """tuned.json for people: machine line, one row per file and thread count, the choice."""
     from edgekit.bench.stats import ms_text
@@ -285,8 +298,10 @@ def format_table(doc: dict) -> str:
             + (f"; load average {doc['settings']['load_average_before'][0]:g} before, "
                f"{doc['settings']['load_average_after'][0]:g} after"
                if doc["settings"].get("load_average_after") else ""))
+    from edgekit.bench.efficiency import efficiency_cells
+
     out = [("file", "precision", "layout", "threads", "output check", "p50 ms", "95% CI",
-            "CV", "chosen")]
+            "CV", "GMAC/s", "% peak", "chosen")]
     c = doc["choice"]
     for r in doc["table"]:
         timed = "p50_ms" in r
@@ -294,7 +309,7 @@ def format_table(doc: dict) -> str:
                     "pass" if r["check"]["passed"] else "REFUSED",
                     ms_text(r["p50_ms"]) if timed else "-",
                     "-".join(ms_text(v) for v in r["ci95_ms"]) if timed else "-",
-                    f"{r['cv']:.1%}" if timed else "-",
+                    f"{r['cv']:.1%}" if timed else "-", *efficiency_cells(r),
                     "<-" if (r["file"], r["threads"]) == (c["file"], c["threads"]) else ""))
     return "\n".join([head, table(out), f"choice: {c['file']} with {threads_text(c['threads'])} "
                       f"({c['why']})"])
