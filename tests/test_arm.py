@@ -162,8 +162,9 @@ def emulated(emu, pi_run, export, artifacts, x86_bench, x86_logits) -> dict[tupl
     wall time on a 2-core machine. Tests wait for the result they need. The x86 bench and
     logits come first, so two busy qemu processes do not slow the x86 timings.
     """
-    ts = "pte" if any(a.endswith(".pte") for a in artifacts) else \
-        "torch" if any(a.endswith(".ts") for a in artifacts) else None
+    # ExecuTorch's programs run in processes of their own: one may crash (see test below).
+    plain = [a for a in artifacts if a not in PTE]
+    ts = "torch" if any(a.endswith(".ts") for a in plain) else None
     # The torch wheel pi/README.md recommends: import + one conv on each core (~20 s each), first
     # so that `-k torch_wheel` waits for little else.
     jobs = {("torch", cpu): (cpu, ["-m", "edgekit.selftest", "torch"], "torch") for cpu in CPUS}
@@ -174,8 +175,11 @@ def emulated(emu, pi_run, export, artifacts, x86_bench, x86_logits) -> dict[tupl
         jobs["tune", cpu] = (cpu, ["-c", TUNE_THEN_PREDICT, folder, pi_run / "sample.png"], None)
     for cpu in CPUS:  # the longest first
         jobs["logits", cpu] = (cpu, ["-c", LOGITS, export, emu.out / f"logits-{cpu}.npz",
-                                     *artifacts], ts)
-        jobs["bench", cpu] = (cpu, ["-m", "edgekit", "bench", *(export / a for a in artifacts),
+                                     *plain], ts)
+        for name in PTE:
+            jobs["logits", cpu, name] = (cpu, ["-c", LOGITS, export,
+                                               emu.out / f"logits-{cpu}-{name}.npz", name], "pte")
+        jobs["bench", cpu] = (cpu, ["-m", "edgekit", "bench", *(export / a for a in plain),
                                     "--runs", "30", "--warmup", "5", "--threads", "1",
                                     "--out", emu.out / f"bench-{cpu}.json"], ts)
     # torch 2.9.1 on the Cortex-A76 is already under test above: its doctor runs without it.
@@ -219,10 +223,31 @@ def finished(proc: subprocess.CompletedProcess, what: str) -> subprocess.Complet
 
 
 @pytest.fixture(scope="session")
-def arm_logits(emu, emulated, artifacts, cpu) -> dict[str, np.ndarray]:
+def arm_logits(emu, emulated, artifacts, cpu) -> dict:
+    """name -> logits on `cpu`; for a .pte whose process failed, the CompletedProcess."""
     finished(emulated["logits", cpu].result(), f"logits on {cpu}")
     with np.load(emu.out / f"logits-{cpu}.npz") as z:
-        return {a: z[a] for a in artifacts}
+        out = {a: z[a] for a in artifacts if a not in PTE}
+    for name in PTE:
+        proc = emulated["logits", cpu, name].result()
+        if proc.returncode:
+            out[name] = proc
+            continue
+        with np.load(emu.out / f"logits-{cpu}-{name}.npz") as z:
+            out[name] = z[name]
+    return out
+
+
+def ran(got, name: str, cpu: str) -> np.ndarray:
+    """The logits, or the test's end: ExecuTorch 1.0.1's XNNPACK int8 kernels die with SIGILL
+    on an emulated Cortex-A72 (a Pi 4), fp32 and the Cortex-A76 run; pi/README.md says so. Any
+    other failure fails the test."""
+    if not isinstance(got, subprocess.CompletedProcess):
+        return got
+    if (name, cpu, got.returncode) == ("model.int8.pte", "cortex-a72", -4):
+        pytest.xfail("executorch 1.0.1 (aarch64): model.int8.pte dies with SIGILL on an "
+                     "emulated Cortex-A72, as pi/README.md documents")
+    finished(got, f"{name} on {cpu}")
 
 
 def held_out(export: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +263,7 @@ def test_pte_is_exported_for_the_pi(artifacts):
 def test_fp32_logits_match_x86(name, cpu, arm_logits, x86_logits, export):
     if name not in x86_logits:
         pytest.skip(f"{name} not exported")
-    ref, got = x86_logits[name], arm_logits[name]
+    ref, got = x86_logits[name], ran(arm_logits[name], name, cpu)
     assert got.shape == ref.shape == (len(held_out(export)[1]), 10)
     tol = FP32_RTOL * float(ref.max() - ref.min())
     diff = float(np.abs(got - ref).max())
@@ -251,7 +276,7 @@ def test_int8_top1_agrees_with_x86(name, cpu, arm_logits, x86_logits, export):
     if name not in x86_logits:
         pytest.skip(f"{name} not exported")
     y = held_out(export)[1]
-    ref, got = x86_logits[name].argmax(1), arm_logits[name].argmax(1)
+    ref, got = x86_logits[name].argmax(1), ran(arm_logits[name], name, cpu).argmax(1)
     flips = [f"sample {i} (label {y[i]}): x86 {ref[i]} -> arm {got[i]}"
              for i in np.flatnonzero(ref != got)]
     agreement = 1 - len(flips) / len(y)
@@ -304,7 +329,7 @@ def test_bench_json_is_marked_emulated(cpu, emu, emulated, artifacts):
     assert m["arch"] == "aarch64" and m["emulated"] is True
     assert m["cpu"] == CPUS[cpu]
     assert m["isa"]["neon"] and m["isa"]["dotprod"] == (cpu == "cortex-a76")
-    assert [r["file"] for r in report["results"]] == artifacts
+    assert [r["file"] for r in report["results"]] == [a for a in artifacts if a not in PTE]
     assert all(r["p50_ms"] > 0 for r in report["results"])
 
 
@@ -325,7 +350,8 @@ def test_bench_compare_labels_the_emulated_machines(emu, emulated, x86_bench, ar
     assert "Cortex-A72" in text and "Cortex-A76" in text
     assert proc.stdout.lower().count("emulated") >= 2, proc.stdout
     for artifact in artifacts:
-        assert artifact in proc.stdout
+        if artifact not in PTE:  # .pte is run, not benched, under emulation
+            assert artifact in proc.stdout
 
 
 def test_doctor_under_emulation(cpu, emulated):
