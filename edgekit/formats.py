@@ -57,7 +57,7 @@ class Format:
 
     def missing(self) -> list[str]:
         """The modules this format's backend needs that this machine lacks."""
-        return [m for m in self.requires if not _importable(m)]
+        return [m for m in self.requires if not importable(m)]
 
     def install_hint(self) -> str:
         """One line: what this format needs, for a machine that lacks it."""
@@ -65,7 +65,7 @@ class Format:
                 f"install 'edgekit[{self.extra}]'; the .onnx artifacts need neither")
 
 
-def _importable(module: str) -> bool:
+def importable(module: str) -> bool:
     """Whether `module` can be found; a finder that refuses it (ImportError) counts as absent."""
     try:
         return importlib.util.find_spec(module) is not None

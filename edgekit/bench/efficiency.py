@@ -11,11 +11,11 @@ itself be near the limit or far from it.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from edgekit import manifest as mf
 from edgekit.errors import EdgekitError
+from edgekit.formats import importable
 
 PEAK_FOR = {"int8": "int8", "fp32": "fp32"}  # artifact precision -> the peak it runs against
 
@@ -34,7 +34,7 @@ def artifact_macs(path: Path) -> int | None:
     if manifest is not None and "macs" in manifest:  # counted at export (None: could not)
         per_input = (manifest["macs"] or {}).get("per_input")
         return per_input if isinstance(per_input, int) and per_input > 0 else None
-    if path.suffix == ".onnx" and importlib.util.find_spec("onnx") is not None:
+    if path.suffix == ".onnx" and importable("onnx"):
         from edgekit.macs import try_count
 
         return try_count(path)["per_input"] or None
