@@ -17,9 +17,9 @@ from collections import Counter
 from pathlib import Path
 
 from edgekit.export.conversion import conversion_error
+from edgekit.runtime.pte import MANIFEST_METHOD  # the runner reads it back
 
 MAX_BATCH = 32
-MANIFEST_METHOD = "edgekit_manifest"
 # Graph nodes that are bookkeeping, not computation left outside the delegate.
 PLUMBING = ("executorch_call_delegate", "getitem", "sym_size", "sym_numel", "alloc")
 
