@@ -144,7 +144,7 @@ def _fit(recipe, data, progress: bool = True, run: Path | None = None,
     from tqdm import tqdm
 
     r = _setup(recipe, data, run, checkpoint, world or World())
-    p, cfg = r.progress, recipe.train
+    p, cfg = r.progress, recipe.training
     r.bar = tqdm(total=cfg.epochs * r.steps, initial=p.epoch * r.steps + p.step,
                  desc=f"train {recipe.name}", unit="step", dynamic_ncols=True, mininterval=0.5,
                  disable=not (progress and r.world.main and sys.stderr.isatty()))
@@ -175,7 +175,7 @@ def _setup(recipe, data, run: Path | None, checkpoint: dict | None, world: World
     from edgekit.optim import build_optimizer, build_scheduler
     from edgekit.tasks import get_task
 
-    cfg = recipe.train
+    cfg = recipe.training
     device = select_device(cfg.device, world)
     if recipe.data.batch_size % world.size:
         raise EdgekitError(f"data.batch_size {recipe.data.batch_size} is the global batch: it "
@@ -183,6 +183,8 @@ def _setup(recipe, data, run: Path | None, checkpoint: dict | None, world: World
     _seed(cfg.seed)  # the same initial weights on every rank
     model, head = prepare_model(recipe.model, data.input_shape, len(data.labels),
                                 load_weights=checkpoint is None, preprocess=data.preprocess)
+    if recipe.qat.epochs:  # fine-tune a finished run with int8 simulated (edgekit.qat)
+        model, head = _qat_model(model, recipe, data, fresh=checkpoint is None), set()
     stateful = getattr(model, "stateful", False)
     if stateful and (data.train.stream != recipe.data.batch_size or world.size > 1):
         why = f"{world.size} processes" if world.size > 1 else f"{recipe.data.name} has none"
@@ -212,6 +214,17 @@ def _setup(recipe, data, run: Path | None, checkpoint: dict | None, world: World
     return r
 
 
+def _qat_model(model, recipe, data, fresh: bool):
+    """The fake-quantized graph of `model`, from the base run's weights unless resuming."""
+    import torch
+
+    from edgekit import qat
+
+    qat.check_supported(model, recipe)
+    example = torch.from_numpy(np.asarray(data.train.x[:2]))
+    return qat.prepare(model, example, recipe.qat.base if fresh else None)
+
+
 def _resume(r: _Run, checkpoint: dict) -> None:
     from edgekit import checkpoint as ckpt
 
@@ -237,7 +250,7 @@ def train_one_epoch(r: _Run, epoch: int, stop: _StopOnSignal) -> None:
     """
     import torch
 
-    p, cfg, data = r.progress, r.recipe.train, r.data
+    p, cfg, data = r.progress, r.recipe.training, r.data
     order = (list(range(len(data.train))) if r.stateful  # streams in time order
              else epoch_order(len(data.train), cfg.seed, epoch, r.world))[p.step * r.per_rank:]
     # Whole batches by index: one fancy-indexing read per batch, not one per sample.
@@ -249,6 +262,10 @@ def train_one_epoch(r: _Run, epoch: int, stop: _StopOnSignal) -> None:
     r.net.train()
     for m in getattr(r.model, "frozen_modules", ()):  # a frozen backbone keeps its BN stats
         m.eval()
+    if r.recipe.qat.epochs:
+        from edgekit import qat
+
+        qat.freeze(r.model, epoch, r.recipe.qat)
     state = None  # a stateful model starts every pass over its streams from zeros
     for x, y in loader:
         state, stopping = train_step(r, x, y, state, epoch, stop)
@@ -264,7 +281,7 @@ def train_step(r: _Run, x, y, state, epoch: int, stop: _StopOnSignal):
 
     from edgekit.optim import l1_penalty
 
-    cfg, p = r.recipe.train, r.progress
+    cfg, p = r.recipe.training, r.progress
     x, y = x.to(r.device, non_blocking=True), y.to(r.device, non_blocking=True)
     x = augment(x, cfg.shift, cfg.flip)
     if r.channels_last:
@@ -304,7 +321,7 @@ def end_of_epoch(r: _Run, epoch: int, test: dict, seconds: float, progress: bool
     """History, best epoch and early stopping, the log line, then the checkpoint."""
     from edgekit import checkpoint as ckpt
 
-    p, cfg, metric_name = r.progress, r.recipe.train, r.task.metric
+    p, cfg, metric_name = r.progress, r.recipe.training, r.task.metric
     seen = max(1, p.partial["seen"])
     p.history.append({
         "epoch": epoch, "train_loss": p.partial["loss"] / seen,

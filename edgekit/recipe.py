@@ -104,6 +104,17 @@ class ExportConfig:
 
 
 @dataclass
+class QatConfig:
+    """Quantization-aware training of a finished run (edgekit.qat); epochs 0: none."""
+
+    epochs: int = 0  # > 0: fine-tune `base` this many epochs with int8 simulated
+    base: str = "latest"  # the finished run to fine-tune; latest: this recipe's newest in runs/
+    lr: float = 0.0  # 0: train.lr / 2
+    freeze_bn: int = -1  # epochs before BatchNorm statistics freeze; -1: 2/3 of them, rounded up
+    freeze_ranges: int = -1  # epochs before the int8 ranges freeze; -1: as freeze_bn
+
+
+@dataclass
 class Recipe:
     name: str = "unnamed"
     description: str = ""
@@ -111,6 +122,16 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    qat: QatConfig = field(default_factory=QatConfig)
+
+    @property
+    def training(self) -> TrainConfig:
+        """The training settings in effect: QAT fine-tunes qat.epochs at qat.lr, no warm start
+        of early stopping (every epoch's ranges are kept)."""
+        if not self.qat.epochs:
+            return self.train
+        return dataclasses.replace(self.train, epochs=self.qat.epochs,
+                                   lr=self.qat.lr or self.train.lr / 2, early_stop=0)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -141,11 +162,12 @@ NON_NEGATIVE = {"data.resize", "data.max_train_samples", "data.samples", "data.w
                 "model.hidden", "model.layers", "model.embed", "train.momentum",
                 "train.weight_decay", "train.l1", "train.grad_clip", "train.early_stop",
                 "train.shift", "train.threads", "export.parity_atol", "export.max_int8_drop",
-                "export.fp16_atol", "export.tune_seconds"}
+                "export.fp16_atol", "export.tune_seconds", "qat.epochs", "qat.lr"}
 # key -> (low, high): low <= value < high
 RANGES = {"data.test_fraction": (1e-9, 1.0), "data.workers": (-1, 1025),
           "model.dropout": (0.0, 1.0), "train.label_smoothing": (0.0, 1.0),
-          "export.opset": (17, 24)}
+          "export.opset": (17, 24), "qat.freeze_bn": (-1, 10**6),
+          "qat.freeze_ranges": (-1, 10**6)}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 

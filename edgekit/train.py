@@ -63,8 +63,11 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
                 print(f"note: {data.note}", file=sys.stderr, flush=True)
             recipe = dataclasses.replace(
                 recipe, data=dataclasses.replace(recipe.data, name=data.name, fallback=""))
-        run = world.broadcast(
-            Path(out) if out else Path("runs") / f"{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}")
+        if recipe.qat.epochs:  # the run it fine-tunes, named in recipe.yaml (a resume reads it)
+            recipe = _qat_base(recipe, data)
+        kind = "-qat" if recipe.qat.epochs else ""
+        run = world.broadcast(Path(out) if out else
+                              Path("runs") / f"{recipe.name}{kind}-{datetime.now():%Y%m%d-%H%M%S}")
         failed = None
         if world.main:
             try:
@@ -170,13 +173,24 @@ def load_run(run: str | Path):
         metrics = json.loads(RunDir(run).metrics.read_text(encoding="utf-8"))
         model, _ = prepare_model(recipe.model, metrics["input_shape"], len(metrics["labels"]),
                                  load_weights=False, preprocess=metrics["preprocess"])
-        model.load_state_dict(load_file(run / WEIGHTS))
+        state = load_file(run / WEIGHTS)
+        if recipe.qat.epochs:  # the fake-quantized graph's state: its fp32 part
+            state = {k: state[k] for k in model.state_dict()}
+        model.load_state_dict(state)
     except EdgekitError as e:
         raise EdgekitError(f"run {str(run)!r}: {e}") from None
     except Exception as e:  # corrupt YAML/JSON/safetensors, or weights of another model
         msg = one_line(e)
         raise EdgekitError(f"run {str(run)!r} is damaged: {type(e).__name__}: {msg}") from None
     return recipe, model.eval(), metrics
+
+
+def _qat_base(recipe: Recipe, data) -> Recipe:
+    from edgekit import qat
+
+    base = qat.resolve_base(recipe)
+    qat.check_base(base, data)
+    return dataclasses.replace(recipe, qat=dataclasses.replace(recipe.qat, base=str(base)))
 
 
 def _claim(run: Path, recipe: Recipe) -> None:
@@ -230,6 +244,8 @@ def _finish(run: Path, recipe: Recipe, data, result, world) -> Path | None:
                      "python": platform.python_version()},
         "history": result.history,
     }
+    if recipe.qat.epochs:  # the metric above is the fake-quantized (simulated int8) model's
+        metrics["qat"] = _qat_record(recipe, data)
     if len(data.test) and data.test.image(0) is not None:  # a held-out image to predict on
         metrics["sample"] = {"file": "sample.png", "label": data.labels[int(data.test.y[0])]}
         data.test.image(0).save(run / "sample.png")
@@ -242,12 +258,25 @@ def _finish(run: Path, recipe: Recipe, data, result, world) -> Path | None:
     return run
 
 
+def _qat_record(recipe: Recipe, data) -> dict:
+    from edgekit import qat
+
+    try:
+        record = qat.check_base(Path(recipe.qat.base), data)
+    except (OSError, ValueError, KeyError, EdgekitError):  # the base run is gone or changed
+        record = {"base": recipe.qat.base, "quantizer": qat.QUANTIZER}
+    return {**record, "epochs": recipe.qat.epochs, "lr": recipe.training.lr,
+            "freeze_bn_after": qat.bn_epochs(recipe.qat),
+            "freeze_ranges_after": qat.range_epochs(recipe.qat)}
+
+
 def _save_weights(model, path: Path) -> None:
     from safetensors.torch import save
 
     from edgekit.fileio import atomic_path
 
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # Cloned: a QAT graph shares one observer between tensors (its state lists it twice).
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         tmp.write_bytes(save(state, metadata={"format": "pt", "edgekit": __version__}))
 

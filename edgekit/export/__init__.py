@@ -61,6 +61,7 @@ class ExportContext:
     target: Any  # edgekit.export.targets.Target
     int8: Any  # edgekit.export.int8.Int8Plan, or None when no int8 format is asked for
     candidates: Path  # scratch folder for candidate files, removed before publishing
+    qat: Any = None  # a QAT run's fake-quantized model: int8 takes its learned ranges
 
 
 def export(run: str | Path, formats: list[str], **options) -> dict:
@@ -94,7 +95,7 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
     with atomic_dir(out) as stage:
         kept_files = keep_previous(out, stage, rebuilt)
         ctx = ExportContext(prep.model, prep.example, prep.cfg, prep.calibration, stage,
-                            prep.target, prep.plan, stage / ".candidates")
+                            prep.target, prep.plan, stage / ".candidates", prep.qat)
         cands, skipped = write_candidates(prep, ctx)
         kept = [Candidate(catalog.by_file(f), stage / f, {}, kept=True) for f in kept_files
                 if catalog.by_file(f)]

@@ -3,7 +3,9 @@
 fp32 artifacts must match the PyTorch outputs within `parity_atol`, fp16 within `fp16_atol`
 (both scaled by the outputs' range); int8 artifacts must keep the task's score within
 `max_int8_drop` points of PyTorch fp32 (edgekit.tasks.Task.drop_points: accuracy points, or R²
-points for regression, the metric's change also reported). The task decodes both outputs:
+points for regression, the metric's change also reported). A QAT run's int8 artifacts are
+compared with its fake-quantized model (what training measured), and must also stay within
+`max_int8_drop` of the fp32 run QAT started from. The task decodes both outputs:
 top-1 agreement for classification, whole decoded sequences for character models.
 """
 
@@ -40,6 +42,10 @@ class Heldout:
     score: float  # the task's metric of `reference`
     task: Any  # edgekit.tasks.Task
     batch: int  # rows per call (a stateful model's streams, in order)
+    # A QAT run (edgekit.qat): int8 artifacts reproduce its fake-quantized model, and must
+    # also stay within the gate of the fp32 run QAT started from.
+    int8_reference: np.ndarray | None = None
+    base_score: float | None = None
 
 
 @dataclass
@@ -104,6 +110,8 @@ def check_artifact(path: Path, fmt, held: Heldout, gate: Gate) -> Check:
     if artifact.get("layout"):
         check.details["layout"] = artifact["layout"]["name"]
     task, ref = held.task, held.reference
+    if fmt.precision == "int8" and held.int8_reference is not None:
+        ref = held.int8_reference
     check.score = task.score(outputs, held.y)
     check.drop_points = round(task.drop_points(ref, outputs, held.y), 4)
     check.max_abs_diff = float(np.abs(outputs - ref).max())
@@ -126,9 +134,16 @@ def _gate(c: Check, precision: str, held: Heldout, gate: Gate, scale: float) -> 
     task = held.task
     what = "accuracy points" if task.higher_is_better else (
         f"R² points ({task.metric} {task.format(held.score)} -> {task.format(c.score)})")
-    passed = c.drop_points <= gate.max_int8_drop
-    return passed, "" if passed else (f"{c.file} loses {c.drop_points:.2f} {what} against "
-                                      f"PyTorch fp32 (allowed {gate.max_int8_drop})")
+    against = "PyTorch fp32" if held.int8_reference is None else "PyTorch (QAT, int8 simulated)"
+    if c.drop_points > gate.max_int8_drop:
+        return False, (f"{c.file} loses {c.drop_points:.2f} {what} against {against} "
+                       f"(allowed {gate.max_int8_drop})")
+    if held.base_score is not None and task.higher_is_better:
+        base_drop = task.worse_by(held.base_score, c.score)
+        if base_drop > gate.max_int8_drop:
+            return False, (f"{c.file} loses {base_drop:.2f} {what} against the fp32 run QAT "
+                           f"started from (allowed {gate.max_int8_drop})")
+    return True, ""
 
 
 def reference_outputs(model, x: np.ndarray, size: int = 256) -> np.ndarray:

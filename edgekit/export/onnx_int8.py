@@ -40,6 +40,10 @@ def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
 
     from onnxruntime.quantization import quant_pre_process
 
+    if getattr(ctx, "qat", None) is not None:  # a QAT run: the ranges it learned
+        from edgekit.export.qat import onnx_candidates
+
+        return onnx_candidates(ctx, manifest)
     layouts = ctx.target.schemes(ctx.int8.method)
     if not ctx.cfg.per_channel:  # the recipe asks for per-tensor weights
         layouts = tuple(dict.fromkeys(replace(x, per_channel=False) for x in layouts))

@@ -50,6 +50,7 @@ class Prepared:
     plan: Any  # edgekit.export.int8.Int8Plan, or None without int8 formats
     budget: float  # timing seconds per artifact for a local target
     samples: tuple[np.ndarray, np.ndarray]  # held-out (x, y) shipped as samples.npz
+    qat: Any = None  # a QAT run's fake-quantized model (edgekit.qat), for static int8
 
 
 def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
@@ -96,11 +97,18 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
     example = torch.from_numpy(np.repeat(data.train.x[:1], 2, axis=0))
     if getattr(model, "stateful", False):
         example = (example, model.initial_state(2))
+    fake_quant = None  # a QAT run's int8 artifacts take the ranges it learned
+    if recipe.qat.epochs and plan is not None and plan.method == "static" and not plan.exclude:
+        from edgekit import qat
+
+        fake_quant = qat.load(run, model, example)
+        held.int8_reference = reference_outputs(fake_quant, data.test.x, batch)
+        held.base_score = metrics.get("qat", {}).get(f"base_test_{task.metric}")
     return Prepared(
         Path(run), recipe, cfg, model, fmts, data.task, _manifest(recipe, model, metrics, data),
         held, gate, data.train.x[pick[:cfg.calibration_samples]], example, tgt, plan,
         cfg.tune_seconds if opts.tune_seconds is None else opts.tune_seconds,
-        (data.test.x[:cfg.samples], data.test.y[:cfg.samples]))
+        (data.test.x[:cfg.samples], data.test.y[:cfg.samples]), fake_quant)
 
 
 def _manifest(recipe, model, metrics: dict, data) -> dict:

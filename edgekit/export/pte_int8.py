@@ -28,8 +28,15 @@ def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
     how = {"name": f"pt2e-xnnpack-{plan.method}" + ("-pc" if per_channel else ""),
            "method": plan.method, "quantizer": "XNNPACKQuantizer", "per_channel": per_channel,
            "excluded_modules": list(plan.exclude)}
-    converted = quantize_pt2e(ctx.model, ctx.example, ctx.calibration, plan.method,
-                              per_channel, plan.exclude)
+    if getattr(ctx, "qat", None) is not None:  # a QAT run: the ranges it learned
+        from edgekit import qat
+
+        how = {"name": "pt2e-xnnpack-qat-pc", "method": "static", "quantizer":
+               "XNNPACKQuantizer", "per_channel": True, "ranges": "learned in QAT"}
+        converted = qat.convert(ctx.qat)
+    else:
+        converted = quantize_pt2e(ctx.model, ctx.example, ctx.calibration, plan.method,
+                                  per_channel, plan.exclude)
     program = export_program(converted, ctx.example, "pte-int8")
     own = {**manifest, "artifact": {**manifest["artifact"], "layout": how,
                                     "target": ctx.target.name}}

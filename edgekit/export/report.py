@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from edgekit.export.choose import Candidate, fastest, speed_line
+from edgekit.export.qat import markdown as qat_markdown
+from edgekit.export.qat import report_entry
 
 
 def build_report(prep, chosen: list[Candidate], cands: list[Candidate], tuning: dict,
@@ -35,6 +37,7 @@ def build_report(prep, chosen: list[Candidate], cands: list[Candidate], tuning: 
         "rebuilt": [f.file for f in prep.formats],
         "kept": kept_files,
         "notes": notes,
+        "qat": report_entry(prep, chosen, metric),
     }
 
 
@@ -97,6 +100,7 @@ def report_markdown(report: dict) -> str:
     lines += _delegation_lines(report["artifacts"])
     if report.get("verdict"):
         lines += ["", f"**{report['verdict']}**"]
+    lines += qat_markdown(report.get("qat"), task)
     for note in report.get("notes", []):
         lines += ["", f"Note: {note}"]
     from edgekit.export.int8_report import markdown

@@ -1,0 +1,160 @@
+"""int8 artifacts of a QAT run (edgekit.qat): the ranges training learned, not a calibration.
+
+    fake-quantized model -> convert_pt2e (BatchNorm folded, int8 weights, quantize/dequantize
+    around each int8 op) -> torch.onnx -> QDQ ONNX, two layouts:
+
+    qat-s8s8-pc   as trained: int8 activations (asymmetric), int8 weights per channel
+    qat-u8s8-pc   the same numbers with uint8 activations (zero point + 128: q + 128 for every
+                  q, exactly the same real values), the layout x86 CPUs without fast
+                  int8 x int8 kernels run fastest (onnxruntime's MLAS: U8S8)
+
+Both get their fp32 biases quantized to int32 at scale (input scale x weight scale), as
+onnxruntime's own quantizer writes them: its QDQ fusion turns DequantizeLinear -> Conv/Gemm ->
+QuantizeLinear into one int8 operator only when every input comes through a DequantizeLinear.
+export times the two and keeps the faster that passes the same checks as any int8 ONNX. The
+`.pte` takes the converted model through ExecuTorch's lowering (edgekit.export.pte_int8).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+LAYOUT = {"method": "static", "ranges": "learned in quantization-aware training",
+          "weights": "int8", "symmetric": True, "per_channel": True, "form": "qdq"}
+
+
+def onnx_candidates(ctx, manifest: dict) -> list[tuple[Path, dict]]:
+    """(file, layout) of the two int8 ONNX layouts of ctx.qat, written in ctx.candidates."""
+    import onnx
+
+    from edgekit import qat
+    from edgekit.export.onnx import check, embed, export_onnx
+
+    trained = ctx.candidates / "model.int8.qat.onnx"
+    export_onnx(qat.convert(ctx.qat), ctx.example, trained, ctx.cfg.opset, manifest)
+    out = []
+    for activations in ("int8", "uint8"):
+        proto = onnx.load(str(trained))
+        quantize_biases(proto)
+        if activations == "uint8":
+            activations_to_uint8(proto)
+        name = "qat-s8s8-pc" if activations == "int8" else "qat-u8s8-pc"
+        info = {"name": name, **LAYOUT, "activations": activations}
+        embed(proto, {**manifest, "artifact": {**manifest["artifact"], "layout": info,
+                                               "target": ctx.target.name}})
+        check(proto)
+        path = ctx.candidates / f"model.int8.{name}.onnx"
+        onnx.save(proto, str(path))
+        out.append((path, info))
+    trained.unlink()
+    return out
+
+
+def activations_to_uint8(proto) -> None:
+    """Shift every activation QuantizeLinear/DequantizeLinear from int8 to uint8.
+
+    uint8 q = int8 q + 128 with zero point + 128: the same real value for every q. Weights
+    (a DequantizeLinear of an initializer) stay int8.
+    """
+    values = _constants(proto)
+    shifted: dict[str, str] = {}
+    for node in proto.graph.node:
+        activation = node.op_type == "QuantizeLinear" or (
+            node.op_type == "DequantizeLinear" and node.input[0] not in values)
+        if not activation or len(node.input) < 3 or values[node.input[2]].dtype != np.int8:
+            continue
+        zp = node.input[2]
+        if zp not in shifted:
+            shifted[zp] = _add(proto, f"{zp}_uint8",
+                               (values[zp].astype(np.int16) + 128).astype(np.uint8))
+        node.input[2] = shifted[zp]
+    del proto.graph.value_info[:]  # it types the shifted tensors int8; shape inference redoes it
+
+
+def quantize_biases(proto) -> None:
+    """An fp32 bias of a Conv/Gemm whose input and weight are dequantized becomes int32
+    dequantized at (input scale x weight scale), the form onnxruntime fuses."""
+    import onnx
+
+    values = _constants(proto)
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    for i in reversed(range(len(proto.graph.node))):
+        node = proto.graph.node[i]
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3:
+            continue
+        x, w = producer.get(node.input[0]), producer.get(node.input[1])
+        bias = values.get(node.input[2])
+        if not (x and w and x.op_type == w.op_type == "DequantizeLinear"
+                and bias is not None and bias.dtype == np.float32):
+            continue
+        scale = (values[x.input[1]].astype(np.float64)
+                 * values[w.input[1]].astype(np.float64)).reshape(-1)
+        scale = np.broadcast_to(scale, bias.shape) if scale.size == 1 else scale
+        q = np.clip(np.round(bias / scale), -2**31, 2**31 - 1).astype(np.int32)
+        name = node.input[2]
+        dq = onnx.helper.make_node(
+            "DequantizeLinear", [_add(proto, f"{name}_int32", q),
+                                 _add(proto, f"{name}_scale", scale.astype(np.float32))],
+            [f"{name}_dequantized"], name=f"{name}_DequantizeLinear", axis=0)
+        proto.graph.node.insert(i, dq)
+        node.input[2] = dq.output[0]
+
+
+def _constants(proto) -> dict[str, np.ndarray]:
+    """Initializers and Constant node outputs, by name."""
+    from onnx import numpy_helper
+
+    found = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            found[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return found
+
+
+def _add(proto, name: str, value: np.ndarray) -> str:
+    from onnx import numpy_helper
+
+    proto.graph.initializer.append(numpy_helper.from_array(value, name))
+    return name
+
+
+def report_entry(prep, chosen: list, metric: str) -> dict | None:
+    """report.json's "qat": the run QAT fine-tuned and each int8 artifact against its fp32.
+
+    The gate compares int8 with the QAT run's own fp32 weights; a user asks how far int8 is
+    from the model they trained before QAT, so the report gives that drop too.
+    """
+    import json
+
+    from edgekit.rundir import RunDir
+
+    if not prep.recipe.qat.epochs:
+        return None
+    record = json.loads(RunDir(prep.run).metrics.read_text(encoding="utf-8")).get("qat", {})
+    base = record.get(f"base_test_{metric}")
+    task = prep.held.task
+    rows = [{"file": c.path.name, metric: c.check.score, "drop_vs_base_points":
+             round(task.worse_by(base, c.check.score), 4)
+             if base is not None and task.higher_is_better else None}
+            for c in chosen if c.fmt.precision == "int8" and c.check.score is not None]
+    return {"base": record.get("base"), f"base_{metric}": base, "epochs": record.get("epochs"),
+            "ranges": "learned in training" if prep.qat is not None else
+            "calibrated: the int8 plan is not static int8 of every layer (dynamic, or "
+            "--int8-exclude), which QAT's graph does not describe", "int8": rows}
+
+
+def markdown(entry: dict | None, task) -> list[str]:
+    """report.md's lines for report_entry's dict."""
+    if not entry:
+        return []
+    base = entry.get(f"base_{task.metric}")
+    shown = "" if base is None else f" (PyTorch fp32 {task.format(base)})"
+    drops = "; ".join(f"{r['file']} {task.format(r[task.metric])}"
+                      + ("" if r["drop_vs_base_points"] is None
+                         else f", {r['drop_vs_base_points']:.2f} points below that fp32")
+                      for r in entry["int8"])
+    return ["", f"Quantization-aware training: {entry['epochs']} epochs from run "
+                f"{entry['base']}{shown}; int8 ranges {entry['ranges']}."
+                + (f" int8 against the run QAT started from: {drops}." if drops else "")]
