@@ -131,7 +131,8 @@ class Recipe:
         if not self.qat.epochs:
             return self.train
         return dataclasses.replace(self.train, epochs=self.qat.epochs,
-                                   lr=self.qat.lr or self.train.lr / 2, early_stop=0)
+                                   lr=self.qat.lr or self.train.lr / 2, early_stop=0,
+                                   amp=False)  # fake quantization runs in float32
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -137,10 +137,12 @@ def report_entry(prep, chosen: list, metric: str) -> dict | None:
     task = prep.held.task
     rows = [{"file": c.path.name, metric: c.check.score, "drop_vs_base_points":
              round(task.worse_by(base, c.check.score), 4)
-             if base is not None and task.higher_is_better else None}
+             if base is not None and task.higher_is_better else None,
+             "ranges": "learned" if "qat" in c.check.details.get("layout", "") else "calibrated"}
             for c in chosen if c.fmt.precision == "int8" and c.check.score is not None]
     return {"base": record.get("base"), f"base_{metric}": base, "epochs": record.get("epochs"),
-            "ranges": "learned in training" if prep.qat is not None else
+            "ranges": "learned in training (ONNX, .pte; TorchScript int8 is calibrated: torch.ao "
+            "cannot read PT2E's ranges)" if prep.qat is not None else
             "calibrated: the int8 plan is not static int8 of every layer (dynamic, or "
             "--int8-exclude), which QAT's graph does not describe", "int8": rows}
 
@@ -151,10 +153,13 @@ def markdown(entry: dict | None, task) -> list[str]:
         return []
     base = entry.get(f"base_{task.metric}")
     shown = "" if base is None else f" (PyTorch fp32 {task.format(base)})"
-    drops = "; ".join(f"{r['file']} {task.format(r[task.metric])}"
-                      + ("" if r["drop_vs_base_points"] is None
-                         else f", {r['drop_vs_base_points']:.2f} points below that fp32")
-                      for r in entry["int8"])
+    def against(drop: float | None) -> str:
+        if drop is None:
+            return ""
+        return f", {abs(drop):.2f} points {'below' if drop >= 0 else 'above'} that fp32"
+
+    drops = "; ".join(f"{r['file']} ({r['ranges']} ranges) {task.format(r[task.metric])}"
+                      f"{against(r['drop_vs_base_points'])}" for r in entry["int8"])
     return ["", f"Quantization-aware training: {entry['epochs']} epochs from run "
                 f"{entry['base']}{shown}; int8 ranges {entry['ranges']}."
                 + (f" int8 against the run QAT started from: {drops}." if drops else "")]
