@@ -130,6 +130,11 @@ def train_cmd(recipe, overrides, out, resume, no_progress):
                f"{m['test_samples']} held-out samples ({len(m['history'])} epochs, "
                f"{m['train_seconds']:.1f} s on {m['device']}"
                + (f" x {m['processes']} processes" if m["processes"] > 1 else "") + ")")
+    if "qat" in m:  # the metric above is the fake-quantized model's
+        base = m["qat"].get(f"base_test_{task.metric}")
+        click.echo(f"quantization-aware: int8 simulated; the run it fine-tuned, "
+                   f"{m['qat']['base']}, had {task.format(base) if base is not None else '?'} "
+                   f"in fp32; next: edgekit export {run} --onnx --pte --int8")
     if "sample" in m:
         click.echo(f"held-out image: {run / m['sample']['file']} (label {m['sample']['label']})")
 
