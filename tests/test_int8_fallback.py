@@ -18,19 +18,32 @@ from edgekit.errors import EdgekitError
 torch = pytest.importorskip("torch")
 
 
+class Spike(torch.nn.Module):
+    """Adds `offset` to one pixel of channel 0: (B, 6, 28, 28) -> (B, 6, 28, 28)."""
+
+    def __init__(self, offset: float):
+        super().__init__()
+        shift = torch.zeros(1, 6, 28, 28)
+        shift[:, 0, 0, 0] = offset
+        self.register_buffer("shift", shift)
+
+    def forward(self, x):
+        return x + self.shift
+
+
 class OutlierLeNet(torch.nn.Module):
     def __init__(self, num_classes: int = 10, offset: float = 1000.0):
         from edgekit.models.lenet import LeNet5
 
         super().__init__()
         self.lenet = LeNet5(num_classes)
-        shift = torch.zeros(1, 6, 28, 28)
-        shift[:, 0, 0, 0] = offset
-        self.register_buffer("shift", shift)  # (1, 6, 28, 28): one spike in conv1's output
+        # A module of its own, as a trained net's layers are: the torch formats keep modules
+        # fp32 by name, and an op of the model's own forward has none.
+        self.spike = Spike(offset)
 
     def forward(self, x):  # (B, 1, 32, 32) -> (B, num_classes)
         f = self.lenet.features
-        x = f[2](f[1](f[0](x) + self.shift))  # conv1, outlier channel, ReLU, pool
+        x = f[2](f[1](self.spike(f[0](x))))  # conv1, outlier channel, ReLU, pool
         x = f[5](f[4](f[3](x)))
         return self.lenet.classifier(x)
 
