@@ -67,7 +67,11 @@ def fallback(ctx, v, start: str, first: tuple[Path, dict], budget: float = 0.0):
         section["fp32_layers"] = []
         made = [(tries[best][0], v.info(best, ()), tries[best][1])]
         return made, _finish(section, v, ctx, best, (), tries, budget)
-    layers = ranked_layers(v, best, tries[best][0])
+    try:
+        layers = ranked_layers(v, best, tries[best][0])
+    except Exception as e:  # noqa: BLE001 - a graph the analysis cannot read: search the
+        # layers in model order instead, and say why there is no ranking
+        layers, section["error"] = [], f"{type(e).__name__}: {e}"[:300]
     section["layers"] = layers
     fp32, steps = fewest_fp32_layers(v, best, _order(layers) + v.unranked(layers))
     section["steps"] = steps
