@@ -317,3 +317,18 @@ def test_harmful_linear_ranks_first_in_dynamic_int8(fmt, tmp_path):
     assert [r["module"] for r in rows][0] == "fc2"
     assert {r["module"] for r in rows} == {"fc1", "fc2", "head"}
     assert all(rows[0]["sqnr_db"] < r["sqnr_db"] - 10 for r in rows[1:])
+
+
+def test_pte_int8_keeps_an_excluded_module_fp32():
+    """`--int8-exclude` for pte-int8 (executorch's set_module_name(name, None) asserts, so
+    the quantizer filters the module's ops out): the module has no int8 op left."""
+    pytest.importorskip("executorch")
+    from edgekit.export import torch_sensitivity as ts
+    from edgekit.export.pte_int8 import quantize_pt2e
+
+    x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    example = torch.from_numpy(x[:2])
+    converted = quantize_pt2e(harmful_net(), example, x, "static", True, ("conv2",),
+                              fold=False)
+    rows = ts.pt2e_layer_sqnr(converted, ts.batches(example, x, 32))
+    assert {r.module for r in rows} == {"conv1", "conv3", "head"}

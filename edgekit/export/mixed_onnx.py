@@ -38,6 +38,7 @@ class Variants:
 
     @property
     def layout(self) -> str:
+        """The layout's name for the report ("qdq-s8s8-pc")."""
         return self.scheme.name
 
     def get(self, method: str, fp32: tuple[str, ...] = ()) -> tuple[Path, dict]:
@@ -62,10 +63,12 @@ class Variants:
                 "excluded_nodes": sorted({*self.exclude, *fp32})}
 
     def mixed(self, path: Path) -> bool:
+        """Whether the int8 model at `path` keeps nodes fp32 for the fallback."""
         return bool(_embedded(path)["artifact"].get("layout", {}).get("fp32_nodes"))
 
     def unranked(self, layers: list[dict]) -> list[str]:
-        return []  # every quantized node has a row
+        """Nothing: every quantized node has a row."""
+        return []
 
     def sqnr(self, method: str, int8: Path) -> list[dict]:
         """Every quantized node's SQNR rows (edgekit.export.sensitivity), worst first."""

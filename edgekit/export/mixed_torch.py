@@ -46,6 +46,7 @@ class Variants:
 
     @property
     def methods(self) -> tuple[str, ...]:
+        """The calibration labels to try, the format's default first."""
         return tuple(self.calibrations)
 
     def get(self, method: str, fp32: tuple[str, ...] = ()) -> tuple[Path, dict]:
@@ -71,10 +72,12 @@ class Variants:
                        or plan.calibration_method)
 
     def info(self, method: str, fp32: tuple[str, ...]) -> dict:
+        """The layout dict the exporter wrote for `get(method, fp32)`."""
         self.get(method, fp32)
         return self.hows[(method, tuple(sorted(fp32)))]
 
     def mixed(self, path: Path) -> bool:
+        """Whether `path` (made or seeded here) keeps modules fp32 for the fallback."""
         return any(p == path and self.hows.get(k, {}).get("fp32_modules")
                    for k, (p, _) in self.done.items())
 

@@ -14,7 +14,7 @@ quantize or choose_qparams node reads its tensor from the fp32 run, so every lay
 inputs quantized by the int8 model's own scales). A layer is a compute node (conv, linear,
 add, ...) with a dequantized input; its output is what the int8 model hands on after its
 activation (ReLU) and output quantize -> dequantize. Its module is the innermost
-`nn_module_stack` entry, the name `set_module_name` keeps fp32.
+`nn_module_stack` entry, the name `--int8-exclude` keeps fp32.
 
 torch.ao (torchscript-int8): the converted model keeps the module names of the fp32 model
 (fused Conv+ReLU under the conv's name), so forward hooks pair each quantized module's calls
@@ -46,7 +46,7 @@ def pt2e_layer_sqnr(converted, inputs) -> list[Layer]:
 
     Returns:
         One Layer per quantized compute node, lowest (worst) `sqnr_db` first; `node` is the
-        module name that set_module_name keeps fp32 ("" for an op outside any module).
+        module name `--int8-exclude` keeps fp32 ("" for an op outside any module).
     """
     import torch
 
