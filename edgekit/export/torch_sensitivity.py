@@ -12,9 +12,9 @@ PT2E (pte-int8): the model converted with its weights left as quantize -> dequan
 by node: fp32 (every quantize/dequantize an identity), int8 (as written) and alone (every
 quantize or choose_qparams node reads its tensor from the fp32 run, so every layer sees fp32
 inputs quantized by the int8 model's own scales). A layer is a compute node (conv, linear,
-add, ...) with a dequantized input; its output is what the int8 model hands on after its
-activation (ReLU) and output quantize -> dequantize. Its module is the innermost
-`nn_module_stack` entry, the name `--int8-exclude` keeps fp32.
+add, ...) the quantizer annotated, with a dequantized input; its output is what the int8 model
+hands on after its activation (ReLU) and output quantize -> dequantize. Its module is the
+innermost `nn_module_stack` entry, the name `--int8-exclude` keeps fp32.
 
 torch.ao (torchscript-int8): the converted model keeps the module names of the fp32 model
 (fused Conv+ReLU under the conv's name), so forward hooks pair each quantized module's calls
@@ -166,9 +166,12 @@ def _op(node) -> str:
 
 
 def _is_layer(node) -> bool:
+    """A compute op the quantizer annotated (its inputs int8), reading a dequantized input;
+    an op kept fp32 may read one too (the previous layer's int8 output), unannotated."""
     if node.op != "call_function" or _kind(node) or _op(node).startswith(PASS_THROUGH):
         return False
-    return any(_kind(a) == "dq" for a in node.all_input_nodes)
+    annotated = getattr(node.meta.get("quantization_annotation"), "input_qspec_map", None)
+    return bool(annotated) and any(_kind(a) == "dq" for a in node.all_input_nodes)
 
 
 def _output_of(node):
