@@ -122,7 +122,8 @@ def test_sqnr_of_an_unharmed_net_is_high_everywhere(tmp_path):
 
 
 def test_fallback_keeps_only_the_harmful_layer_fp32(harmful, tmp_path):
-    from edgekit.export import mixed
+    from edgekit import formats as catalog
+    from edgekit.export import mixed, mixed_onnx
     from edgekit.export.int8_report import markdown
     from edgekit.export.targets import S8S8
 
@@ -136,7 +137,8 @@ def test_fallback_keeps_only_the_harmful_layer_fp32(harmful, tmp_path):
                           int8=SimpleNamespace(calibration_method="minmax"))
     row = check(harmful.int8)
     assert not row["passed"], "the outlier should make plain int8 fail"
-    made, fixed = mixed.fallback(ctx, [(harmful.int8, S8S8.to_dict(), row)], check)
+    v = mixed_onnx.make(ctx, harmful.int8, S8S8.to_dict(), check, catalog.get("onnx-int8"))
+    made, fixed = mixed.fallback(ctx, v, "minmax", (harmful.int8, row))
 
     assert [t["method"] for t in fixed["calibration"]] == ["minmax", "entropy", "percentile"]
     assert fixed["layers"][0]["module"] == "conv2"
@@ -148,9 +150,9 @@ def test_fallback_keeps_only_the_harmful_layer_fp32(harmful, tmp_path):
     assert info["fp32_nodes"] == [fixed["layers"][0]["node"]]
     assert fixed["full_int8"]["bytes"] < fixed["bytes"] < fixed["fp32_bytes"]
     assert fixed["latency_ms"] is None  # the target is not this machine: nothing timed
-    text = "\n".join(markdown({"layout": "qdq-s8s8-pc", "calibration_method": "minmax",
-                               "top_k": mixed.TOP_K, "layers": fixed["layers"],
-                               "fallback": fixed}))
+    text = "\n".join(markdown({"onnx-int8": {
+        "format": "onnx-int8", "layout": "qdq-s8s8-pc", "calibration_method": "minmax",
+        "top_k": mixed.TOP_K, "layers": fixed["layers"], "fallback": fixed}}))
     assert "1 layer(s) kept fp32 (conv2)" in text and f"kept **{fixed['kept_method']}**" in text
 
 
@@ -177,17 +179,26 @@ def test_an_excluded_layer_runs_fp32_under_onnxruntime_optimizations(harmful, tm
     assert err(mixed) < 0.1 < err(full)
 
 
-def test_fallback_leaves_a_passing_export_alone(harmful, tmp_path):
+def test_rescue_leaves_a_passing_or_dynamic_export_alone(harmful):
+    """No search for a format whose candidate passed, nor for dynamic int8 ONNX (no ranges
+    to calibrate, no Q/DQ pairs to measure)."""
+    from edgekit import formats as catalog
     from edgekit.export import mixed
+    from edgekit.export.check import Check
+    from edgekit.export.choose import Candidate
     from edgekit.export.targets import S8S8
 
-    passing = {"score": 1.0, "accuracy_drop_points": 0.0, "passed": True}
-    assert mixed.fallback(SimpleNamespace(), [(harmful.int8, S8S8.to_dict(), passing)],
-                          lambda p: passing) == ([], None)
+    fmt = catalog.get("onnx-int8")
+    checker = SimpleNamespace(held=SimpleNamespace(task=SimpleNamespace(metric="accuracy")),
+                              of=lambda f: lambda p: pytest.fail("nothing is checked"))
+
+    def cand(passed, how):
+        return Candidate(fmt, harmful.int8, how, Check("model.int8.onnx", "onnx", "int8", 1,
+                                                        passed, score=0.5, drop_points=5.0))
+
+    assert mixed.rescue(SimpleNamespace(), [cand(True, S8S8.to_dict())], checker, 0) == ([], {})
     dynamic = {**S8S8.to_dict(), "mode": "dynamic"}
-    failing = {**passing, "passed": False}
-    assert mixed.fallback(SimpleNamespace(), [(harmful.int8, dynamic, failing)],
-                          lambda p: failing) == ([], None)
+    assert mixed.rescue(SimpleNamespace(), [cand(False, dynamic)], checker, 0) == ([], {})
 
 
 def test_chart_is_a_png(harmful, tmp_path):
@@ -223,3 +234,120 @@ def test_fewest_layers_kept_fp32(needed, order, kept):
     got, steps = fewest_fp32_layers(Fake(), "minmax", order)
     assert got == kept
     assert len(steps) <= 2 * len(order)  # doubling + bisection + one pruning probe a layer
+
+
+class MLP(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(16, 32)
+        self.fc2 = torch.nn.Linear(32, 32)
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x):  # (B, 16) -> (B, 10)
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def harmful_mlp() -> torch.nn.Module:
+    """The Linear twin of harmful_net: fc1's unit 0 is dead, fc2's weights reading it are 100x
+    its largest (dynamic int8's weight scales go to the outlier)."""
+    torch.manual_seed(0)
+    net = MLP().eval()
+    with torch.no_grad():
+        net.fc1.bias[0] = -1e3
+        net.fc2.weight[:, 0] = 100 * net.fc2.weight.abs().max()
+    return net
+
+
+def sqnr_rows(fmt: str, net, x: np.ndarray, method: str, tmp_path) -> list[dict]:
+    """Per-layer SQNR rows of `net` in int8 format `fmt`, through the code export runs."""
+    from edgekit import formats as catalog
+    from edgekit.export import mixed_torch, targets
+    from edgekit.export.int8 import Int8Plan
+
+    if catalog.get(fmt).missing():
+        pytest.skip(f"{fmt} needs {catalog.get(fmt).missing()}")
+    if fmt == "onnx-int8":  # static QDQ: edgekit.export.sensitivity
+        from onnxruntime.quantization import quant_pre_process
+
+        from edgekit.export.onnx import export_onnx
+        from edgekit.export.onnx_int8 import quantize_onnx
+        from edgekit.export.sensitivity import layer_sqnr
+        from edgekit.export.targets import S8S8
+
+        export_onnx(net, torch.from_numpy(x[:2]), tmp_path / "m.onnx", 18, {})
+        quant_pre_process(str(tmp_path / "m.onnx"), str(tmp_path / "p.onnx"),
+                          skip_symbolic_shape=True)
+        quantize_onnx(tmp_path / "p.onnx", tmp_path / "q.onnx", S8S8, x, "minmax", [], {})
+        return [a.to_dict() for a in layer_sqnr(tmp_path / "p.onnx", tmp_path / "q.onnx", x)]
+    ctx = SimpleNamespace(model=net, example=torch.from_numpy(x[:2]), calibration=x,
+                          target=targets.resolve("x86"), cfg=SimpleNamespace(per_channel=True),
+                          int8=Int8Plan(method, "", (), "minmax", len(x)))
+    calibrations = mixed_torch.CALIBRATIONS[(fmt, method)]
+    v = mixed_torch.Variants(catalog.get(fmt), ctx, {}, None, "", None, calibrations)
+    return v.sqnr(next(iter(calibrations)), None)
+
+
+@pytest.mark.parametrize("fmt", ["onnx-int8", "torchscript-int8", "pte-int8"])
+def test_harmful_conv_ranks_first_in_every_static_format(fmt, tmp_path):
+    x = np.random.default_rng(0).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    rows = sqnr_rows(fmt, harmful_net(), x, "static", tmp_path)
+    assert [r["module"] for r in rows][0] == "conv2"
+    assert {r["module"] for r in rows} == {"conv1", "conv2", "conv3", "head"}
+    worst, rest = rows[0], rows[1:]
+    assert all(worst["sqnr_db"] < r["sqnr_db"] - 10 for r in rest)
+    # later layers inherit its error in the int8 model, not alone
+    downstream = {r["module"]: r["cumulative_sqnr_db"] for r in rest}
+    assert downstream["conv3"] < min(r["sqnr_db"] for r in rest)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript-int8", "pte-int8"])
+def test_unharmed_net_has_high_sqnr_everywhere(fmt, tmp_path):
+    torch.manual_seed(0)
+    x = np.random.default_rng(1).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    rows = sqnr_rows(fmt, Net().eval(), x, "static", tmp_path)
+    assert len(rows) == 4 and min(r["sqnr_db"] for r in rows) > 25
+
+
+@pytest.mark.parametrize("fmt", ["torchscript-int8", "pte-int8"])
+def test_harmful_linear_ranks_first_in_dynamic_int8(fmt, tmp_path):
+    """Dynamic int8 (activation ranges at run time) still has a per-layer table in the torch
+    formats: the quantized modules' outputs against fp32."""
+    x = np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32)
+    rows = sqnr_rows(fmt, harmful_mlp(), x, "dynamic", tmp_path)
+    assert [r["module"] for r in rows][0] == "fc2"
+    assert {r["module"] for r in rows} == {"fc1", "fc2", "head"}
+    assert all(rows[0]["sqnr_db"] < r["sqnr_db"] - 10 for r in rows[1:])
+
+
+def test_pte_int8_keeps_an_excluded_module_fp32():
+    """`--int8-exclude` for pte-int8 (executorch's set_module_name(name, None) asserts, so
+    the quantizer filters the module's ops out): the module has no int8 op left."""
+    pytest.importorskip("executorch")
+    from edgekit.export import torch_sensitivity as ts
+    from edgekit.export.pte_int8 import quantize_pt2e
+
+    x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    example = torch.from_numpy(x[:2])
+    converted = quantize_pt2e(harmful_net(), example, x, "static", True, ("conv2",),
+                              fold=False)
+    rows = ts.pt2e_layer_sqnr(converted, ts.batches(example, x, 32))
+    assert {r.module for r in rows} == {"conv1", "conv3", "head"}
+
+
+def test_a_qat_run_is_neither_searched_nor_ranked(harmful):
+    """A QAT run's int8 takes learned ranges: re-calibrated variants describe another model."""
+    from edgekit import formats as catalog
+    from edgekit.export import mixed
+    from edgekit.export.check import Check
+    from edgekit.export.choose import Candidate
+    from edgekit.export.targets import S8S8
+
+    ctx = SimpleNamespace(qat=object())
+    failed = Candidate(catalog.get("onnx-int8"), harmful.int8, S8S8.to_dict(),
+                       Check("model.int8.onnx", "onnx", "int8", 1, False, score=0.5,
+                             drop_points=5.0))
+    checker = SimpleNamespace(held=SimpleNamespace(task=SimpleNamespace(metric="accuracy")),
+                              of=lambda f: lambda p: pytest.fail("nothing is checked"))
+    assert mixed.rescue(ctx, [failed], checker, 0) == ([], {})
+    table = mixed.table(ctx, [failed], checker, {})
+    assert table["onnx-int8"]["layers"] == [] and "QAT" in table["onnx-int8"]["why_no_table"]

@@ -11,7 +11,7 @@ nothing) in place:
     RUN/export/manifest.json                       contract + sha256 of each artifact
     RUN/export/samples.npz                         held-out inputs (predict --sample)
     RUN/export/report.json, report.md              checks, int8 candidates, timings
-    RUN/export/sensitivity.png                     int8 ONNX error per layer (chart)
+    RUN/export/sensitivity*.png                    int8 error per layer (a chart per format)
     RUN/export/candidates/, references.npz         with --keep-candidates, for `edgekit tune`
 
 Re-exporting rebuilds only the formats asked for: every other file of the previous export is
@@ -75,8 +75,8 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
             edgekit.export.targets), int8_method, exclude (module names kept fp32 in int8),
             allow_degraded (keep an artifact that fails, recorded as failed), max_int8_drop,
             tune_seconds (timing budget per artifact for `local`; 0 times nothing), machine,
-            int8_fallback (int8 ONNX that fails its gate: search calibration methods, then
-            keep the most sensitive layers fp32; False fails instead).
+            int8_fallback (an int8 format that fails its gate: search calibration methods,
+            then keep the most sensitive layers fp32; False fails instead).
             keep_candidates (ship every passing int8 candidate: edgekit.export.ship).
 
     Returns:
@@ -101,12 +101,11 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
                 if catalog.by_file(f)]
         for c in cands + kept:
             c.check = check_artifact(c.path, c.fmt, prep.held, prep.gate)
-        cands = drop_failed_best_effort(cands, skipped)
-        # int8 ONNX failing its gate: calibration search, then layers kept fp32 (mixed.py)
-        checker = mixed.Checker(catalog.get("onnx-int8"), prep.held, prep.gate)
+        # int8 failing its gate: calibration search, then layers kept fp32 (mixed.py)
+        checker = mixed.Checker(prep.held, prep.gate)
         rescued, fixed = mixed.rescue(ctx, cands, checker, prep.budget) \
-            if opts.int8_fallback else ([], None)
-        cands += rescued
+            if opts.int8_fallback else ([], {})
+        cands = drop_failed_best_effort(cands + rescued, skipped)
         _fail_fast(prep, cands, opts.allow_degraded)
         tuning = time_candidates(prep.target, prep.budget, cands + kept, prep.held.x[:1])
         chosen = [move_choice(stage, [c for c in cands if c.fmt is f]) for f in prep.formats

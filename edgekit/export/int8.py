@@ -26,6 +26,17 @@ class Int8Plan:
     exclude: tuple[str, ...]  # module names kept fp32 (as in model.named_modules())
     calibration_method: str  # "minmax", "entropy" or "percentile" (static only)
     calibration_samples: int
+    # modules the automatic fallback (edgekit.export.mixed) kept fp32 on top of `exclude`
+    fallback_fp32: tuple[str, ...] = ()
+
+    @property
+    def fp32_modules(self) -> tuple[str, ...]:
+        """Every module kept fp32: the user's and the fallback's."""
+        return tuple(dict.fromkeys(self.exclude + self.fallback_fp32))
+
+    def layout_suffix(self) -> str:
+        """What the fallback changed, for a layout's name: "+fp32x2" ("" when nothing)."""
+        return f"+fp32x{len(self.fallback_fp32)}" if self.fallback_fp32 else ""
 
     def to_dict(self) -> dict:
         out = {"method": self.method, "why": self.why, "exclude": list(self.exclude)}

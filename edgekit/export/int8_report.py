@@ -1,6 +1,7 @@
-"""How the int8 ONNX artifact keeps its accuracy, for people: report.md section, chart.
+"""How the int8 artifacts keep their accuracy, for people: report.md section, chart.
 
-Reads the "int8_accuracy" section edgekit.export.mixed writes into report.json.
+Reads the "int8_accuracy" sections (one per int8 format) edgekit.export.mixed writes into
+report.json.
 """
 
 from __future__ import annotations
@@ -8,17 +9,29 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def markdown(section: dict | None) -> list[str]:
-    """report.md lines: the calibration search, the layers kept fp32, the ranked layers."""
-    if not section:
+def markdown(sections: dict | None) -> list[str]:
+    """report.md lines: per int8 format, the search, the layers kept fp32, the ranked layers."""
+    if not sections:
         return []
-    lines = ["", "## int8 accuracy, layer by layer", ""]
+    lines = ["", "## int8 accuracy, layer by layer"]
+    for section in sections.values():
+        lines += [""] + _format(section)
+    return lines
+
+
+def _format(section: dict) -> list[str]:
+    from edgekit import formats as catalog
+
+    file = catalog.get(section["format"]).file
+    lines = [f"### {file}", ""]
     fix = section.get("fallback")
     if fix:
         lines += _fallback(fix) + [""]
     if section.get("error"):
         return lines + [f"Per-layer analysis failed: {section['error']}"]
-    lines += [f"Layers of model.int8.onnx ({section['layout']}, {section['calibration_method']} "
+    if section.get("why_no_table"):
+        return lines + [f"No per-layer table ({section['layout']}): {section['why_no_table']}."]
+    lines += [f"Layers of {file} ({section['layout']}, {section['calibration_method']} "
               "calibration), most harmful first. SQNR alone: the int8 layer fed the fp32 "
               "model's input; in model: its output in the int8 model. The "
               f"{section['top_k']} lowest by SQNR were also re-quantized with that layer alone "
@@ -27,11 +40,11 @@ def markdown(section: dict | None) -> list[str]:
               "| recovered |",
               "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for r in section["layers"]:
-        lines.append(f"| {r['rank']} | {r['module'] or '-'} | {r['node']} | {r['op']} "
+        lines.append(f"| {r['rank']} | {r['module'] or '-'} | {r['node'] or '-'} | {r['op']} "
                      f"| {_num(r['sqnr_db'])} | {_num(r['cumulative_sqnr_db'])} "
                      f"| {_num(r.get('drop_if_fp32'))} | {_num(r.get('recovered_points'))} |")
     if section.get("chart"):
-        lines += ["", f"![per-layer sensitivity]({section['chart']})"]
+        lines += ["", f"![per-layer sensitivity of {file}]({section['chart']})"]
     return lines
 
 
@@ -48,21 +61,23 @@ def _fallback(fix: dict) -> list[str]:
         return lines
     names = ", ".join(k["module"] or k["node"] for k in kept)
     full = fix["full_int8"]
+    fp32 = f" (fp32 {fix['fp32_bytes'] / 1024:.1f} KB)" if fix.get("fp32_bytes") else ""
     lines.append(f"Mixed precision: {len(kept)} layer(s) kept fp32 ({names}): drop "
                  f"{fix['drop_points']:.2f} pts against {full['drop_points']:.2f} for full int8; "
-                 f"{fix['bytes'] / 1024:.1f} KB against {full['bytes'] / 1024:.1f} KB "
-                 f"(fp32 {fix['fp32_bytes'] / 1024:.1f} KB); {fix['models_tried']} int8 models "
-                 "written and checked.")
+                 f"{fix['bytes'] / 1024:.1f} KB against {full['bytes'] / 1024:.1f} KB{fp32}; "
+                 f"{fix['models_tried']} int8 models written and checked.")
     ms = fix.get("latency_ms")
     if ms:
+        vs32 = (f", fp32 {ms['fp32']:.3f} ms ({ms['mixed'] / ms['fp32']:.2f}x)"
+                if "fp32" in ms else "")
         lines.append(f"Latency here, batch 1: mixed {ms['mixed']:.3f} ms, full int8 "
-                     f"{ms['full_int8']:.3f} ms ({ms['mixed'] / ms['full_int8']:.2f}x), fp32 "
-                     f"{ms['fp32']:.3f} ms ({ms['mixed'] / ms['fp32']:.2f}x).")
+                     f"{ms['full_int8']:.3f} ms ({ms['mixed'] / ms['full_int8']:.2f}x){vs32}.")
     lines.append("The layers were chosen on the held-out split the gate reads.")
     return lines
 
 
-def chart(layers: list[dict], fp32_nodes: list[str], path: Path) -> Path:
+def chart(layers: list[dict], fp32_nodes: list[str], path: Path,
+          file: str = "model.int8.onnx") -> Path:
     """A PNG of the ranked layers: SQNR alone and in the model, points recovered if fp32."""
     import matplotlib
 
@@ -71,7 +86,8 @@ def chart(layers: list[dict], fp32_nodes: list[str], path: Path) -> Path:
 
     from edgekit.fileio import atomic_path
 
-    names = [(r["module"] or r["node"]) + (" (fp32)" if r["node"] in fp32_nodes else "")
+    names = [(r["module"] or r["node"] or r["op"])
+             + (" (fp32)" if r["node"] and r["node"] in fp32_nodes else "")
              for r in layers]
     y = list(range(len(layers)))[::-1]  # rank 1 on top
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 1.2 + 0.3 * len(layers)),
@@ -84,11 +100,11 @@ def chart(layers: list[dict], fp32_nodes: list[str], path: Path) -> Path:
     left.set_yticks(y, names, fontsize=7)
     left.legend(fontsize=7)
     rec = [r.get("recovered_points") or 0.0 for r in layers]
-    right.barh(y, rec, color=["tab:red" if r["node"] in fp32_nodes else "tab:gray"
+    right.barh(y, rec, color=["tab:red" if r["node"] and r["node"] in fp32_nodes else "tab:gray"
                               for r in layers])
     right.axvline(0, color="black", linewidth=0.5)
     right.set_xlabel("points recovered with this layer alone fp32")
-    fig.suptitle("int8 sensitivity per layer (rank 1 = most harmful)")
+    fig.suptitle(f"{file}: int8 sensitivity per layer (rank 1 = most harmful)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

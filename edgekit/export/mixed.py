@@ -1,75 +1,49 @@
 """int8 that keeps its accuracy: per-layer sensitivity, calibration search, mixed precision.
 
-For the ONNX int8 artifact (static layouts; dynamic int8 has no calibrated ranges to search):
+One search for every int8 format; what differs per format is how a variant is made (its
+`Variants`: edgekit.export.mixed_onnx for onnx-int8, edgekit.export.mixed_torch for
+torchscript-int8 and pte-int8):
 
-    sensitivity   every quantized layer's SQNR (edgekit.export.sensitivity), then, for the
-                  TOP_K lowest, the held-out score with that layer alone kept fp32
-    fallback      when no int8 candidate passes the gate: first the calibration methods
-                  (minmax, entropy, percentile; the best passing one is kept), then layers given
-                  back to fp32 in sensitivity order, as few as pass max_int8_drop: the shortest
+    sensitivity   every quantized layer's SQNR against fp32, then, for the TOP_K lowest, the
+                  held-out score with that layer alone kept fp32
+    fallback      when no candidate of an int8 format passes the gate: first the calibration
+                  methods the format has (the best passing one is kept), then layers given back
+                  to fp32 in sensitivity order, as few as pass max_int8_drop: the shortest
                   passing prefix of the ranking, then each of its layers dropped again if the
                   model still passes without it
 
-Every variant is a real artifact written by edgekit.export.onnx_int8.quantize_onnx (the
-layers kept fp32 are its nodes_to_exclude, as `--int8-exclude` does) and checked by export's
-own `check(path) -> row` on the held-out split, so the gate that passes it is the usual one.
+A `Variants` has: `fmt` (the catalog Format), `layout` (name for the report), `methods` (the
+calibrations to try), `fp32_model` (the fp32 artifact of the family, or None), `done` (key ->
+(path, row) of what it made), `get(method, fp32) -> (path, row)` (a real artifact written by
+the format's own exporter with the layers `fp32` kept fp32, checked by export's own check on
+the held-out split), `info(method, fp32) -> layout dict`, `sqnr(method, path) -> rows` and
+`unranked(rows) -> names` (what else can be kept fp32, tried after the ranked layers).
 The search chooses on the same held-out split the gate reads: the report says so.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field, fields
+import importlib
 from pathlib import Path
-from uuid import uuid4
 
 import numpy as np
 
-from edgekit.quant import Scheme
-
-METHODS = ("minmax", "entropy", "percentile")
 TOP_K = 8  # layers re-quantized with that layer alone fp32 (one artifact + check each)
 SQNR_SAMPLES = 64  # calibration inputs the SQNR pass reads
+# The int8 formats with a search, and the module whose `variants(...)` makes their Variants.
+SEARCHES = {"onnx-int8": "edgekit.export.mixed_onnx",
+            "torchscript-int8": "edgekit.export.mixed_torch",
+            "pte-int8": "edgekit.export.mixed_torch"}
+CHARTS = {"onnx-int8": "sensitivity.png"}  # others: sensitivity.<format>.png
 
 
-@dataclass
-class Variants:
-    """int8 models of one fp32 model in one layout, written and checked once each."""
-
-    prepped: Path  # the fp32 model after quant_pre_process
-    folder: Path
-    layout: Scheme
-    calibration: np.ndarray
-    manifest: dict  # the embedded manifest of the target's int8 candidate
-    check: object  # path -> export's verify row
-    exclude: tuple[str, ...] = ()  # nodes the user keeps fp32 (--int8-exclude)
-    done: dict = field(default_factory=dict)
-
-    def get(self, method: str, fp32: tuple[str, ...] = ()) -> tuple[Path, dict]:
-        """The checked int8 model calibrated by `method` with the nodes `fp32` kept fp32."""
-        from edgekit.export.onnx_int8 import quantize_onnx
-
-        key = (method, tuple(sorted(fp32)))
-        if key not in self.done:
-            # Unique: several Variants share the folder, and a chosen file is moved out of it.
-            path = self.folder / f"model.int8.{self.layout.name}.{method}.{uuid4().hex[:8]}.onnx"
-            info = {**self.layout.to_dict(), "name": _name(self.layout, method, fp32),
-                    "calibration_method": method, "fp32_nodes": list(key[1]),
-                    "excluded_nodes": sorted({*self.exclude, *fp32})}
-            own = {**self.manifest, "artifact": {**self.manifest["artifact"], "layout": info}}
-            quantize_onnx(self.prepped, path, self.layout, self.calibration, method,
-                          info["excluded_nodes"], own, self.folder / f"calibration.{method}.json")
-            self.done[key] = (path, self.check(path))
-        return self.done[key]
-
-
-def fallback(ctx, failed: list[tuple[Path, dict, dict]], check, budget: float = 0.0):
-    """Make an int8 ONNX model that passes the gate, when none of the candidates did.
+def fallback(ctx, v, start: str, first: tuple[Path, dict], budget: float = 0.0):
+    """Make an int8 model that passes the gate from a candidate that did not.
 
     Args:
-        ctx: export's ExportContext (stage with model.onnx, calibration, target, int8 plan).
-        failed: (file, layout dict, verify row) of every onnx-int8 candidate, none passing.
-        check: path -> verify row (export's held-out check, the same gate).
+        ctx: export's ExportContext (calibration, target).
+        v: the format's Variants.
+        start: the calibration method of the failed candidate `first` (path, verify row).
         budget: seconds of timing per artifact when the target is this machine (0: none).
 
     Returns:
@@ -77,13 +51,9 @@ def fallback(ctx, failed: list[tuple[Path, dict, dict]], check, budget: float = 
         section): the section has the calibration tries, the ranked layers, the layers kept
         fp32 and the accuracy, size and latency against full int8 and fp32.
     """
-    static = [(p, info, row) for p, info, row in failed if info.get("mode") == "static"]
-    if not static or any(row["passed"] for _, _, row in failed):
-        return [], None
-    path, info, row = static[0]  # the target's documented layout
-    v = _variants(ctx, path, info, check)
-    tries = {ctx.int8.calibration_method: (path, row)}
-    for method in METHODS:
+    v.done.setdefault((start, ()), first)
+    tries = {start: first}
+    for method in v.methods:
         if method not in tries:
             tries[method] = v.get(method)
     calibration = [{"method": m, "accuracy": r["score"],
@@ -91,84 +61,75 @@ def fallback(ctx, failed: list[tuple[Path, dict, dict]], check, budget: float = 
                    for m, (_, r) in tries.items()]
     best = min(tries, key=lambda m: (not tries[m][1]["passed"],
                                      tries[m][1]["accuracy_drop_points"]))
-    section = {"layout": v.layout.name, "calibration": calibration, "kept_method": best}
+    section = {"format": v.fmt.name, "layout": v.layout, "calibration": calibration,
+               "kept_method": best}
     if tries[best][1]["passed"]:
         section["fp32_layers"] = []
-        made = [(tries[best][0], _info(v, best, ()), tries[best][1])]
+        made = [(tries[best][0], v.info(best, ()), tries[best][1])]
         return made, _finish(section, v, ctx, best, (), tries, budget)
-    layers = ranked_layers(v, best, tries[best][0])
+    try:
+        layers = ranked_layers(v, best, tries[best][0])
+    except Exception as e:  # noqa: BLE001 - a graph the analysis cannot read: search the
+        # layers in model order instead, and say why there is no ranking
+        layers, section["error"] = [], f"{type(e).__name__}: {e}"[:300]
     section["layers"] = layers
-    fp32, steps = fewest_fp32_layers(v, best, [r["node"] for r in layers])
+    fp32, steps = fewest_fp32_layers(v, best, _order(layers) + v.unranked(layers))
     section["steps"] = steps
     section["models_tried"] = len(v.done)
     if fp32 is None:
         section["fp32_layers"] = None
-        section["why"] = "still fails with every quantized layer in fp32"
+        section["why"] = "still fails with every layer that can be kept fp32 in fp32"
         return [], _finish(section, v, ctx, best, None, tries, budget)
     out_path, out_row = v.get(best, fp32)
-    return [(out_path, _info(v, best, fp32), out_row)], \
+    return [(out_path, v.info(best, fp32), out_row)], \
         _finish(section, v, ctx, best, fp32, tries, budget)
 
 
-def sensitivity(ctx, chosen: list[tuple[Path, dict, dict]], check,
-                fixed: dict | None = None) -> dict | None:
-    """The int8 ONNX artifact's per-layer table (report.json's "int8_accuracy"), and its chart.
+def sensitivity(ctx, v, method: str, path: Path, fixed: dict | None = None) -> dict:
+    """The per-layer table of one published int8 artifact (report.json), and its chart.
 
     Args:
-        ctx: export's ExportContext; the chart is written to ctx.stage / "sensitivity.png".
-        chosen: (file, layout dict, verify row) of the published model.int8.onnx (or []).
-        check: path -> verify row.
+        ctx: export's ExportContext; the chart is written into ctx.stage.
+        v: the format's Variants, or None when the format has no per-layer analysis.
+        method: the artifact's calibration method.
+        path: the artifact (a mixed one is ranked through its full int8 twin).
         fixed: what `fallback` returned, if it ran: its ranking is reused.
 
     Returns:
-        {"layout", "calibration_method", "top_k", "layers", "fallback", "chart"}, or None
-        without a static int8 ONNX artifact (dynamic int8 has no calibrated ranges).
+        {"format", "layout", "calibration_method", "top_k", "layers", "fallback", "chart"};
+        "error" instead of layers when the analysis could not read the model.
     """
     from edgekit.export.int8_report import chart
 
-    if not chosen or chosen[0][1].get("mode") != "static":
-        return None
-    path, info, row = chosen[0]
-    method = info.get("calibration_method", ctx.int8.calibration_method)
+    out = {"format": v.fmt.name, "layout": v.layout, "calibration_method": method,
+           "top_k": TOP_K, "fallback": fixed}
     if fixed and fixed.get("layers"):
         layers = fixed["layers"]
     else:
-        v = _variants(ctx, path, info, check)
-        if info.get("fp32_nodes"):  # a mixed model: rank the layers of its full int8 twin
-            path, row = v.get(method)
         try:
-            layers = ranked_layers(v, method, path, row)
+            layers = ranked_layers(v, method, v.get(method)[0] if v.mixed(path) else path)
         except Exception as e:  # noqa: BLE001 - a graph the analysis cannot read: the export
             # itself passed its gate, so report why the table is missing instead of failing it
-            return {"layout": info.get("name", ""), "calibration_method": method,
-                    "layers": [], "fallback": fixed, "error": f"{type(e).__name__}: {e}"[:300]}
-    out = {"layout": info.get("name", ""), "calibration_method": method, "top_k": TOP_K,
-           "layers": layers, "fallback": fixed}
+            return {**out, "layers": [], "error": f"{type(e).__name__}: {e}"[:300]}
+    out["layers"] = layers
     if layers:
+        name = CHARTS.get(v.fmt.name, f"sensitivity.{v.fmt.name}.png")
         chart(layers, [n["node"] for n in (fixed or {}).get("fp32_layers") or []],
-              ctx.stage / "sensitivity.png")
-        out["chart"] = "sensitivity.png"
+              ctx.stage / name, v.fmt.file)
+        out["chart"] = name
     return out
 
 
-def ranked_layers(v: Variants, method: str, int8: Path, row: dict | None = None) -> list[dict]:
+def ranked_layers(v, method: str, int8: Path) -> list[dict]:
     """Quantized layers of `int8`, most harmful first, as report rows.
 
-    SQNR for every layer (the layer alone against fp32, and in the model); for the TOP_K
-    lowest, the held-out drop with that layer alone kept fp32 and the points that recovers.
-    Order: layers by points recovered (measured ones), then by SQNR.
+    SQNR for every layer (the layer alone against fp32, and in the model: v.sqnr); for the
+    TOP_K lowest that can be kept fp32, the held-out drop with that layer alone kept fp32 and
+    the points that recovers. Order: layers by points recovered (measured ones), then by SQNR.
     """
-    from edgekit.export.sensitivity import layer_sqnr
-
-    base = row or v.get(method)[1]
-    qdq = int8
-    if v.layout.form != "qdq":  # SQNR reads Q/DQ pairs: the same ranges as QDQ
-        twin = Variants(v.prepped, v.folder, _as_qdq(v.layout), v.calibration, v.manifest,
-                        lambda p: {}, v.exclude)
-        qdq = twin.get(method)[0]
-    x = v.calibration[:SQNR_SAMPLES].astype(np.float32)
-    rows = [layer.to_dict() for layer in layer_sqnr(v.prepped, qdq, x)]
-    for r in rows[:TOP_K]:
+    base = v.get(method)[1]
+    rows = v.sqnr(method, int8)
+    for r in [r for r in rows if r["node"]][:TOP_K]:
         alone = v.get(method, (r["node"],))[1]
         r["drop_if_fp32"] = alone["accuracy_drop_points"]
         r["recovered_points"] = round(base["accuracy_drop_points"] - r["drop_if_fp32"], 4)
@@ -178,7 +139,7 @@ def ranked_layers(v: Variants, method: str, int8: Path, row: dict | None = None)
     return rows
 
 
-def fewest_fp32_layers(v: Variants, method: str, order: list[str]):
+def fewest_fp32_layers(v, method: str, order: list[str]):
     """The fewest layers of `order` (most sensitive first) to keep fp32 so the model passes.
 
     The shortest passing prefix (doubling, then bisection: each probe is one artifact and
@@ -188,10 +149,10 @@ def fewest_fp32_layers(v: Variants, method: str, order: list[str]):
     Args:
         v: the Variants to write and check models with.
         method: the calibration method of every model tried.
-        order: node names, most sensitive first.
+        order: layer names, most sensitive first.
 
     Returns:
-        (the nodes to keep fp32, or None when even all of `order` fails; the probes made,
+        (the layers to keep fp32, or None when even all of `order` fails; the probes made,
         each {"fp32_layers", "drop_points", "passed"}).
     """
     steps = []
@@ -203,6 +164,8 @@ def fewest_fp32_layers(v: Variants, method: str, order: list[str]):
         return row["passed"]
 
     n, hi = len(order), 1
+    if not order:
+        return None, steps
     while hi < n and not passes(order[:hi]):
         hi *= 2
     hi = min(hi, n)
@@ -219,14 +182,19 @@ def fewest_fp32_layers(v: Variants, method: str, order: list[str]):
     return tuple(kept), steps
 
 
-def _finish(section: dict, v: Variants, ctx, method: str, fp32, tries: dict,
-            budget: float) -> dict:
+def _order(layers: list[dict]) -> list[str]:
+    """The layers that can be kept fp32, in rank order, each once (a module may own several
+    quantized ops; an op outside any module has no name to keep fp32 by)."""
+    return list(dict.fromkeys(r["node"] for r in layers if r["node"]))
+
+
+def _finish(section: dict, v, ctx, method: str, fp32, tries: dict, budget: float) -> dict:
     """Accuracy, size and latency of the result against full int8 and fp32."""
     full_path, full_row = tries[method]
-    fp32_model = ctx.stage / "model.onnx"
     section["full_int8"] = {"bytes": full_path.stat().st_size,
                             "drop_points": full_row["accuracy_drop_points"]}
-    section["fp32_bytes"] = fp32_model.stat().st_size
+    fp32_model = v.fp32_model if v.fp32_model and v.fp32_model.is_file() else None
+    section["fp32_bytes"] = fp32_model.stat().st_size if fp32_model else None
     if fp32 is None:
         return section
     path, row = v.get(method, fp32)
@@ -234,8 +202,10 @@ def _finish(section: dict, v: Variants, ctx, method: str, fp32, tries: dict,
     section.update({"fp32_layers": [{"node": n, "module": modules.get(n, "")} for n in fp32],
                     "accuracy": row["score"], "drop_points": row["accuracy_drop_points"],
                     "bytes": path.stat().st_size})
-    section["latency_ms"] = _latency(ctx, {"mixed": path, "full_int8": full_path,
-                                           "fp32": fp32_model}, budget)
+    paths = {"mixed": path, "full_int8": full_path}
+    if fp32_model:
+        paths["fp32"] = fp32_model
+    section["latency_ms"] = _latency(ctx, paths, budget)
     return section
 
 
@@ -251,81 +221,71 @@ def _latency(ctx, paths: dict[str, Path], budget: float) -> dict | None:
     return {k: round(times[p]["ms"], 4) for k, p in paths.items()}
 
 
-def _variants(ctx, path: Path, info: dict, check) -> Variants:
-    """A Variants over the stage's model.onnx in the layout of candidate `path`."""
-    from onnxruntime.quantization import quant_pre_process
-
-    folder = ctx.candidates / "fallback"
-    prepped = folder / "model.pre.onnx"
-    if not prepped.is_file():
-        folder.mkdir(exist_ok=True)
-        quant_pre_process(str(ctx.stage / "model.onnx"), str(prepped), skip_symbolic_shape=True)
-    names = {f.name for f in fields(Scheme)}
-    layout = Scheme(**{k: val for k, val in info.items() if k in names})
-    return Variants(prepped, folder, layout, ctx.calibration, _embedded(path), check,
-                    tuple(n for n in info.get("excluded_nodes", ())
-                          if n not in info.get("fp32_nodes", ())))
+QAT_WHY = ("a QAT run's int8 artifacts take the ranges QAT learned; the per-layer analysis "
+           "and the search re-calibrate, so they would describe another model")
 
 
-def _embedded(path: Path) -> dict:
-    import onnx
-
-    from edgekit.manifest import EMBED_KEY
-
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False)
-             .metadata_props}
-    return json.loads(props[EMBED_KEY])
-
-
-def _info(v: Variants, method: str, fp32: tuple[str, ...]) -> dict:
-    return {**v.layout.to_dict(), "name": _name(v.layout, method, fp32),
-            "calibration_method": method, "fp32_nodes": list(fp32),
-            "excluded_nodes": sorted({*v.exclude, *fp32})}
-
-
-def _name(layout: Scheme, method: str, fp32) -> str:
-    """Layout name + what the fallback changed: "qdq-u8s8-pc+entropy+fp32x2"."""
-    return layout.name + ("" if method == "minmax" else f"+{method}") + (
-        f"+fp32x{len(fp32)}" if fp32 else "")
-
-
-def _as_qdq(layout: Scheme) -> Scheme:
-    from dataclasses import replace
-
-    return replace(layout, form="qdq")
+def _learned(ctx) -> bool:
+    """Whether the int8 artifacts take a QAT run's learned ranges (ExportContext.qat)."""
+    return getattr(ctx, "qat", None) is not None
 
 
 class Checker:
-    """path -> the report row of export's own check (the same gate), keeping each Check."""
+    """(format, path) -> the report row of export's own check (the same gate), keeping each
+    Check for the candidate it becomes."""
 
-    def __init__(self, fmt, held, gate):
-        self.fmt, self.held, self.gate, self.checks = fmt, held, gate, {}
+    def __init__(self, held, gate):
+        self.held, self.gate, self.checks = held, gate, {}
 
-    def __call__(self, path: Path) -> dict:
+    def of(self, fmt):
+        """path -> report row, for artifacts of `fmt`."""
         from edgekit.export.check import check_artifact
 
-        self.checks[path] = check_artifact(path, self.fmt, self.held, self.gate)
-        return self.checks[path].row(self.held.task.metric)
+        def check(path: Path) -> dict:
+            self.checks[path] = check_artifact(path, fmt, self.held, self.gate)
+            return self.checks[path].row(self.held.task.metric)
+
+        return check
 
 
-def rescue(ctx, cands: list, checker: Checker, budget: float) -> tuple[list, dict | None]:
-    """Export's hook: when no int8 ONNX candidate passed, the candidate `fallback` makes.
+def rescue(ctx, cands: list, checker: Checker, budget: float) -> tuple[list, dict]:
+    """Export's hook: for every int8 format none of whose candidates passed, the candidate
+    `fallback` makes.
 
     Returns:
-        (new edgekit.export.choose.Candidate list, the report section or None).
+        (new edgekit.export.choose.Candidate list, {format name: report section}).
     """
     from edgekit.export.choose import Candidate
 
-    onnx8 = [c for c in cands if c.fmt is checker.fmt]
-    if not onnx8:
-        return [], None
-    rows = [(c.path, c.how, c.check.row(checker.held.task.metric)) for c in onnx8]
-    made, fixed = fallback(ctx, rows, checker, budget)
-    return [Candidate(checker.fmt, p, info, checker.checks[p]) for p, info, _ in made], fixed
+    made, fixed = [], {}
+    if _learned(ctx):  # every variant the search makes is calibrated: another model
+        return made, fixed
+    for name, module in SEARCHES.items():
+        mine = [c for c in cands if c.fmt.name == name]
+        if not mine or any(c.check.passed for c in mine) or all(
+                c.check.score is None for c in mine):  # passed, or did not run at all
+            continue
+        search = importlib.import_module(module)
+        found = search.variants(ctx, mine, checker.of(mine[0].fmt), checker.held.task.metric)
+        if found is None:  # a layout without a search (dynamic int8 ONNX)
+            continue
+        v, start, first = found
+        out, fixed[name] = fallback(ctx, v, start, first, budget)
+        made += [Candidate(v.fmt, p, info, checker.checks[p]) for p, info, _ in out]
+    return made, fixed
 
 
-def table(ctx, chosen: list, checker: Checker, fixed: dict | None) -> dict | None:
-    """Export's hook: the published int8 ONNX artifact's per-layer table and chart."""
-    mine = [(c.path, c.how, c.check.row(checker.held.task.metric)) for c in chosen
-            if c.fmt is checker.fmt]
-    return sensitivity(ctx, mine, checker, fixed) if mine else None
+def table(ctx, chosen: list, checker: Checker, fixed: dict) -> dict | None:
+    """Export's hook: each published int8 artifact's per-layer table and chart, by format."""
+    out = {}
+    for c in chosen:
+        if c.fmt.name not in SEARCHES or c.kept:
+            continue
+        if _learned(ctx):
+            out[c.fmt.name] = {"format": c.fmt.name, "layout": c.how.get("name", ""),
+                               "layers": [], "why_no_table": QAT_WHY}
+            continue
+        search = importlib.import_module(SEARCHES[c.fmt.name])
+        out[c.fmt.name] = search.table(ctx, c, checker.of(c.fmt), checker.held.task.metric,
+                                       fixed.get(c.fmt.name))
+    return {k: v for k, v in out.items() if v} or None

@@ -10,7 +10,7 @@ from pathlib import Path
 from edgekit.rundir import BENCH, MANIFEST, REPORT, REPORT_MD, SAMPLES
 
 REWRITTEN = (MANIFEST, REPORT, REPORT_MD, SAMPLES,  # by every export
-             "sensitivity.png")  # drawn for report.md when int8 ONNX is rebuilt
+             "sensitivity.png")  # sensitivity*.png: drawn for report.md by each int8 export
 
 
 def keep_previous(old: Path, stage: Path, rebuild: set[str]) -> list[str]:
@@ -19,7 +19,7 @@ def keep_previous(old: Path, stage: Path, rebuild: set[str]) -> list[str]:
     if not old.is_dir():
         return kept
     for f in sorted(old.iterdir()):
-        if f.name in rebuild or f.name in REWRITTEN or f.name.startswith("."):
+        if f.name in rebuild or f.name in REWRITTEN or f.name.startswith((".", "sensitivity")):
             continue
         if f.is_dir():
             shutil.copytree(f, stage / f.name, copy_function=_link_or_copy)

@@ -23,29 +23,40 @@ from edgekit.export.pte import MAX_BATCH, export_program, lower
 def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
     """Format hook for edgekit.export: int8 XNNPACK program of ctx.model."""
     plan = ctx.int8
-    scheme = ctx.target.schemes(plan.method)[0]
-    per_channel = scheme.per_channel and ctx.cfg.per_channel
-    how = {"name": f"pt2e-xnnpack-{plan.method}" + ("-pc" if per_channel else ""),
-           "method": plan.method, "quantizer": "XNNPACKQuantizer", "per_channel": per_channel,
-           "excluded_modules": list(plan.exclude)}
-    if getattr(ctx, "qat", None) is not None:  # a QAT run: the ranges it learned
+    if getattr(ctx, "qat", None) is not None and not plan.fp32_modules:  # a QAT run's ranges
         from edgekit import qat
 
         how = {"name": "pt2e-xnnpack-qat-pc", "method": "static", "quantizer":
                "XNNPACKQuantizer", "per_channel": True, "ranges": "learned in QAT"}
         converted = qat.convert(ctx.qat)
     else:
-        converted = quantize_pt2e(ctx.model, ctx.example, ctx.calibration, plan.method,
-                                  per_channel, plan.exclude)
+        pc = per_channel(ctx)
+        how = {"name": f"pt2e-xnnpack-{plan.method}" + ("-pc" if pc else "")
+               + plan.layout_suffix(), "method": plan.method, "quantizer": "XNNPACKQuantizer",
+               "per_channel": pc, "excluded_modules": list(plan.fp32_modules),
+               "fp32_modules": list(plan.fallback_fp32)}
+        converted = quantize_pt2e(ctx.model, ctx.example, ctx.calibration, plan.method, pc,
+                                  plan.fp32_modules)
     program = export_program(converted, ctx.example, "pte-int8")
     own = {**manifest, "artifact": {**manifest["artifact"], "layout": how,
                                     "target": ctx.target.name}}
     return [(lower(program, path, own, how, "pte-int8"), how)]
 
 
+def per_channel(ctx) -> bool:
+    """Per-channel int8 weights: when the target's scheme and the recipe both say so."""
+    return ctx.target.schemes(ctx.int8.method)[0].per_channel and ctx.cfg.per_channel
+
+
 def quantize_pt2e(model, example, calibration, method: str, per_channel: bool,
-                  exclude: tuple[str, ...] = ()):
+                  exclude: tuple[str, ...] = (), fold: bool = True):
     """The PT2E int8 model of `model`: observed on `calibration` (N, ...) for static int8.
+
+    Args:
+        exclude: module names kept fp32 (no op traced inside them is annotated).
+        fold: fold the int8 weights into constants (the artifact); False leaves them as
+            quantize -> dequantize of the fp32 weights, the same numbers, for
+            edgekit.export.torch_sensitivity to run with quantization switched off.
 
     Raises:
         EdgekitError: the model cannot be exported or quantized (the reason named).
@@ -63,8 +74,11 @@ def quantize_pt2e(model, example, calibration, method: str, per_channel: bool,
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(
         is_per_channel=per_channel, is_dynamic=method == "dynamic"))
-    for name in exclude:
-        quantizer.set_module_name(name, None)
+    if exclude:  # set_module_name(name, None) asserts in executorch 1.5: a filter instead
+        from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+        inside = [get_module_name_filter(name) for name in exclude]
+        quantizer.set_filter_function(lambda node: not any(f(node) for f in inside))
     graph = export_program(model, example, "pte-int8").module()
     try:
         with warnings.catch_warnings():
@@ -73,7 +87,7 @@ def quantize_pt2e(model, example, calibration, method: str, per_channel: bool,
             with torch.no_grad():
                 for batch in _calibration_batches(example, calibration, method):
                     prepared(*batch)
-            return convert_pt2e(prepared)
+            return convert_pt2e(prepared, fold_quantize=fold)
     except Exception as e:
         raise conversion_error("pte-int8 (PT2E, XNNPACKQuantizer)", e) from None
 

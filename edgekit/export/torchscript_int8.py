@@ -35,12 +35,14 @@ def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
     with quantized_engine(engine):
         if plan.method == "static":
             model, observer = quantize_static_fx(ctx.model, ctx.example, ctx.calibration,
-                                                 engine, plan.calibration_method, plan.exclude)
+                                                 engine, plan.calibration_method,
+                                                 plan.fp32_modules)
         else:
-            model, observer = quantize_dynamic(ctx.model, plan.exclude), "dynamic (run time)"
-        layout = {"name": f"torch.ao-{plan.method}-{engine}", "method": plan.method,
-                  "quantized_engine": engine, "observer": observer,
-                  "excluded_modules": list(plan.exclude)}
+            model, observer = quantize_dynamic(ctx.model, plan.fp32_modules), "dynamic (run time)"
+        layout = {"name": f"torch.ao-{plan.method}-{engine}" + plan.layout_suffix(),
+                  "method": plan.method, "quantized_engine": engine, "observer": observer,
+                  "excluded_modules": list(plan.fp32_modules),
+                  "fp32_modules": list(plan.fallback_fp32)}
         own = {**manifest, "artifact": {**manifest["artifact"], "layout": layout,
                                         "quantized_engine": engine, "target": ctx.target.name}}
         export_torchscript(model, ctx.example, path, own, what=f"torchscript-int8 ({engine})")
@@ -80,9 +82,28 @@ def quantize_static_fx(model, example, calibration, engine: str, method: str,
     Raises:
         EdgekitError: the model cannot be traced by torch.fx (the reason named).
     """
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    prepared, observer = observe_fx(model, example, calibration, engine, method, exclude)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert_fx(prepared).eval(), observer
+
+
+def observe_fx(model, example, calibration, engine: str, method: str,
+               exclude: tuple[str, ...] = ()):
+    """The FX-prepared copy of `model` (modules fused, observers inserted) calibrated on
+    `calibration`: fp32 still, with the converted model's module names.
+
+    Returns:
+        (the observed GraphModule, the activation observer's name).
+
+    Raises:
+        EdgekitError: the model cannot be traced by torch.fx (the reason named).
+    """
     import torch
     from torch.ao.quantization import MinMaxObserver, QConfig, get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    from torch.ao.quantization.quantize_fx import prepare_fx
 
     from edgekit.export.conversion import conversion_error
 
@@ -107,7 +128,7 @@ def quantize_static_fx(model, example, calibration, engine: str, method: str,
         with torch.inference_mode():
             for i in range(0, len(calibration), 32):
                 prepared(torch.from_numpy(calibration[i:i + 32]))
-        return convert_fx(prepared).eval(), observer
+        return prepared, observer
 
 
 def quantize_dynamic(model, exclude: tuple[str, ...] = ()):
