@@ -62,6 +62,15 @@ def test_export_of_a_qat_run_uses_the_learned_ranges(qat_run):
     assert all(a["passed"] for a in rows.values()), rows
     assert rows["model.int8.onnx"]["layout"].startswith("qat-")
     assert rows["model.int8.pte"]["layout"] == "pt2e-xnnpack-qat-pc"
+    for fmt in ("onnx-int8", "pte-int8"):  # ranked by SQNR; nothing re-calibrated
+        table = report["int8_accuracy"][fmt]
+        assert table["top_k"] == 0 and table["fallback"] is None, table
+        assert {"features.0", "features.3", "classifier.7"} <= {r["node"] for r in
+                                                                table["layers"]}
+        assert all(r["sqnr_db"] is not None and "drop_if_fp32" not in r
+                   for r in table["layers"])
+    text = (qat_run / "export" / "report.md").read_text()
+    assert "No drop if fp32: the layers were trained with their int8 error" in text
     # The first QuantizeLinear (of the input) carries the scale training learned.
     _, model, _ = load_run(qat_run)
     prepared = qat.load(qat_run, model, torch.zeros(2, 1, 32, 32))

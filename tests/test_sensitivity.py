@@ -334,20 +334,17 @@ def test_pte_int8_keeps_an_excluded_module_fp32():
     assert {r.module for r in rows} == {"conv1", "conv3", "head"}
 
 
-def test_a_qat_run_is_neither_searched_nor_ranked(harmful):
-    """A QAT run's int8 takes learned ranges: re-calibrated variants describe another model."""
+def test_a_qat_artifact_is_not_searched(harmful):
+    """A QAT run's int8 takes learned ranges: re-calibrated variants describe another model
+    (its SQNR-only table: tests/test_qat.py)."""
     from edgekit import formats as catalog
     from edgekit.export import mixed
     from edgekit.export.check import Check
     from edgekit.export.choose import Candidate
-    from edgekit.export.targets import S8S8
 
-    ctx = SimpleNamespace(qat=object())
-    failed = Candidate(catalog.get("onnx-int8"), harmful.int8, S8S8.to_dict(),
+    failed = Candidate(catalog.get("onnx-int8"), harmful.int8, {"name": "qat-u8s8-pc"},
                        Check("model.int8.onnx", "onnx", "int8", 1, False, score=0.5,
                              drop_points=5.0))
     checker = SimpleNamespace(held=SimpleNamespace(task=SimpleNamespace(metric="accuracy")),
                               of=lambda f: lambda p: pytest.fail("nothing is checked"))
-    assert mixed.rescue(ctx, [failed], checker, 0) == ([], {})
-    table = mixed.table(ctx, [failed], checker, {})
-    assert table["onnx-int8"]["layers"] == [] and "QAT" in table["onnx-int8"]["why_no_table"]
+    assert mixed.rescue(SimpleNamespace(qat=object()), [failed], checker, 0) == ([], {})

@@ -31,11 +31,13 @@ def _format(section: dict) -> list[str]:
         return lines + [f"Per-layer analysis failed: {section['error']}"]
     if section.get("why_no_table"):
         return lines + [f"No per-layer table ({section['layout']}): {section['why_no_table']}."]
+    accuracy = (f" The {section['top_k']} lowest by SQNR were also re-quantized with that "
+                "layer alone kept fp32 (drop if fp32; recovered: points won back against full "
+                "int8)." if section["top_k"]
+                else f" No drop if fp32: {section['why_no_accuracy']}.")
     lines += [f"Layers of {file} ({section['layout']}, {section['calibration_method']} "
               "calibration), most harmful first. SQNR alone: the int8 layer fed the fp32 "
-              "model's input; in model: its output in the int8 model. The "
-              f"{section['top_k']} lowest by SQNR were also re-quantized with that layer alone "
-              "kept fp32 (drop if fp32; recovered: points won back against full int8).", "",
+              "model's input; in model: its output in the int8 model." + accuracy, "",
               "| rank | layer | node | op | SQNR alone dB | SQNR in model dB | drop if fp32 "
               "| recovered |",
               "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"]

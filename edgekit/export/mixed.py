@@ -221,13 +221,10 @@ def _latency(ctx, paths: dict[str, Path], budget: float) -> dict | None:
     return {k: round(times[p]["ms"], 4) for k, p in paths.items()}
 
 
-QAT_WHY = ("a QAT run's int8 artifacts take the ranges QAT learned; the per-layer analysis "
-           "and the search re-calibrate, so they would describe another model")
-
-
-def _learned(ctx) -> bool:
-    """Whether the int8 artifacts take a QAT run's learned ranges (ExportContext.qat)."""
-    return getattr(ctx, "qat", None) is not None
+def _learned(c) -> bool:
+    """Whether candidate `c` took a QAT run's learned ranges (edgekit.export.qat): the
+    search and the per-layer accuracy re-calibrate, so they would describe another model."""
+    return "qat" in c.how.get("name", "")
 
 
 class Checker:
@@ -258,11 +255,9 @@ def rescue(ctx, cands: list, checker: Checker, budget: float) -> tuple[list, dic
     from edgekit.export.choose import Candidate
 
     made, fixed = [], {}
-    if _learned(ctx):  # every variant the search makes is calibrated: another model
-        return made, fixed
     for name, module in SEARCHES.items():
         mine = [c for c in cands if c.fmt.name == name]
-        if not mine or any(c.check.passed for c in mine) or all(
+        if not mine or any(_learned(c) or c.check.passed for c in mine) or all(
                 c.check.score is None for c in mine):  # passed, or did not run at all
             continue
         search = importlib.import_module(module)
@@ -281,9 +276,10 @@ def table(ctx, chosen: list, checker: Checker, fixed: dict) -> dict | None:
     for c in chosen:
         if c.fmt.name not in SEARCHES or c.kept:
             continue
-        if _learned(ctx):
-            out[c.fmt.name] = {"format": c.fmt.name, "layout": c.how.get("name", ""),
-                               "layers": [], "why_no_table": QAT_WHY}
+        if _learned(c):  # a QAT run's ranges: ranked by SQNR, nothing re-calibrated
+            from edgekit.export.qat import layer_table
+
+            out[c.fmt.name] = layer_table(ctx, c)
             continue
         search = importlib.import_module(SEARCHES[c.fmt.name])
         out[c.fmt.name] = search.table(ctx, c, checker.of(c.fmt), checker.held.task.metric,

@@ -163,3 +163,42 @@ def markdown(entry: dict | None, task) -> list[str]:
     return ["", f"Quantization-aware training: {entry['epochs']} epochs from run "
                 f"{entry['base']}{shown}; int8 ranges {entry['ranges']}."
                 + (f" int8 against the run QAT started from: {drops}." if drops else "")]
+
+
+NO_ACCURACY = ("the layers were trained with their int8 error, so keeping one fp32 would "
+               "need another QAT run; ranked by SQNR only")
+
+
+def layer_table(ctx, c) -> dict:
+    """mixed.table's entry for an int8 artifact with learned ranges: per-layer SQNR.
+
+    The QAT model converted with its weights left as quantize -> dequantize (the numbers of
+    both the ONNX and the .pte) runs fp32, int8 and layer by layer alone
+    (edgekit.export.torch_sensitivity).
+    """
+    import warnings
+
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from edgekit.export import torch_sensitivity as ts
+    from edgekit.export.int8_report import chart
+    from edgekit.export.mixed import CHARTS, SQNR_SAMPLES
+    from edgekit.qat import _copy
+
+    out = {"format": c.fmt.name, "layout": c.how.get("name", ""),
+           "calibration_method": "learned-range (QAT)", "top_k": 0, "fallback": None,
+           "why_no_accuracy": NO_ACCURACY}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            converted = convert_pt2e(_copy(ctx.qat).eval(), fold_quantize=False)
+            layers = ts.pt2e_layer_sqnr(converted, ts.batches(ctx.example, ctx.calibration,
+                                                              SQNR_SAMPLES))
+    except Exception as e:  # noqa: BLE001 - the artifact passed its gate: say why no table
+        return {**out, "layers": [], "error": f"{type(e).__name__}: {e}"[:300]}
+    out["layers"] = [{**layer.to_dict(), "rank": i} for i, layer in enumerate(layers, 1)]
+    if out["layers"]:
+        name = CHARTS.get(c.fmt.name, f"sensitivity.{c.fmt.name}.png")
+        chart(out["layers"], [], ctx.stage / name, c.fmt.file)
+        out["chart"] = name
+    return out
