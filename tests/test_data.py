@@ -35,7 +35,6 @@ def test_mnist_idx_files_through_torchvision(tmp_path, name, folder):
     np.testing.assert_allclose(data.train.x[3][0], expect, atol=1e-5)
 
 
-
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
 def test_mnist_published_gz_files_are_unpacked_offline(tmp_path, monkeypatch, name, folder):
     import gzip
@@ -68,6 +67,7 @@ def test_mnist_published_gz_files_are_unpacked_offline(tmp_path, monkeypatch, na
     with pytest.raises(DataUnavailable, match="t10k-images-idx3-ubyte.gz' is not the published"):
         build_dataset(cfg)
     assert not (raw / "t10k-images-idx3-ubyte").exists()
+
 
 def test_cifar10_batches_need_matching_checksums(tmp_path, monkeypatch):
     sums = datagen.cifar10(tmp_path, n_train=40, n_test=10)
