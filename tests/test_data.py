@@ -2,6 +2,7 @@
 
 import socket
 import time
+from pathlib import Path
 
 import datagen
 import numpy as np
@@ -32,6 +33,40 @@ def test_mnist_idx_files_through_torchvision(tmp_path, name, folder):
     spec = data.preprocess
     expect = (raw[3] / 255 - spec["mean"][0]) / spec["std"][0]
     np.testing.assert_allclose(data.train.x[3][0], expect, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_mnist_published_gz_files_are_unpacked_offline(tmp_path, monkeypatch, name, folder):
+    import gzip
+    import hashlib
+
+    import torchvision
+
+    datagen.mnist(tmp_path, folder, n_train=50, n_test=20)
+    raw = tmp_path / folder / "raw"
+    resources = []
+    for path in sorted(raw.iterdir()):  # only the .gz files stay, as a download leaves them
+        packed = raw / f"{path.name}.gz"
+        packed.write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+        resources.append((packed.name, hashlib.md5(packed.read_bytes()).hexdigest()))
+        path.unlink()
+    cls = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}
+    monkeypatch.setattr(cls[name], "resources", resources)  # the generated files are "published"
+    cfg = data_cfg(f"data.name={name}", f"data.root={tmp_path}", "data.image_size=28")
+    data = build_dataset(cfg)
+    assert (len(data.train), len(data.test)) == (50, 20)
+    raw_x, _ = datagen.pattern_images(50, 10, (28, 28), 1, seed=0)
+    spec = data.preprocess
+    np.testing.assert_allclose(data.train.x[3][0], (raw_x[3] / 255 - spec["mean"][0]) /
+                               spec["std"][0], atol=1e-5)
+    assert sorted(p.name for p in raw.iterdir() if p.suffix != ".gz") == sorted(
+        Path(f).stem for f, _ in resources)
+    # A .gz that is not the published file is refused, naming it, and nothing is unpacked.
+    (raw / "t10k-images-idx3-ubyte").unlink()
+    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00" * 32))
+    with pytest.raises(DataUnavailable, match="t10k-images-idx3-ubyte.gz' is not the published"):
+        build_dataset(cfg)
+    assert not (raw / "t10k-images-idx3-ubyte").exists()
 
 
 def test_cifar10_batches_need_matching_checksums(tmp_path, monkeypatch):

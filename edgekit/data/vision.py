@@ -4,6 +4,10 @@
                                DIR/FashionMNIST/raw/..., DIR/cifar-10-batches-py/...)
     --set data.download=never  never touch the network (tests, air-gapped machines)
 
+MNIST and Fashion-MNIST may also be the four .gz files as published (DIR/MNIST/raw/*.gz):
+torchvision unpacks them only while downloading, so edgekit unpacks them offline, after the
+md5 check torchvision makes on a download (unpack_published).
+
 torchvision's own checks stay on: CIFAR-10's files must match their md5 sums (a copy re-packed
 on purpose can say which sums it has through CIFAR10_CHECKSUMS, never by skipping the check).
 Offline, a download fails within seconds (the host is probed with a timeout first) and the
@@ -13,6 +17,8 @@ trains on that instead (edgekit.data.build_dataset).
 
 from __future__ import annotations
 
+import gzip
+import shutil
 import socket
 import threading
 from contextlib import contextmanager
@@ -24,6 +30,7 @@ import numpy as np
 from edgekit.data.images import Images, image_splits
 from edgekit.data.splits import DataUnavailable, register_dataset
 from edgekit.errors import one_line
+from edgekit.fileio import atomic_path
 
 TIMEOUT = 5.0  # seconds to reach a download host before calling the network unreachable
 # CIFAR-10 file name -> md5 replacing torchvision's (for a copy whose sums are known to differ).
@@ -99,6 +106,7 @@ def _open(cls, title: str, cfg, train: bool):
     """
     root = Path(cfg.root)
     where = root / cls.base_folder if hasattr(cls, "base_folder") else root / cls.__name__ / "raw"
+    unpack_published(cls, where)
     try:
         return cls(str(root), train=train, download=False)
     except RuntimeError as e:
@@ -118,6 +126,41 @@ def _open(cls, title: str, cfg, train: bool):
     raise DataUnavailable(f"{title} is not in {str(where)!r} and the download failed ({reason});"
                           " download it on a machine with internet access and copy it there, or "
                           "--set data.root=DIR where a copy is")
+
+
+def unpack_published(cls, raw: Path) -> list[Path]:
+    """Gunzip the published .gz files of `cls` (an MNIST-style torchvision class) found in `raw`.
+
+    torchvision reads only the unpacked IDX files and unpacks the .gz ones only as part of a
+    download; a copy of the .gz files as published is unpacked here without the network. Each
+    must pass the md5 check torchvision makes on a download; an unpacked file already there is
+    left alone (torchvision reads it as it is).
+
+    Args:
+        cls: a torchvision dataset class; those without `resources` (CIFAR-10) are skipped.
+        raw: the folder torchvision reads the IDX files from (ROOT/MNIST/raw).
+
+    Returns:
+        The files unpacked.
+
+    Raises:
+        DataUnavailable: a .gz file whose md5 is not the published file's.
+    """
+    from torchvision.datasets.utils import check_integrity
+
+    unpacked = []
+    for filename, md5 in getattr(cls, "resources", []):
+        packed, target = raw / filename, raw / Path(filename).stem  # stem: the name without .gz
+        if target.exists() or not packed.is_file():
+            continue
+        if not check_integrity(str(packed), md5):
+            raise DataUnavailable(f"{str(packed)!r} is not the published file (its md5 is not "
+                                  f"{md5}); put the published file there, or gunzip this one in "
+                                  "place to use it as it is")
+        with atomic_path(target) as tmp, gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        unpacked.append(target)
+    return unpacked
 
 
 def _unreachable(url: str) -> str | None:
