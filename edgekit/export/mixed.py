@@ -29,6 +29,12 @@ from pathlib import Path
 import numpy as np
 
 TOP_K = 8  # layers re-quantized with that layer alone fp32 (one artifact + check each)
+# The same for the table of an artifact that passed its gate, by format: an ONNX variant is a
+# re-quantization (seconds), a torch one a whole re-export (a .pte of VGG: ~30 s), so those
+# measure their drops only when the search runs (it needs them to choose).
+TABLE_TOP_K = {"onnx-int8": TOP_K}
+SKIPPED = ("not measured for an artifact that passed its gate: each layer would be a whole "
+           "re-export of the model; the search measures them when the gate fails")
 SQNR_SAMPLES = 64  # calibration inputs the SQNR pass reads
 # The int8 formats with a search, and the module whose `variants(...)` makes their Variants.
 SEARCHES = {"onnx-int8": "edgekit.export.mixed_onnx",
@@ -102,12 +108,15 @@ def sensitivity(ctx, v, method: str, path: Path, fixed: dict | None = None) -> d
     from edgekit.export.int8_report import chart
 
     out = {"format": v.fmt.name, "layout": v.layout, "calibration_method": method,
-           "top_k": TOP_K, "fallback": fixed}
+           "top_k": TOP_K if fixed else TABLE_TOP_K.get(v.fmt.name, 0), "fallback": fixed}
+    if not out["top_k"]:
+        out["why_no_accuracy"] = SKIPPED
     if fixed and fixed.get("layers"):
         layers = fixed["layers"]
     else:
         try:
-            layers = ranked_layers(v, method, v.get(method)[0] if v.mixed(path) else path)
+            layers = ranked_layers(v, method, v.get(method)[0] if v.mixed(path) else path,
+                                   out["top_k"])
         except Exception as e:  # noqa: BLE001 - a graph the analysis cannot read: the export
             # itself passed its gate, so report why the table is missing instead of failing it
             return {**out, "layers": [], "error": f"{type(e).__name__}: {e}"[:300]}
@@ -120,7 +129,7 @@ def sensitivity(ctx, v, method: str, path: Path, fixed: dict | None = None) -> d
     return out
 
 
-def ranked_layers(v, method: str, int8: Path) -> list[dict]:
+def ranked_layers(v, method: str, int8: Path, top_k: int = TOP_K) -> list[dict]:
     """Quantized layers of `int8`, most harmful first, as report rows.
 
     SQNR for every layer (the layer alone against fp32, and in the model: v.sqnr); for the
@@ -129,7 +138,7 @@ def ranked_layers(v, method: str, int8: Path) -> list[dict]:
     """
     base = v.get(method)[1]
     rows = v.sqnr(method, int8)
-    for r in [r for r in rows if r["node"]][:TOP_K]:
+    for r in [r for r in rows if r["node"]][:top_k]:
         alone = v.get(method, (r["node"],))[1]
         r["drop_if_fp32"] = alone["accuracy_drop_points"]
         r["recovered_points"] = round(base["accuracy_drop_points"] - r["drop_if_fp32"], 4)
