@@ -288,7 +288,8 @@ def table(ctx, chosen: list, checker: Checker, fixed: dict) -> dict | None:
         if _learned(c):  # a QAT run's ranges: ranked by SQNR, nothing re-calibrated
             from edgekit.export.qat import layer_table
 
-            out[c.fmt.name] = layer_table(ctx, c)
+            out[c.fmt.name] = layer_table(ctx, c, CHARTS.get(
+                c.fmt.name, f"sensitivity.{c.fmt.name}.png"), SQNR_SAMPLES)
             continue
         search = importlib.import_module(SEARCHES[c.fmt.name])
         out[c.fmt.name] = search.table(ctx, c, checker.of(c.fmt), checker.held.task.metric,

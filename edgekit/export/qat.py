@@ -169,12 +169,13 @@ NO_ACCURACY = ("the layers were trained with their int8 error, so keeping one fp
                "need another QAT run; ranked by SQNR only")
 
 
-def layer_table(ctx, c) -> dict:
+def layer_table(ctx, c, chart_name: str, samples: int) -> dict:
     """mixed.table's entry for an int8 artifact with learned ranges: per-layer SQNR.
 
     The QAT model converted with its weights left as quantize -> dequantize (the numbers of
     both the ONNX and the .pte) runs fp32, int8 and layer by layer alone
-    (edgekit.export.torch_sensitivity).
+    (edgekit.export.torch_sensitivity) on `samples` calibration inputs; the chart is written
+    to ctx.stage / chart_name.
     """
     import warnings
 
@@ -182,7 +183,6 @@ def layer_table(ctx, c) -> dict:
 
     from edgekit.export import torch_sensitivity as ts
     from edgekit.export.int8_report import chart
-    from edgekit.export.mixed import CHARTS, SQNR_SAMPLES
     from edgekit.qat import _copy
 
     out = {"format": c.fmt.name, "layout": c.how.get("name", ""),
@@ -193,12 +193,11 @@ def layer_table(ctx, c) -> dict:
             warnings.simplefilter("ignore")
             converted = convert_pt2e(_copy(ctx.qat).eval(), fold_quantize=False)
             layers = ts.pt2e_layer_sqnr(converted, ts.batches(ctx.example, ctx.calibration,
-                                                              SQNR_SAMPLES))
+                                                              samples))
     except Exception as e:  # noqa: BLE001 - the artifact passed its gate: say why no table
         return {**out, "layers": [], "error": f"{type(e).__name__}: {e}"[:300]}
     out["layers"] = [{**layer.to_dict(), "rank": i} for i, layer in enumerate(layers, 1)]
     if out["layers"]:
-        name = CHARTS.get(c.fmt.name, f"sensitivity.{c.fmt.name}.png")
-        chart(out["layers"], [], ctx.stage / name, c.fmt.file)
-        out["chart"] = name
+        chart(out["layers"], [], ctx.stage / chart_name, c.fmt.file)
+        out["chart"] = chart_name
     return out
