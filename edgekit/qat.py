@@ -41,10 +41,11 @@ def resolve_base(recipe, root: str | Path = "runs") -> Path:
 
     base = recipe.qat.base
     if base == "latest":
-        runs = [p for p in Path(root).iterdir() if RunDir(p).finished()
-                and _recipe_of(p).get("name") == recipe.name
-                and not (_recipe_of(p).get("qat") or {}).get("epochs")] \
+        finished = [p for p in Path(root).iterdir() if RunDir(p).finished()] \
             if Path(root).is_dir() else []
+        saved = {p: _recipe_of(p) for p in finished}  # each recipe.yaml read once
+        runs = [p for p, r in saved.items() if r.get("name") == recipe.name
+                and not (r.get("qat") or {}).get("epochs")]
         if not runs:
             raise EdgekitError(f"qat.base latest: no finished {recipe.name} run under "
                                f"{str(root)!r} to fine-tune; train one first (`edgekit train "
