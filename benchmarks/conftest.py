@@ -91,7 +91,7 @@ def exported(tmp_path_factory):
             return Path(given[model])
         if model not in runs:
             from edgekit import formats
-            from edgekit.export import export
+            from edgekit.exporting import export
             from edgekit.recipe import list_recipes, load_recipe
             from edgekit.train import train
 

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from test_int8_fallback import OutlierLeNet
 
-    from edgekit.export import export
+    from edgekit.exporting import export
     from edgekit.machine import machine_info
     from edgekit.models import MODELS
     from edgekit.recipe import load_recipe

@@ -97,7 +97,7 @@ def main(argv=None) -> int:
 def bench_recipe(name: str, args, root: Path) -> dict:
     import torch
 
-    from edgekit.export import export
+    from edgekit.exporting import export
     from edgekit.recipe import load_recipe
     from edgekit.runtime import load
     from edgekit.train import load_run, train

@@ -38,14 +38,14 @@ COLD_START_GOAL_MB = 100
 
 def torchvision_export(name: str, folder: Path) -> Path:
     """resnet18 / mobilenet_v2 from torchvision (random weights) -> model.onnx and
-    model.int8.onnx with manifest.json, through edgekit.export's own functions."""
+    model.int8.onnx with manifest.json, through edgekit.exporting's own functions."""
     import torch
     import torchvision
     from onnxruntime.quantization import quant_pre_process
 
-    from edgekit.export.onnx import INPUT_NAME, export_onnx
-    from edgekit.export.onnx_int8 import quantize_onnx
-    from edgekit.export.targets import resolve
+    from edgekit.exporting.formats.onnx import INPUT_NAME, export_onnx
+    from edgekit.exporting.formats.onnx_int8 import quantize_onnx
+    from edgekit.exporting.int8.targets import resolve
     from edgekit.manifest import make_manifest, with_files
     from edgekit.runtime.preprocess import image_spec
 

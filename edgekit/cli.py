@@ -190,8 +190,7 @@ def export_cmd(run, target, int8_method, exclude, allow_degraded, max_int8_drop,
     the most recently finished run under runs/ is exported.
     """
     from edgekit import formats as catalog
-    from edgekit.export import export, report_markdown
-
+    from edgekit.exporting import export, report_markdown
     names = catalog.select([f for f in catalog.families() if flags[f]],
                            [p for p in catalog.precisions() if flags[p]])
     layers = tuple(n.strip() for item in exclude for n in item.split(",") if n.strip())

@@ -6,7 +6,7 @@ One entry says everything the rest of edgekit needs to know about a format:
     format      the family ("onnx", "torchscript"); its CLI flag is `--FORMAT`
     title       the family as people write it ("ONNX", "TorchScript")
     precision   "fp32", or the precision flag that asks for it ("int8" -> `--int8`)
-    exporter    module with `write(ctx, path, manifest) -> [(file, how), ...]` (edgekit.export)
+    exporter    module with `write(ctx, path, manifest) -> [(file, how), ...]` (edgekit.exporting)
     backend     "module:Class" of the Runner that loads its suffix (edgekit.runtime)
     needs       catalog names written first (int8 ONNX is made from model.onnx)
     requires    modules the backend imports to run it ("torch" for TorchScript)
@@ -155,28 +155,30 @@ def select(families_on: list[str], precisions_on: list[str]) -> list[str]:
 ONNX_RUNNER = "edgekit.runtime.onnx:OnnxRunner"
 TS_RUNNER = "edgekit.runtime.torchscript:TorchScriptRunner"
 PTE_RUNNER = "edgekit.runtime.pte:PteRunner"
-register(Format("onnx", "model.onnx", "onnx", "ONNX", "fp32", "edgekit.export.onnx",
+register(Format("onnx", "model.onnx", "onnx", "ONNX", "fp32", "edgekit.exporting.formats.onnx",
                 ONNX_RUNNER, help="Write model.onnx (fp32)."))
 register(Format("onnx-int8", "model.int8.onnx", "onnx", "ONNX", "int8",
-                "edgekit.export.onnx_int8", ONNX_RUNNER, needs=("onnx",),
+                "edgekit.exporting.formats.onnx_int8", ONNX_RUNNER, needs=("onnx",),
                 help="model.int8.onnx (onnxruntime)"))
 register(Format("onnx-fp16", "model.fp16.onnx", "onnx", "ONNX", "fp16",
-                "edgekit.export.onnx_fp16", ONNX_RUNNER, needs=("onnx",),
+                "edgekit.exporting.formats.onnx_fp16", ONNX_RUNNER, needs=("onnx",),
                 help="model.fp16.onnx (for GPU hosts)"))
 TS_DEPRECATED = ("TorchScript is deprecated upstream in favour of torch.export; its "
                  "replacement for the edge is ExecuTorch (--pte)")
 register(Format("torchscript", "model.ts", "torchscript", "TorchScript", "fp32",
-                "edgekit.export.torchscript", TS_RUNNER, requires=("torch",), extra="train",
+                "edgekit.exporting.formats.torchscript", TS_RUNNER, requires=("torch",),
+                extra="train",
                 deprecated=TS_DEPRECATED, help="Write model.ts (fp32, traced and frozen)."))
 register(Format("torchscript-int8", "model.int8.ts", "torchscript", "TorchScript", "int8",
-                "edgekit.export.torchscript_int8", TS_RUNNER, requires=("torch",),
+                "edgekit.exporting.formats.torchscript_int8", TS_RUNNER, requires=("torch",),
                 extra="train", help="model.int8.ts (torch.ao)",
                 deprecated="TorchScript and torch.ao.quantization (and the quantized dtypes it "
                            "stores, pytorch#184982) are deprecated upstream; the replacement is "
                            "torch.export -> PT2E int8 -> ExecuTorch (--pte --int8)"))
-register(Format("pte", "model.pte", "pte", "ExecuTorch", "fp32", "edgekit.export.pte", PTE_RUNNER,
+register(Format("pte", "model.pte", "pte", "ExecuTorch", "fp32",
+                "edgekit.exporting.formats.pte", PTE_RUNNER,
                 requires=("torch", "executorch"), extra="pte", best_effort=True,
                 help="Write model.pte (ExecuTorch, lowered to XNNPACK; needs edgekit[pte])."))
 register(Format("pte-int8", "model.int8.pte", "pte", "ExecuTorch", "int8",
-                "edgekit.export.pte_int8", PTE_RUNNER, requires=("torch", "executorch"),
+                "edgekit.exporting.formats.pte_int8", PTE_RUNNER, requires=("torch", "executorch"),
                 extra="pte", best_effort=True, help="model.int8.pte (PT2E, XNNPACK)"))

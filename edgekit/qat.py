@@ -12,7 +12,8 @@ simulated int8 one), checkpoints it and resumes it like any training; model.safe
 whole state (weights, BatchNorm statistics and the learned ranges). The schedule is the tutorial
 one (PyTorch's "PT2E quantization-aware training"): after `freeze_bn` epochs BatchNorm uses its
 running statistics, after `freeze_ranges` epochs the observers stop and the ranges stay put.
-edgekit.export.qat turns the result into int8 ONNX (QDQ) and `.pte` that use the learned ranges.
+edgekit.exporting.int8.qat turns the result into int8 ONNX (QDQ) and `.pte` that use the learned
+ranges.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def check_supported(model, recipe) -> None:
     Raises:
         EdgekitError: a stateful model, or one that int8 quantizes dynamically.
     """
-    from edgekit.export.int8 import choose_method
+    from edgekit.exporting.int8.plan import choose_method
 
     method, _ = choose_method(model, recipe.export.int8_method)
     if getattr(model, "stateful", False) or method != "static":

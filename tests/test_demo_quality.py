@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from edgekit.export import export
+from edgekit.exporting import export
 from edgekit.recipe import load_recipe
 from edgekit.train import train
 

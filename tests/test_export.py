@@ -95,7 +95,7 @@ def test_local_export_tunes_every_candidate_and_says_which_is_fastest(tiny_run):
 def test_tuning_stays_within_its_budget(tiny_run):
     import time
 
-    from edgekit.export.tune import ROUNDS, time_artifacts
+    from edgekit.exporting.timing import ROUNDS, time_artifacts
 
     export = tiny_run / "export"
     with np.load(export / "samples.npz") as z:
@@ -262,7 +262,7 @@ def test_operator_onnx_cannot_export_is_one_line_naming_it(tmp_path):
     import torch
 
     from edgekit.errors import EdgekitError
-    from edgekit.export.onnx import export_onnx
+    from edgekit.exporting.formats.onnx import export_onnx
 
     class Eig(torch.nn.Module):
         def forward(self, x):  # (B, 4) -> (B, 4)
@@ -278,7 +278,7 @@ def test_model_fx_cannot_trace_is_one_line(tmp_path):
     import torch
 
     from edgekit.errors import EdgekitError
-    from edgekit.export.torchscript_int8 import quantize_static_fx
+    from edgekit.exporting.formats.torchscript_int8 import quantize_static_fx
 
     class Branchy(torch.nn.Module):
         def __init__(self):
@@ -300,7 +300,7 @@ def test_dynamic_int8_is_chosen_for_a_linear_model(tmp_path, monkeypatch):
     """A model of Linear layers gets dynamic int8 in both formats (auto, from the graph)."""
     import torch
 
-    from edgekit.export import export
+    from edgekit.exporting import export
     from edgekit.models import MODELS
     from edgekit.recipe import load_recipe
     from edgekit.train import train
@@ -336,9 +336,9 @@ def test_int8_resnet18_is_under_30_percent_of_fp32(tmp_path):
     import torch
     import torchvision
 
-    from edgekit.export.onnx import export_onnx
-    from edgekit.export.onnx_int8 import quantize_onnx
-    from edgekit.export.targets import PRESETS
+    from edgekit.exporting.formats.onnx import export_onnx
+    from edgekit.exporting.formats.onnx_int8 import quantize_onnx
+    from edgekit.exporting.int8.targets import PRESETS
 
     model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
     fp32 = export_onnx(model, torch.randn(1, 3, 64, 64), tmp_path / "model.onnx", 18, {})

@@ -6,9 +6,9 @@ import pytest
 
 from edgekit import machine
 from edgekit.errors import EdgekitError
-from edgekit.export import targets
-from edgekit.export.torchscript_int8 import engine_for
-from edgekit.quant import Scheme
+from edgekit.exporting.formats.torchscript_int8 import engine_for
+from edgekit.exporting.int8 import targets
+from edgekit.exporting.int8.scheme import Scheme
 
 CPUINFO = Path(__file__).parent / "data" / "cpuinfo"
 

@@ -145,7 +145,7 @@ def test_torchscript_is_written_from_python_so_a_full_disk_raises_not_aborts(tmp
     try:
         code = textwrap.dedent(f"""
             import torch
-            from edgekit.export.torchscript import export_torchscript
+            from edgekit.exporting.formats.torchscript import export_torchscript
             model = torch.nn.Linear(200, 200)  # 160 KB of weights: over the 64 KB disk
             try:
                 export_torchscript(model, torch.zeros(2, 200), {str(mnt / 'model.ts')!r}, {{}})

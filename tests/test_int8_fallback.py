@@ -85,8 +85,7 @@ def int8_format(name: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(FAMILY))
 def test_plain_int8_fails_the_gate(outlier_run, name):
-    from edgekit.export import export
-
+    from edgekit.exporting import export
     fmt = int8_format(name)
     loses = r"model\.int8\.\S+ loses \d+\.\d+ accuracy points"  # a candidate's name
     if fmt.best_effort:  # a best-effort format that fails is left out and said why
@@ -110,8 +109,8 @@ def test_plain_int8_fails_the_gate(outlier_run, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(FAMILY))
 def test_fallback_passes_with_layers_kept_fp32(outlier_run, name):
-    from edgekit.export import export, mixed
-
+    from edgekit.exporting import export
+    from edgekit.exporting.int8 import mixed
     fmt = int8_format(name)
     report = export(outlier_run, [FAMILY[name], name], target="x86")
     row = {r["file"]: r for r in report["artifacts"]}[fmt.file]
@@ -146,7 +145,7 @@ def test_fallback_passes_with_layers_kept_fp32(outlier_run, name):
 def test_cli_no_int8_fallback_turns_the_search_off(tmp_path, monkeypatch, flags, fallback):
     from click.testing import CliRunner
 
-    import edgekit.export
+    import edgekit.exporting
     from edgekit.cli import main
 
     seen = {}
@@ -155,7 +154,7 @@ def test_cli_no_int8_fallback_turns_the_search_off(tmp_path, monkeypatch, flags,
         seen.update(kwargs)
         raise EdgekitError("stop here")
 
-    monkeypatch.setattr(edgekit.export, "export", fake_export)
+    monkeypatch.setattr(edgekit.exporting, "export", fake_export)
     result = CliRunner().invoke(main, ["export", str(tmp_path), "--onnx", "--int8", *flags])
     assert result.exit_code == 1 and "stop here" in result.output
     assert seen["int8_fallback"] is fallback

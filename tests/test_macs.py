@@ -8,12 +8,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from edgekit.export.onnx import export_onnx  # noqa: E402
-from edgekit.export.onnx_int8 import quantize_onnx  # noqa: E402
+from edgekit.exporting.formats.onnx import export_onnx  # noqa: E402
+from edgekit.exporting.formats.onnx_int8 import quantize_onnx  # noqa: E402
+from edgekit.exporting.int8.scheme import Scheme as Layout  # noqa: E402
 from edgekit.macs import count_macs  # noqa: E402
 from edgekit.models.lenet import LeNet5  # noqa: E402
 from edgekit.models.recurrent import Recurrent  # noqa: E402
-from edgekit.quant import Scheme as Layout  # noqa: E402
 
 # LeNet-5 on a 1x32x32 image, one layer at a time: (outputs) x (products per output).
 LENET5_MACS = (

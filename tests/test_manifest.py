@@ -57,7 +57,7 @@ def test_onnx_embedded_manifest_is_read_back_by_the_runtime(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    from edgekit.export.onnx import embed
+    from edgekit.exporting.formats.onnx import embed
     from edgekit.runtime import load
 
     # A 1x1 "model" that flattens (B, 1, 32, 32) to (B, 1024) and keeps the first 10 values.

@@ -71,7 +71,7 @@ def test_a_pte_copied_alone_carries_its_manifest(pte_run, tmp_path):
 
 def test_the_int8_gate_holds_for_pte(pte_run):
     from edgekit import formats
-    from edgekit.export.check import Gate, Heldout, check_artifact
+    from edgekit.exporting.check import Gate, Heldout, check_artifact
     from edgekit.runtime import load
     from edgekit.tasks import get_task
 

@@ -53,7 +53,7 @@ def test_export_of_a_qat_run_uses_the_learned_ranges(qat_run):
     from onnx import numpy_helper
 
     from edgekit import qat
-    from edgekit.export import export
+    from edgekit.exporting import export
     from edgekit.train import load_run
 
     report = export(qat_run, ["onnx", "onnx-int8", "pte-int8"], target="x86",
@@ -95,8 +95,8 @@ def test_uint8_activations_give_exactly_the_int8_results(qat_run, tmp_path):
     import onnxruntime as ort
 
     from edgekit import qat
-    from edgekit.export.onnx import export_onnx
-    from edgekit.export.qat import activations_to_uint8, quantize_biases
+    from edgekit.exporting.formats.onnx import export_onnx
+    from edgekit.exporting.int8.qat import activations_to_uint8, quantize_biases
     from edgekit.train import load_run
 
     _, model, _ = load_run(qat_run)
@@ -253,8 +253,7 @@ def outlier_model():
 
 @pytest.mark.slow
 def test_qat_brings_the_failing_case_within_the_gate(outlier_model, tmp_path):
-    from edgekit.export import export
-
+    from edgekit.exporting import export
     base = _train(["lenet5", outlier_model, "train.epochs=8", "train.threads=1"],
                   tmp_path / "base")
     ptq = export(base, ["onnx", "onnx-int8"], target="x86", int8_fallback=False,

@@ -48,9 +48,9 @@ def harmful(tmp_path_factory):
     """(folder, fp32 model after quant_pre_process, full int8 QDQ model, calibration, test)."""
     from onnxruntime.quantization import quant_pre_process
 
-    from edgekit.export.onnx import export_onnx
-    from edgekit.export.onnx_int8 import quantize_onnx
-    from edgekit.export.targets import S8S8
+    from edgekit.exporting.formats.onnx import export_onnx
+    from edgekit.exporting.formats.onnx_int8 import quantize_onnx
+    from edgekit.exporting.int8.targets import S8S8
 
     folder = tmp_path_factory.mktemp("harmful")
     rng = np.random.default_rng(0)
@@ -89,7 +89,7 @@ def agreement_check(fp32, x, max_drop=1.0):
 
 
 def test_harmful_layer_has_the_lowest_sqnr(harmful):
-    from edgekit.export.sensitivity import layer_sqnr
+    from edgekit.exporting.int8.sensitivity import layer_sqnr
 
     layers = layer_sqnr(harmful.prepped, harmful.int8, harmful.calibration)
     assert [a.module for a in layers][0] == "conv2"
@@ -106,10 +106,10 @@ def test_sqnr_of_an_unharmed_net_is_high_everywhere(tmp_path):
     """The control: the same net without the outlier has no layer near the harmful one's SQNR."""
     from onnxruntime.quantization import quant_pre_process
 
-    from edgekit.export.onnx import export_onnx
-    from edgekit.export.onnx_int8 import quantize_onnx
-    from edgekit.export.sensitivity import layer_sqnr
-    from edgekit.export.targets import S8S8
+    from edgekit.exporting.formats.onnx import export_onnx
+    from edgekit.exporting.formats.onnx_int8 import quantize_onnx
+    from edgekit.exporting.int8.sensitivity import layer_sqnr
+    from edgekit.exporting.int8.targets import S8S8
 
     torch.manual_seed(0)
     x = np.random.default_rng(1).standard_normal((32, 3, 8, 8)).astype(np.float32)
@@ -123,9 +123,9 @@ def test_sqnr_of_an_unharmed_net_is_high_everywhere(tmp_path):
 
 def test_fallback_keeps_only_the_harmful_layer_fp32(harmful, tmp_path):
     from edgekit import formats as catalog
-    from edgekit.export import mixed, mixed_onnx
-    from edgekit.export.int8_report import markdown
-    from edgekit.export.targets import S8S8
+    from edgekit.exporting.int8 import mixed, mixed_onnx
+    from edgekit.exporting.int8.report import markdown
+    from edgekit.exporting.int8.targets import S8S8
 
     check = agreement_check(harmful.folder / "model.onnx", harmful.test)
     stage = tmp_path / "stage"
@@ -162,8 +162,8 @@ def test_an_excluded_layer_runs_fp32_under_onnxruntime_optimizations(harmful, tm
     import onnx
     import onnxruntime as ort
 
-    from edgekit.export.onnx_int8 import quantize_onnx
-    from edgekit.export.targets import S8S8
+    from edgekit.exporting.formats.onnx_int8 import quantize_onnx
+    from edgekit.exporting.int8.targets import S8S8
 
     node = next(n.name for n in onnx.load(str(harmful.prepped)).graph.node
                 if "conv2.weight" in n.input)
@@ -183,10 +183,10 @@ def test_rescue_leaves_a_passing_or_dynamic_export_alone(harmful):
     """No search for a format whose candidate passed, nor for dynamic int8 ONNX (no ranges
     to calibrate, no Q/DQ pairs to measure)."""
     from edgekit import formats as catalog
-    from edgekit.export import mixed
-    from edgekit.export.check import Check
-    from edgekit.export.choose import Candidate
-    from edgekit.export.targets import S8S8
+    from edgekit.exporting.check import Check
+    from edgekit.exporting.choose import Candidate
+    from edgekit.exporting.int8 import mixed
+    from edgekit.exporting.int8.targets import S8S8
 
     fmt = catalog.get("onnx-int8")
     checker = SimpleNamespace(held=SimpleNamespace(task=SimpleNamespace(metric="accuracy")),
@@ -203,8 +203,8 @@ def test_rescue_leaves_a_passing_or_dynamic_export_alone(harmful):
 
 def test_chart_is_a_png(harmful, tmp_path):
     pytest.importorskip("matplotlib")
-    from edgekit.export.int8_report import chart
-    from edgekit.export.sensitivity import layer_sqnr
+    from edgekit.exporting.int8.report import chart
+    from edgekit.exporting.int8.sensitivity import layer_sqnr
 
     rows = [{**a.to_dict(), "rank": i} for i, a in
             enumerate(layer_sqnr(harmful.prepped, harmful.int8, harmful.calibration), 1)]
@@ -224,7 +224,7 @@ def test_fewest_layers_kept_fp32(needed, order, kept):
     the layers in `needed` are fp32: it finds that set, and says when there is none."""
     from pathlib import Path
 
-    from edgekit.export.mixed import fewest_fp32_layers
+    from edgekit.exporting.int8.mixed import fewest_fp32_layers
 
     class Fake:
         def get(self, method, fp32=()):
@@ -261,18 +261,18 @@ def harmful_mlp() -> torch.nn.Module:
 def sqnr_rows(fmt: str, net, x: np.ndarray, method: str, tmp_path) -> list[dict]:
     """Per-layer SQNR rows of `net` in int8 format `fmt`, through the code export runs."""
     from edgekit import formats as catalog
-    from edgekit.export import mixed_torch, targets
-    from edgekit.export.int8 import Int8Plan
+    from edgekit.exporting.int8 import mixed_torch, targets
+    from edgekit.exporting.int8.plan import Int8Plan
 
     if catalog.get(fmt).missing():
         pytest.skip(f"{fmt} needs {catalog.get(fmt).missing()}")
-    if fmt == "onnx-int8":  # static QDQ: edgekit.export.sensitivity
+    if fmt == "onnx-int8":  # static QDQ: edgekit.exporting.int8.sensitivity
         from onnxruntime.quantization import quant_pre_process
 
-        from edgekit.export.onnx import export_onnx
-        from edgekit.export.onnx_int8 import quantize_onnx
-        from edgekit.export.sensitivity import layer_sqnr
-        from edgekit.export.targets import S8S8
+        from edgekit.exporting.formats.onnx import export_onnx
+        from edgekit.exporting.formats.onnx_int8 import quantize_onnx
+        from edgekit.exporting.int8.sensitivity import layer_sqnr
+        from edgekit.exporting.int8.targets import S8S8
 
         export_onnx(net, torch.from_numpy(x[:2]), tmp_path / "m.onnx", 18, {})
         quant_pre_process(str(tmp_path / "m.onnx"), str(tmp_path / "p.onnx"),
@@ -323,8 +323,8 @@ def test_pte_int8_keeps_an_excluded_module_fp32():
     """`--int8-exclude` for pte-int8 (executorch's set_module_name(name, None) asserts, so
     the quantizer filters the module's ops out): the module has no int8 op left."""
     pytest.importorskip("executorch")
-    from edgekit.export import torch_sensitivity as ts
-    from edgekit.export.pte_int8 import quantize_pt2e
+    from edgekit.exporting.formats.pte_int8 import quantize_pt2e
+    from edgekit.exporting.int8 import torch_sensitivity as ts
 
     x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
     example = torch.from_numpy(x[:2])
@@ -338,9 +338,9 @@ def test_a_qat_artifact_is_not_searched(harmful):
     """A QAT run's int8 takes learned ranges: re-calibrated variants describe another model
     (its SQNR-only table: tests/test_qat.py)."""
     from edgekit import formats as catalog
-    from edgekit.export import mixed
-    from edgekit.export.check import Check
-    from edgekit.export.choose import Candidate
+    from edgekit.exporting.check import Check
+    from edgekit.exporting.choose import Candidate
+    from edgekit.exporting.int8 import mixed
 
     failed = Candidate(catalog.get("onnx-int8"), harmful.int8, {"name": "qat-u8s8-pc"},
                        Check("model.int8.onnx", "onnx", "int8", 1, False, score=0.5,

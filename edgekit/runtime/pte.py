@@ -16,7 +16,7 @@ import numpy as np
 from edgekit.errors import EdgekitError, one_line
 from edgekit.runtime.runner import Runner, embedded_or_listed
 
-MANIFEST_METHOD = "edgekit_manifest"  # edgekit.export.pte writes it
+MANIFEST_METHOD = "edgekit_manifest"  # edgekit.exporting.formats.pte writes it
 NEEDS = ("`.pte` needs torch and executorch on this machine: pip install 'edgekit[pte]'; the "
          ".onnx artifacts need neither")
 

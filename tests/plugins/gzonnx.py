@@ -28,7 +28,7 @@ def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
     """Exporter: model.onnx from the stage, its own manifest embedded, gzipped."""
     import onnx
 
-    from edgekit.export.onnx import embed
+    from edgekit.exporting.formats.onnx import embed
 
     proto = onnx.load(str(ctx.stage / "model.onnx"))
     embed(proto, manifest)

@@ -1,7 +1,8 @@
 """ONNX fp32 -> int8 with onnxruntime.quantization, one file per layout the target lists.
 
 Static (QDQ or QOperator, calibrated on training inputs) for conv nets, dynamic for models made
-of Linear/RNN layers (see edgekit.export.int8). The target (edgekit.export.targets) lists the
+of Linear/RNN layers (see edgekit.exporting.int8.plan). The target (edgekit.exporting.int8.targets)
+lists the
 layouts: a preset names one, `local` several, and export keeps the fastest that passes its check.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.export.onnx import INPUT_NAME, check, embed
+from edgekit.exporting.formats.onnx import INPUT_NAME, check, embed
 
 
 class ArrayReader:
@@ -30,7 +31,7 @@ class ArrayReader:
 
 
 def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
-    """Format hook for edgekit.export: int8 models of the fp32 model.onnx in ctx.stage.
+    """Format hook for edgekit.exporting: int8 models of the fp32 model.onnx in ctx.stage.
 
     Returns:
         (file, layout) for each layout of the target, written in ctx.candidates; export
@@ -41,7 +42,7 @@ def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
     from onnxruntime.quantization import quant_pre_process
 
     if getattr(ctx, "qat", None) is not None:  # a QAT run: the ranges it learned
-        from edgekit.export.qat import onnx_candidates
+        from edgekit.exporting.int8.qat import onnx_candidates
 
         return onnx_candidates(ctx, manifest)
     layouts = ctx.target.schemes(ctx.int8.method)
@@ -72,7 +73,7 @@ def quantize_onnx(fp32: Path, out: Path, layout, calibration: np.ndarray, method
 
     Args:
         fp32: a pre-processed fp32 model (onnxruntime.quantization.quant_pre_process).
-        layout: an edgekit.quant.Scheme, translated here into onnxruntime's options.
+        layout: an edgekit.exporting.int8.scheme.Scheme, translated here into onnxruntime's options.
         calibration: model inputs (N, ...) float32 that set the activation ranges (static).
         method: calibration method, "minmax", "entropy" or "percentile".
         exclude: node names to leave in fp32.

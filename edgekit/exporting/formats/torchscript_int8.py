@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
-from edgekit.export.torchscript import export_torchscript
+from edgekit.exporting.formats.torchscript import export_torchscript
 
 
 def engine_for(target) -> str:
@@ -30,7 +30,7 @@ def engine_for(target) -> str:
 
 
 def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
-    """Format hook for edgekit.export: int8 TorchScript of ctx.model for ctx.target's engine."""
+    """Format hook for edgekit.exporting: int8 TorchScript of ctx.model for ctx.target's engine."""
     engine, plan = engine_for(ctx.target), ctx.int8
     with quantized_engine(engine):
         if plan.method == "static":
@@ -105,7 +105,7 @@ def observe_fx(model, example, calibration, engine: str, method: str,
     from torch.ao.quantization import MinMaxObserver, QConfig, get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import prepare_fx
 
-    from edgekit.export.conversion import conversion_error
+    from edgekit.exporting.formats.conversion import conversion_error
 
     mapping = get_default_qconfig_mapping(engine)
     default = mapping.global_qconfig

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.export.check import Gate, Heldout
+from edgekit.exporting.check import Gate, Heldout
 from edgekit.rundir import RunDir
 
 
@@ -29,8 +29,8 @@ class Options:
     max_int8_drop: float | None = None
     tune_seconds: float | None = None
     machine: dict | None = None
-    int8_fallback: bool = True  # edgekit.export.mixed when int8 ONNX fails its gate
-    keep_candidates: bool = False  # ship every passing int8 candidate (edgekit.export.ship)
+    int8_fallback: bool = True  # edgekit.exporting.int8.mixed when int8 ONNX fails its gate
+    keep_candidates: bool = False  # ship every passing int8 candidate (edgekit.exporting.ship)
 
 
 @dataclass
@@ -46,8 +46,8 @@ class Prepared:
     gate: Gate
     calibration: np.ndarray  # (N, ...) training inputs that set int8 ranges
     example: Any  # torch.Tensor (2, ...) to trace with, or (input, state) for a stateful model
-    target: Any  # edgekit.export.targets.Target
-    plan: Any  # edgekit.export.int8.Int8Plan, or None without int8 formats
+    target: Any  # edgekit.exporting.int8.targets.Target
+    plan: Any  # edgekit.exporting.int8.plan.Int8Plan, or None without int8 formats
     budget: float  # timing seconds per artifact for a local target
     samples: tuple[np.ndarray, np.ndarray]  # held-out (x, y) shipped as samples.npz
     qat: Any = None  # a QAT run's fake-quantized model (edgekit.qat), for static int8
@@ -63,15 +63,15 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
     import torch
 
     from edgekit.data import build_dataset
-    from edgekit.export import targets
-    from edgekit.export.check import reference_outputs
-    from edgekit.export.int8 import METHODS
+    from edgekit.exporting.check import reference_outputs
+    from edgekit.exporting.int8 import targets
+    from edgekit.exporting.int8.plan import METHODS
     from edgekit.tasks import get_task
     from edgekit.train import load_run
 
     tgt = targets.resolve(opts.target, opts.machine)
     if opts.keep_candidates:  # the device chooses: give it the layouts worth timing there
-        from edgekit.export.ship import widen
+        from edgekit.exporting.ship import widen
 
         tgt = widen(tgt)
     if opts.int8_method not in (None, *METHODS):  # checked before any work
@@ -113,7 +113,7 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
 
 def _manifest(recipe, model, metrics: dict, data) -> dict:
     """The contract is what training recorded, not what today's data code would say."""
-    from edgekit.export.onnx import INPUT_NAME
+    from edgekit.exporting.formats.onnx import INPUT_NAME
     from edgekit.manifest import make_manifest
 
     return make_manifest(
@@ -125,14 +125,14 @@ def _manifest(recipe, model, metrics: dict, data) -> dict:
 
 def _state_spec(model) -> dict:
     """The manifest's `state` entry: a stateful model's second input and output."""
-    from edgekit.export.onnx import STATE_NAME, STATE_OUT_NAME
+    from edgekit.exporting.formats.onnx import STATE_NAME, STATE_OUT_NAME
 
     layers, hidden = model.state_shape
     return {"input": STATE_NAME, "output": STATE_OUT_NAME, "shape": [layers, None, hidden]}
 
 
 def _int8_plan(model, fmts: list, cfg, method: str | None, exclude: tuple[str, ...]):
-    from edgekit.export.int8 import Int8Plan, check_exclude, choose_method
+    from edgekit.exporting.int8.plan import Int8Plan, check_exclude, choose_method
 
     if not any(f.precision == "int8" for f in fmts):
         if exclude:

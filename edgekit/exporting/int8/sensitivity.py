@@ -13,7 +13,7 @@ DequantizeLinear) two signal-to-quantization-noise ratios against the fp32 model
 Both come from one pass of the calibration inputs through two models: the fp32 model with a
 copy of each layer's int8 island grafted beside it, and the int8 model with each layer's
 output made a graph output. The accuracy side (a layer alone kept fp32) needs a model per
-layer and lives in edgekit.export.mixed.
+layer and lives in edgekit.exporting.int8.mixed.
 """
 
 from __future__ import annotations

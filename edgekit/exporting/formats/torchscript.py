@@ -11,7 +11,7 @@ from edgekit.manifest import EMBED_KEY
 
 
 def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
-    """Format hook for edgekit.export: traced, frozen TorchScript of ctx.model."""
+    """Format hook for edgekit.exporting: traced, frozen TorchScript of ctx.model."""
     return [(export_torchscript(ctx.model, ctx.example, path, manifest), {})]
 
 
@@ -51,7 +51,7 @@ def to_torchscript(model, example, what: str = "torchscript"):
     """
     import torch
 
-    from edgekit.export.conversion import conversion_error
+    from edgekit.exporting.formats.conversion import conversion_error
 
     with warnings.catch_warnings(), torch.no_grad():
         # torch >= 2.10 marks torch.jit deprecated; it is still what a Pi's libtorch loads.

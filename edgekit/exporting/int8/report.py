@@ -1,6 +1,6 @@
 """How the int8 artifacts keep their accuracy, for people: report.md section, chart.
 
-Reads the "int8_accuracy" sections (one per int8 format) edgekit.export.mixed writes into
+Reads the "int8_accuracy" sections (one per int8 format) edgekit.exporting.int8.mixed writes into
 report.json.
 """
 

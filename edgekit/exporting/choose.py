@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.export.check import Check
+from edgekit.exporting.check import Check
 
 
 @dataclass
@@ -40,7 +40,7 @@ def time_candidates(target, budget: float, cands: list[Candidate], x: np.ndarray
     Returns:
         The report's "tuning" entry: whether it timed, and with which settings (or why not).
     """
-    from edgekit.export.tune import ROUNDS, time_artifacts
+    from edgekit.exporting.timing import ROUNDS, time_artifacts
     from edgekit.machine import usable_cores
 
     if not target.tune:

@@ -16,7 +16,7 @@ STATE_OUT_NAME = "state_out"
 
 
 def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
-    """Format hook for edgekit.export: fp32 ONNX of ctx.model."""
+    """Format hook for edgekit.exporting: fp32 ONNX of ctx.model."""
     return [(export_onnx(ctx.model, ctx.example, path, ctx.cfg.opset, manifest), {})]
 
 
@@ -34,7 +34,7 @@ def export_onnx(model, example, path: Path, opset: int, manifest: dict) -> Path:
     """
     import torch
 
-    from edgekit.export.conversion import conversion_error
+    from edgekit.exporting.formats.conversion import conversion_error
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     args, inputs, outputs, dims = (example,), [INPUT_NAME], [OUTPUT_NAME], ({0: batch},)

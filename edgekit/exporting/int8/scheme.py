@@ -1,8 +1,9 @@
 """A quantization scheme that belongs to no backend: what "int8" means before any library's words.
 
-A target (edgekit.export.targets) lists schemes; each int8 format translates a scheme into its
-own library's options: onnxruntime.quantization (edgekit.export.onnx_int8: QuantType,
-QuantFormat, per_channel, reduce_range), torch.ao (edgekit.export.torchscript_int8: the
+A target (edgekit.exporting.int8.targets) lists schemes; each int8 format translates a scheme into
+its
+own library's options: onnxruntime.quantization (edgekit.exporting.formats.onnx_int8: QuantType,
+QuantFormat, per_channel, reduce_range), torch.ao (edgekit.exporting.formats.torchscript_int8: the
 quantized engine and its observers), and PT2E quantizers alike. A backend that cannot honour a
 field says so rather than silently doing something else.
 """

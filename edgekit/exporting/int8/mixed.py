@@ -1,7 +1,7 @@
 """int8 that keeps its accuracy: per-layer sensitivity, calibration search, mixed precision.
 
 One search for every int8 format; what differs per format is how a variant is made (its
-`Variants`: edgekit.export.mixed_onnx for onnx-int8, edgekit.export.mixed_torch for
+`Variants`: edgekit.exporting.int8.mixed_onnx for onnx-int8, edgekit.exporting.int8.mixed_torch for
 torchscript-int8 and pte-int8):
 
     sensitivity   every quantized layer's SQNR against fp32, then, for the TOP_K lowest, the
@@ -37,9 +37,9 @@ SKIPPED = ("not measured for an artifact that passed its gate: each layer would 
            "re-export of the model; the search measures them when the gate fails")
 SQNR_SAMPLES = 64  # calibration inputs the SQNR pass reads
 # The int8 formats with a search, and the module whose `variants(...)` makes their Variants.
-SEARCHES = {"onnx-int8": "edgekit.export.mixed_onnx",
-            "torchscript-int8": "edgekit.export.mixed_torch",
-            "pte-int8": "edgekit.export.mixed_torch"}
+SEARCHES = {"onnx-int8": "edgekit.exporting.int8.mixed_onnx",
+            "torchscript-int8": "edgekit.exporting.int8.mixed_torch",
+            "pte-int8": "edgekit.exporting.int8.mixed_torch"}
 CHARTS = {"onnx-int8": "sensitivity.png"}  # others: sensitivity.<format>.png
 
 
@@ -105,7 +105,7 @@ def sensitivity(ctx, v, method: str, path: Path, fixed: dict | None = None) -> d
         {"format", "layout", "calibration_method", "top_k", "layers", "fallback", "chart"};
         "error" instead of layers when the analysis could not read the model.
     """
-    from edgekit.export.int8_report import chart
+    from edgekit.exporting.int8.report import chart
 
     out = {"format": v.fmt.name, "layout": v.layout, "calibration_method": method,
            "top_k": TOP_K if fixed else TABLE_TOP_K.get(v.fmt.name, 0), "fallback": fixed}
@@ -222,7 +222,7 @@ def _latency(ctx, paths: dict[str, Path], budget: float) -> dict | None:
     """Median batch-1 latency of each model here, or None when the target is elsewhere."""
     if not ctx.target.tune or budget <= 0:
         return None
-    from edgekit.export.tune import time_artifacts
+    from edgekit.exporting.timing import time_artifacts
     from edgekit.machine import usable_cores
 
     times = time_artifacts(list(paths.values()), ctx.calibration[:1].astype(np.float32),
@@ -231,7 +231,7 @@ def _latency(ctx, paths: dict[str, Path], budget: float) -> dict | None:
 
 
 def _learned(c) -> bool:
-    """Whether candidate `c` took a QAT run's learned ranges (edgekit.export.qat): the
+    """Whether candidate `c` took a QAT run's learned ranges (edgekit.exporting.int8.qat): the
     search and the per-layer accuracy re-calibrate, so they would describe another model."""
     return "qat" in c.how.get("name", "")
 
@@ -245,7 +245,7 @@ class Checker:
 
     def of(self, fmt):
         """path -> report row, for artifacts of `fmt`."""
-        from edgekit.export.check import check_artifact
+        from edgekit.exporting.check import check_artifact
 
         def check(path: Path) -> dict:
             self.checks[path] = check_artifact(path, fmt, self.held, self.gate)
@@ -259,9 +259,9 @@ def rescue(ctx, cands: list, checker: Checker, budget: float) -> tuple[list, dic
     `fallback` makes.
 
     Returns:
-        (new edgekit.export.choose.Candidate list, {format name: report section}).
+        (new edgekit.exporting.choose.Candidate list, {format name: report section}).
     """
-    from edgekit.export.choose import Candidate
+    from edgekit.exporting.choose import Candidate
 
     made, fixed = [], {}
     for name, module in SEARCHES.items():
@@ -286,7 +286,7 @@ def table(ctx, chosen: list, checker: Checker, fixed: dict) -> dict | None:
         if c.fmt.name not in SEARCHES or c.kept:
             continue
         if _learned(c):  # a QAT run's ranges: ranked by SQNR, nothing re-calibrated
-            from edgekit.export.qat import layer_table
+            from edgekit.exporting.int8.qat import layer_table
 
             out[c.fmt.name] = layer_table(ctx, c, CHARTS.get(
                 c.fmt.name, f"sensitivity.{c.fmt.name}.png"), SQNR_SAMPLES)

@@ -1,6 +1,6 @@
 """Per-layer sensitivity of the torch int8 formats: how much error each quantized module adds.
 
-The same two SQNRs as edgekit.export.sensitivity gives for ONNX, against fp32, in dB:
+The same two SQNRs as edgekit.exporting.int8.sensitivity gives for ONNX, against fp32, in dB:
 
     sqnr_db             the layer alone: its int8 version fed the fp32 model's own input
                         (quantized with the int8 model's input scale), its output quantized as
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.export.sensitivity import Layer, sqnr
+from edgekit.exporting.int8.sensitivity import Layer, sqnr
 
 BATCH = 16  # calibration inputs per run: bounds the memory of every intermediate output
 # aten ops that only move, select or clip values: they add no rounding of their own.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from edgekit.export.choose import Candidate, fastest, speed_line
-from edgekit.export.qat import markdown as qat_markdown
-from edgekit.export.qat import report_entry
+from edgekit.exporting.choose import Candidate, fastest, speed_line
+from edgekit.exporting.int8.qat import markdown as qat_markdown
+from edgekit.exporting.int8.qat import report_entry
 
 
 def build_report(prep, chosen: list[Candidate], cands: list[Candidate], tuning: dict,
@@ -12,7 +12,7 @@ def build_report(prep, chosen: list[Candidate], cands: list[Candidate], tuning: 
     """The report of one export.
 
     Args:
-        prep: the export's edgekit.export.prepare.Prepared.
+        prep: the export's edgekit.exporting.prepare.Prepared.
         chosen: the published artifacts, rebuilt and kept, in catalog order.
         cands: every candidate written by this export (int8 ones are listed with their fate).
     """
@@ -103,7 +103,7 @@ def report_markdown(report: dict) -> str:
     lines += qat_markdown(report.get("qat"), task)
     for note in report.get("notes", []):
         lines += ["", f"Note: {note}"]
-    from edgekit.export.int8_report import markdown
+    from edgekit.exporting.int8.report import markdown
 
     lines += markdown(report.get("int8_accuracy"))
     return "\n".join(lines) + "\n"

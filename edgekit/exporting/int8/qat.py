@@ -12,7 +12,7 @@ Both get their fp32 biases quantized to int32 at scale (input scale x weight sca
 onnxruntime's own quantizer writes them: its QDQ fusion turns DequantizeLinear -> Conv/Gemm ->
 QuantizeLinear into one int8 operator only when every input comes through a DequantizeLinear.
 export times the two and keeps the faster that passes the same checks as any int8 ONNX. The
-`.pte` takes the converted model through ExecuTorch's lowering (edgekit.export.pte_int8).
+`.pte` takes the converted model through ExecuTorch's lowering (edgekit.exporting.formats.pte_int8).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def onnx_candidates(ctx, manifest: dict) -> list[tuple[Path, dict]]:
     import onnx
 
     from edgekit import qat
-    from edgekit.export.onnx import check, embed, export_onnx
+    from edgekit.exporting.formats.onnx import check, embed, export_onnx
 
     trained = ctx.candidates / "model.int8.qat.onnx"
     export_onnx(qat.convert(ctx.qat), ctx.example, trained, ctx.cfg.opset, manifest)
@@ -174,15 +174,15 @@ def layer_table(ctx, c, chart_name: str, samples: int) -> dict:
 
     The QAT model converted with its weights left as quantize -> dequantize (the numbers of
     both the ONNX and the .pte) runs fp32, int8 and layer by layer alone
-    (edgekit.export.torch_sensitivity) on `samples` calibration inputs; the chart is written
+    (edgekit.exporting.int8.torch_sensitivity) on `samples` calibration inputs; the chart is written
     to ctx.stage / chart_name.
     """
     import warnings
 
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from edgekit.export import torch_sensitivity as ts
-    from edgekit.export.int8_report import chart
+    from edgekit.exporting.int8 import torch_sensitivity as ts
+    from edgekit.exporting.int8.report import chart
     from edgekit.qat import _copy
 
     out = {"format": c.fmt.name, "layout": c.how.get("name", ""),

@@ -1,4 +1,4 @@
-"""The torch int8 formats' variants for edgekit.export.mixed's search: torchscript-int8
+"""The torch int8 formats' variants for edgekit.exporting.int8.mixed's search: torchscript-int8
 (torch.ao FX static, or dynamic) and pte-int8 (PT2E with XNNPACKQuantizer, static or dynamic).
 
 What either format keeps fp32 is a module, by name, as `--int8-exclude` does (torch.ao's
@@ -10,7 +10,7 @@ Int8Plan with `fallback_fp32` set) and checked by export's check. The calibratio
 torch.ao static has MinMaxObserver and HistogramObserver ("entropy" and "percentile" both map
 to it); XNNPACKQuantizer's static config has one observer (HistogramObserver); dynamic int8
 measures its ranges at run time. The SQNR per module comes from
-edgekit.export.torch_sensitivity, on the same quantization made in this process.
+edgekit.exporting.int8.torch_sensitivity, on the same quantization made in this process.
 """
 
 from __future__ import annotations
@@ -96,13 +96,13 @@ class Variants:
         """Every quantized module's SQNR rows, worst first, of the full int8 model calibrated
         by `method`: the same quantization as the artifact, made again in this process
         (`int8` itself is a lowered program or a frozen script the analysis cannot open)."""
-        from edgekit.export import torch_sensitivity as ts
-        from edgekit.export.mixed import SQNR_SAMPLES
+        from edgekit.exporting.int8 import torch_sensitivity as ts
+        from edgekit.exporting.int8.mixed import SQNR_SAMPLES
 
         ctx, plan = self.ctx, self.plan(method, ())
         inputs = ts.batches(ctx.example, ctx.calibration, SQNR_SAMPLES)
         if self.fmt.name == "pte-int8":
-            from edgekit.export.pte_int8 import per_channel, quantize_pt2e
+            from edgekit.exporting.formats.pte_int8 import per_channel, quantize_pt2e
 
             converted = quantize_pt2e(ctx.model, ctx.example, ctx.calibration, plan.method,
                                       per_channel(ctx), plan.fp32_modules, fold=False)
@@ -115,13 +115,13 @@ class Variants:
 def _torch_ao_sqnr(ctx, plan, inputs) -> list:
     from torch.ao.quantization.quantize_fx import convert_fx
 
-    from edgekit.export import torch_sensitivity as ts
-    from edgekit.export.torchscript_int8 import (
+    from edgekit.exporting.formats.torchscript_int8 import (
         engine_for,
         observe_fx,
         quantize_dynamic,
         quantized_engine,
     )
+    from edgekit.exporting.int8 import torch_sensitivity as ts
 
     engine = engine_for(ctx.target)
     with quantized_engine(engine), warnings.catch_warnings():
@@ -146,7 +146,7 @@ def variants(ctx, cands: list, check, metric: str):
 
 def table(ctx, c, check, metric: str, fixed: dict | None) -> dict:
     """mixed.table's hook: the published artifact's per-layer table (static and dynamic)."""
-    from edgekit.export.mixed import sensitivity
+    from edgekit.exporting.int8.mixed import sensitivity
 
     v, label, key = make(ctx, c, check)
     v.done[key], v.hows[key] = (c.path, c.check.row(metric)), c.how

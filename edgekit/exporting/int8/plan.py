@@ -26,7 +26,7 @@ class Int8Plan:
     exclude: tuple[str, ...]  # module names kept fp32 (as in model.named_modules())
     calibration_method: str  # "minmax", "entropy" or "percentile" (static only)
     calibration_samples: int
-    # modules the automatic fallback (edgekit.export.mixed) kept fp32 on top of `exclude`
+    # modules the automatic fallback (edgekit.exporting.int8.mixed) kept fp32 on top of `exclude`
     fallback_fp32: tuple[str, ...] = ()
 
     @property

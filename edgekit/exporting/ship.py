@@ -35,7 +35,7 @@ from edgekit.tuned import FILE as TUNED
 def widen(target):
     """A preset `target` with the int8 layouts a local export on its architecture would also
     try; `local` (timed here, at export) as it is."""
-    from edgekit.export.targets import local_target
+    from edgekit.exporting.int8.targets import local_target
 
     if target.tune:
         return target
@@ -48,7 +48,7 @@ def keep(stage: Path, cands: list, on: bool, notes: list[str]) -> list:
     """Move the passing, unpublished candidates to stage/candidates/ (when `on`); drop the rest.
 
     Args:
-        cands: edgekit.export.choose.Candidate of this export, after choosing.
+        cands: edgekit.exporting.choose.Candidate of this export, after choosing.
         notes: the report's notes; a line is added saying what was shipped.
 
     Returns:
@@ -82,7 +82,7 @@ def record(stage: Path, final: list, shipped: list, on: bool) -> None:
     """
     if not on:
         return
-    from edgekit.export.report import manifest_entry
+    from edgekit.exporting.report import manifest_entry
     from edgekit.runtime import load
     from edgekit.tune import sample_outputs
 

@@ -2,10 +2,12 @@
 
 `torch.export` -> `prepare_pt2e` with XNNPACKQuantizer -> calibration on the same training
 samples as the other int8 formats -> `convert_pt2e` -> export again -> lowered to XNNPACK
-(edgekit.export.pte). Conv nets take the static configuration (calibrated activation ranges);
-Linear/RNN models the dynamic one (ranges measured at run time), as edgekit.export.int8 picks.
+(edgekit.exporting.formats.pte). Conv nets take the static configuration (calibrated activation
+ranges);
+Linear/RNN models the dynamic one (ranges measured at run time), as edgekit.exporting.int8.plan
+picks.
 
-The target's scheme (edgekit.quant.Scheme) is translated here: XNNPACK computes int8
+The target's scheme (edgekit.exporting.int8.scheme.Scheme) is translated here: XNNPACK computes int8
 activations (asymmetric) with symmetric int8 weights, per channel when the scheme says so; the
 scheme's activation signedness and reduce_range are onnxruntime concerns it has no use for, and
 the artifact's layout says what was made.
@@ -16,12 +18,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from edgekit.export.conversion import conversion_error
-from edgekit.export.pte import MAX_BATCH, export_program, lower
+from edgekit.exporting.formats.conversion import conversion_error
+from edgekit.exporting.formats.pte import MAX_BATCH, export_program, lower
 
 
 def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
-    """Format hook for edgekit.export: int8 XNNPACK program of ctx.model."""
+    """Format hook for edgekit.exporting: int8 XNNPACK program of ctx.model."""
     plan = ctx.int8
     if getattr(ctx, "qat", None) is not None and not plan.fp32_modules:  # a QAT run's ranges
         from edgekit import qat
@@ -56,7 +58,7 @@ def quantize_pt2e(model, example, calibration, method: str, per_channel: bool,
         exclude: module names kept fp32 (no op traced inside them is annotated).
         fold: fold the int8 weights into constants (the artifact); False leaves them as
             quantize -> dequantize of the fp32 weights, the same numbers, for
-            edgekit.export.torch_sensitivity to run with quantization switched off.
+            edgekit.exporting.int8.torch_sensitivity to run with quantization switched off.
 
     Raises:
         EdgekitError: the model cannot be exported or quantized (the reason named).

@@ -1,6 +1,7 @@
 """Where an exported model will run, as data: the int8 schemes to try there.
 
-A target lists, for int8 export, the quantization schemes (edgekit.quant.Scheme, no backend's
+A target lists, for int8 export, the quantization schemes (edgekit.exporting.int8.scheme.Scheme, no
+backend's
 vocabulary) to try: `static` for conv nets (calibrated), `dynamic` for Linear/RNN/LSTM/GRU
 models. The first of each tuple is the documented default. Presets (`x86`, `pi4`, `pi5`,
 `arm64`) name one scheme each, with the source it comes from: a machine other than this one
@@ -20,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from edgekit.errors import EdgekitError
-from edgekit.quant import Scheme
+from edgekit.exporting.int8.scheme import Scheme
 
 ORT_GUIDE = ("onnxruntime quantization guide, 'Data type selection' and FAQ 'When to use "
              "reduce-range' (onnxruntime.ai/docs/performance/model-optimizations/"
@@ -56,7 +57,7 @@ class Target:
         return self.static if mode == "static" else self.dynamic
 
     def to_dict(self) -> dict:
-        from edgekit.export.torchscript_int8 import engine_for
+        from edgekit.exporting.formats.torchscript_int8 import engine_for
 
         return {"name": self.name, "description": self.description, "arch": self.arch,
                 "quantized_engine": engine_for(self), "tuned": self.tune, "source": self.source,

@@ -41,7 +41,7 @@ def notes(stage: Path, rebuilt: set[str], kept: list) -> list[str]:
 
     Args:
         rebuilt: the file names this export rebuilt.
-        kept: edgekit.export.choose.Candidate of each kept artifact, checked.
+        kept: edgekit.exporting.choose.Candidate of each kept artifact, checked.
     """
     lines = [f"{c.fmt.file} was kept from the previous export (not asked to rebuild) and "
              f"fails today's check: {c.check.why}" for c in kept if not c.check.passed]

@@ -6,7 +6,7 @@ hands every subgraph XNNPACK takes to the XNNPACK delegate, and the program carr
 as a constant method (`edgekit_manifest`), so a `.pte` copied alone still knows its preprocessing
 and labels. What XNNPACK does not take runs on ExecuTorch's portable kernels: which operators,
 and how many, is recorded (`undelegated`) and shown in the report, never silently.
-The int8 program is made by edgekit.export.pte_int8 (PT2E) and lowered the same way.
+The int8 program is made by edgekit.exporting.formats.pte_int8 (PT2E) and lowered the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from edgekit.export.conversion import conversion_error
+from edgekit.exporting.formats.conversion import conversion_error
 from edgekit.runtime.pte import MANIFEST_METHOD  # the runner reads it back
 
 MAX_BATCH = 32
@@ -25,7 +25,7 @@ PLUMBING = ("executorch_call_delegate", "getitem", "sym_size", "sym_numel", "all
 
 
 def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
-    """Format hook for edgekit.export: fp32 XNNPACK program of ctx.model."""
+    """Format hook for edgekit.exporting: fp32 XNNPACK program of ctx.model."""
     program = export_program(ctx.model, ctx.example, "pte")
     how = {"name": "xnnpack-fp32"}
     return [(lower(program, path, manifest, how, "pte"), how)]

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.export.onnx import check, embed
+from edgekit.exporting.formats.onnx import check, embed
 
 
 def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
-    """Format hook for edgekit.export: fp16 model of the fp32 model.onnx in ctx.stage."""
+    """Format hook for edgekit.exporting: fp16 model of the fp32 model.onnx in ctx.stage."""
     return [(convert_fp16(ctx.stage / "model.onnx", path, manifest), {})]
 
 

@@ -1,9 +1,9 @@
 """`edgekit export`: write each artifact, check it against the PyTorch model, then publish.
 
-Five stages, each a short function: prepare (edgekit.export.prepare) -> write the candidates
+Five stages, each a short function: prepare (edgekit.exporting.prepare) -> write the candidates
 (each format's exporter module, from the format catalog edgekit.formats) -> check them
-(edgekit.export.check) -> time and choose (edgekit.export.choose) -> publish (manifest,
-samples, report: edgekit.export.report). Everything is written into a staging folder and moved
+(edgekit.exporting.check) -> time and choose (edgekit.exporting.choose) -> publish (manifest,
+samples, report: edgekit.exporting.report). Everything is written into a staging folder and moved
 to RUN/export only after every check passed, so a failed export leaves the previous export (or
 nothing) in place:
 
@@ -16,7 +16,7 @@ nothing) in place:
 
 Re-exporting rebuilds only the formats asked for: every other file of the previous export is
 kept, and the manifest and report describe every artifact present. An int8 format writes one
-candidate per layout its target lists (edgekit.export.targets); for this machine (`--target
+candidate per layout its target lists (edgekit.exporting.int8.targets); for this machine (`--target
 local`) the candidates are timed and the fastest one that passes its check is published.
 """
 
@@ -32,17 +32,18 @@ import numpy as np
 
 from edgekit import formats as catalog
 from edgekit.errors import EdgekitError
-from edgekit.export import mixed, ship
-from edgekit.export.check import check_artifact
-from edgekit.export.choose import (
+from edgekit.exporting import ship
+from edgekit.exporting.check import check_artifact
+from edgekit.exporting.choose import (
     Candidate,
     drop_failed_best_effort,
     move_choice,
     time_candidates,
 )
-from edgekit.export.prepare import Options, Prepared, prepare
-from edgekit.export.previous import keep_previous, notes
-from edgekit.export.report import build_report, manifest_entry, report_markdown
+from edgekit.exporting.int8 import mixed
+from edgekit.exporting.prepare import Options, Prepared, prepare
+from edgekit.exporting.previous import keep_previous, notes
+from edgekit.exporting.report import build_report, manifest_entry, report_markdown
 from edgekit.fileio import atomic_dir, atomic_path, write_json, write_text
 from edgekit.rundir import MANIFEST, REPORT, REPORT_MD, SAMPLES, RunDir
 
@@ -58,8 +59,8 @@ class ExportContext:
     cfg: Any  # the recipe's ExportConfig
     calibration: np.ndarray  # (N, ...) training inputs that set int8 ranges
     stage: Path  # the folder being written; earlier artifacts are there
-    target: Any  # edgekit.export.targets.Target
-    int8: Any  # edgekit.export.int8.Int8Plan, or None when no int8 format is asked for
+    target: Any  # edgekit.exporting.int8.targets.Target
+    int8: Any  # edgekit.exporting.int8.plan.Int8Plan, or None when no int8 format is asked for
     candidates: Path  # scratch folder for candidate files, removed before publishing
     qat: Any = None  # a QAT run's fake-quantized model: int8 takes its learned ranges
 
@@ -71,13 +72,13 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
         run: a run directory written by `edgekit train`.
         formats: names in the format catalog (edgekit.formats: "onnx", "onnx-int8",
             "onnx-fp16", "torchscript", "torchscript-int8", ...); only these are rebuilt.
-        options: edgekit.export.prepare.Options: target ("local" or a preset of
-            edgekit.export.targets), int8_method, exclude (module names kept fp32 in int8),
+        options: edgekit.exporting.prepare.Options: target ("local" or a preset of
+            edgekit.exporting.int8.targets), int8_method, exclude (module names kept fp32 in int8),
             allow_degraded (keep an artifact that fails, recorded as failed), max_int8_drop,
             tune_seconds (timing budget per artifact for `local`; 0 times nothing), machine,
             int8_fallback (an int8 format that fails its gate: search calibration methods,
             then keep the most sensitive layers fp32; False fails instead).
-            keep_candidates (ship every passing int8 candidate: edgekit.export.ship).
+            keep_candidates (ship every passing int8 candidate: edgekit.exporting.ship).
 
     Returns:
         The report (also written as report.json / report.md).

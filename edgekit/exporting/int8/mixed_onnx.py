@@ -1,9 +1,10 @@
-"""The int8 ONNX artifact's variants for edgekit.export.mixed's search (static layouts only:
+"""The int8 ONNX artifact's variants for edgekit.exporting.int8.mixed's search (static layouts only:
 dynamic int8 has no calibrated ranges to search and no Q/DQ pairs to measure).
 
-Every variant is a real artifact written by edgekit.export.onnx_int8.quantize_onnx (the layers
+Every variant is a real artifact written by edgekit.exporting.formats.onnx_int8.quantize_onnx (the
+layers
 kept fp32 are its nodes_to_exclude, as `--int8-exclude` does) in the layout of the target's
-candidate; the SQNR per node comes from edgekit.export.sensitivity.
+candidate; the SQNR per node comes from edgekit.exporting.int8.sensitivity.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from uuid import uuid4
 
 import numpy as np
 
-from edgekit.quant import Scheme
+from edgekit.exporting.int8.scheme import Scheme
 
 METHODS = ("minmax", "entropy", "percentile")
 
@@ -43,7 +44,7 @@ class Variants:
 
     def get(self, method: str, fp32: tuple[str, ...] = ()) -> tuple[Path, dict]:
         """The checked int8 model calibrated by `method` with the nodes `fp32` kept fp32."""
-        from edgekit.export.onnx_int8 import quantize_onnx
+        from edgekit.exporting.formats.onnx_int8 import quantize_onnx
 
         key = (method, tuple(sorted(fp32)))
         if key not in self.done:
@@ -71,9 +72,9 @@ class Variants:
         return []
 
     def sqnr(self, method: str, int8: Path) -> list[dict]:
-        """Every quantized node's SQNR rows (edgekit.export.sensitivity), worst first."""
-        from edgekit.export.mixed import SQNR_SAMPLES
-        from edgekit.export.sensitivity import layer_sqnr
+        """Every quantized node's SQNR rows (edgekit.exporting.int8.sensitivity), worst first."""
+        from edgekit.exporting.int8.mixed import SQNR_SAMPLES
+        from edgekit.exporting.int8.sensitivity import layer_sqnr
 
         qdq = int8
         if self.scheme.form != "qdq":  # SQNR reads Q/DQ pairs: the same ranges as QDQ
@@ -99,7 +100,7 @@ def variants(ctx, cands: list, check, metric: str):
 def table(ctx, c, check, metric: str, fixed: dict | None) -> dict | None:
     """mixed.table's hook: the published model.int8.onnx's per-layer table (static; for
     dynamic int8, why there is none)."""
-    from edgekit.export.mixed import sensitivity
+    from edgekit.exporting.int8.mixed import sensitivity
 
     if c.how.get("mode") != "static":
         return {"format": c.fmt.name, "layout": c.how.get("name", ""), "layers": [],

@@ -1,0 +1,1 @@
+"""Format exporters: one module per artifact kind."""

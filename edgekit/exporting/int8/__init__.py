@@ -1,0 +1,1 @@
+"""int8: plan, targets, search, sensitivity, report, QAT export."""
