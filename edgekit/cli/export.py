@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from edgekit.rundir import RunDir
-
 
 def format_flags(command):
     """`--FAMILY` for each format family and `--PRECISION` for each other precision, from the
@@ -60,19 +58,17 @@ def export_cmd(run, target, int8_method, exclude, allow_degraded, max_int8_drop,
     Only the formats asked for are rebuilt; other files in RUN/export are kept. Without RUN,
     the most recently finished run under runs/ is exported.
     """
-    from edgekit import formats as catalog
-    from edgekit.exporting import export, report_markdown
-    names = catalog.select([f for f in catalog.families() if flags[f]],
-                           [p for p in catalog.precisions() if flags[p]])
+    import edgekit
+
     layers = tuple(n.strip() for item in exclude for n in item.split(",") if n.strip())
     if run is None:
         from edgekit.rundir import latest_run
 
         run = latest_run()
         click.echo(f"exporting {run} (the latest finished run under runs/)", err=True)
-    report = export(run, names, target=target, int8_method=int8_method, exclude=layers,
-                    allow_degraded=allow_degraded, max_int8_drop=max_int8_drop,
-                    tune_seconds=tune_seconds, int8_fallback=not no_int8_fallback,
-                    keep_candidates=keep_candidates)
-    click.echo(report_markdown(report).rstrip())
-    click.echo(f"artifacts: {RunDir(run).export}")
+    exp = edgekit.export(run, target=target, int8_method=int8_method, exclude=layers,
+                         allow_degraded=allow_degraded, max_int8_drop=max_int8_drop,
+                         tune_seconds=tune_seconds, int8_fallback=not no_int8_fallback,
+                         keep_candidates=keep_candidates, **flags)
+    click.echo(exp.markdown().rstrip())
+    click.echo(f"artifacts: {exp.path}")
