@@ -5,8 +5,9 @@
     RUN/metrics.json         held-out metric, history, input contract (a finished run has it)
     RUN/checkpoint.pt        the last checkpoint (weights_only-loadable), for --resume
     RUN/train.log, curves.png, sample.png
-    RUN/export/              what `edgekit export` publishes: manifest.json, report.json,
-                             report.md, samples.npz, bench.json and the artifacts
+    RUN/export/              what `edgekit export` publishes: report.json, report.md,
+                             bench.json, and what it ships to the device (edgekit.manifest:
+                             manifest.json, samples.npz, the artifacts)
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ RECIPE, WEIGHTS, METRICS = "recipe.yaml", "model.safetensors", "metrics.json"
 CHECKPOINT, LOG, CURVES = "checkpoint.pt", "train.log", "curves.png"
 EXPORT = "export"
 ROOT = Path("runs")  # where `edgekit train` puts runs by default (relative to the cwd)
-MANIFEST, REPORT, REPORT_MD = "manifest.json", "report.json", "report.md"
-SAMPLES, BENCH = "samples.npz", "bench.json"
+REPORT, REPORT_MD, BENCH = "report.json", "report.md", "bench.json"
 
 
 class RunDir:

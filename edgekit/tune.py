@@ -29,12 +29,10 @@ from edgekit import formats
 from edgekit import manifest as mf
 from edgekit.bench.stats import threads_text
 from edgekit.errors import EdgekitError
-from edgekit.fileio import sha256
 from edgekit.machine import load_average
-from edgekit.rundir import MANIFEST, SAMPLES
+from edgekit.manifest import FILE as MANIFEST
+from edgekit.manifest import REFERENCES, SAMPLES, check_sha256, sample_outputs
 
-CANDIDATES = "candidates"  # the export's folder of shipped int8 candidates
-REFERENCES = "references.npz"  # file -> the host's outputs on samples.npz
 ROUNDS = 5  # interleaved rounds per thread count, as `edgekit bench`
 DEFAULT_SECONDS = 2.0  # timed seconds per file and thread count
 FP32_RTOL = 1e-3  # fp32: largest difference allowed, of the outputs' range (at least 1)
@@ -75,8 +73,8 @@ def shipped(export: Path) -> tuple[dict, list[Shipped], dict[str, np.ndarray], n
     if not isinstance(refs, dict) or not isinstance(refs.get("sha256"), str):
         raise EdgekitError(f"{str(export)!r} has no reference outputs to check against: "
                            "export it with `edgekit export RUN ... --keep-candidates`")
-    _same(export / REFERENCES, refs["sha256"])
-    _same(export / SAMPLES, refs.get("inputs_sha256", ""))
+    check_sha256(export / REFERENCES, refs["sha256"])
+    check_sha256(export / SAMPLES, refs.get("inputs_sha256", ""))
     with np.load(export / REFERENCES, allow_pickle=False) as z:
         outputs = {k: z[k] for k in z.files}
     with np.load(export / SAMPLES, allow_pickle=False) as z:
@@ -96,30 +94,10 @@ def shipped(export: Path) -> tuple[dict, list[Shipped], dict[str, np.ndarray], n
                 else f"has no reference outputs in {REFERENCES}" if name not in outputs
                 else fmt.install_hint() if fmt.missing() else "")
         if not skip:  # a file left out may be left behind too; one that runs must be intact
-            _same(path, entry["sha256"])
+            check_sha256(path, entry["sha256"])
         files.append(Shipped(name, path, fmt, entry.get("precision", "?"),
                              entry.get("layout", ""), published, entry.get("bytes"), skip))
     return manifest, files, outputs, x
-
-
-def _same(path: Path, digest: str) -> None:
-    if not path.is_file():
-        raise EdgekitError(f"{str(path)!r} is listed in {MANIFEST} but missing; copy the whole "
-                           "export directory again")
-    if sha256(path) != digest:
-        raise EdgekitError(f"{str(path)!r} does not match the sha256 in {MANIFEST}: the file "
-                           "is damaged or was replaced; copy or export it again")
-
-
-def sample_outputs(runner, x: np.ndarray) -> np.ndarray:
-    """A runner's outputs on `x`, the same way on the host (export) and the device (tune).
-
-    A stateful model reads the rows in order as one stream, as `edgekit predict` does.
-    """
-    runner.reset()
-    if runner.stateful:
-        return np.concatenate([runner.run(x[i:i + 1]) for i in range(len(x))])
-    return np.concatenate([runner.run(x[i:i + 256]) for i in range(0, len(x), 256)])
 
 
 def compare(out: np.ndarray, ref: np.ndarray, precision: str, task) -> dict:
