@@ -74,8 +74,7 @@ def validate(manifest: dict, source: str) -> dict:
     Raises:
         EdgekitError: naming `source` and the first field that is missing or wrong.
     """
-    from edgekit import tasks
-    from edgekit.runtime import preprocess
+    from edgekit import preprocess_spec, tasks
 
     if not isinstance(manifest, dict):
         raise EdgekitError(f"{source}: manifest must be a JSON object, got "
@@ -108,7 +107,7 @@ def validate(manifest: dict, source: str) -> dict:
         raise EdgekitError(f"{source}: manifest state must give input, output and shape "
                            f"[layers, null, hidden]; got {state!r}")
     tasks.get_task(manifest["task"]).validate(manifest, source)
-    preprocess.validate(manifest["preprocess"], source)
+    preprocess_spec.validate(manifest["preprocess"], source)
     return manifest
 
 
