@@ -50,7 +50,8 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
     """
     from edgekit import distributed
     from edgekit.data import build_dataset, dataset_builder
-    from edgekit.loop import fit, select_device
+    from edgekit.distributed import select_device
+    from edgekit.loop import fit
     from edgekit.models import check_model_name
 
     check_model_name(recipe.model.name)  # fail before any work
@@ -101,7 +102,8 @@ def resume(run: str | Path, progress: bool = True) -> Path | None:
     """
     from edgekit import distributed
     from edgekit.data import build_dataset
-    from edgekit.loop import fit, select_device
+    from edgekit.distributed import select_device
+    from edgekit.loop import fit
 
     run = Path(run)
     content = resumable(run)
