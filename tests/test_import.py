@@ -126,7 +126,7 @@ def user(tmp_path_factory) -> dict:
     program = torch.export.export(model, (x[:2],),
                                   dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, str(root / "model.pt2"))
-    torch.onnx.export(model, (x[:2],), str(root / "model.onnx"), dynamic=True,
+    torch.onnx.export(model, (x[:2],), str(root / "model.onnx"), dynamo=True,
                       input_names=["image"], output_names=["logits"],
                       dynamic_shapes=({0: torch.export.Dim("batch")},))
     return {"root": root, "digits": digits, "flat": flat, "three": three,
