@@ -521,3 +521,120 @@ def test_predict_and_serve_agree_on_the_default_top_k():
     defaults = {c.name: {p.name: p.default for p in c.params}
                 for c in (main.commands["predict"], main.commands["serve"])}
     assert defaults["predict"]["k"] == defaults["serve"]["k"] == Limits().k == TOP_K
+
+
+# -- issue 24: idle, slow and half-closed connections; work past its deadline ----------------
+
+def connect(url: str):
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=30)
+
+
+def closed_by_server(s) -> bytes:
+    """What the server sent before closing `s` (b"" if nothing); fails if it never closes."""
+    got = b""
+    while chunk := s.recv(65536):
+        got += chunk
+    return got
+
+
+def test_health_answers_while_a_thousand_idle_connections_are_open(table_model):
+    from edgekit.bench.abuse import send
+    from edgekit.bench.loadtest import served
+
+    with served(table_model) as server:
+        idle = [connect(server.url) for _ in range(1000)]
+        try:
+            assert send(server.url + "/health", "GET", b"", "", 30) == 200
+            status, body = post(server.url, b"age,sex\n50,Male\n", "text/csv")
+            assert status == 200 and body["label"] == "high"
+        finally:
+            for s in idle:
+                s.close()
+        assert send(server.url + "/health", "GET", b"", "", 30) == 200
+
+
+def test_over_max_connections_the_oldest_idle_one_is_closed(table_model):
+    from edgekit.bench.abuse import send
+    from edgekit.bench.loadtest import served
+
+    with served(table_model, "--max-connections", "4") as server:
+        oldest = connect(server.url)
+        time.sleep(0.2)
+        others = [connect(server.url) for _ in range(3)]
+        # a fifth connection (urllib's) makes room by closing the one idle the longest
+        assert send(server.url + "/health", "GET", b"", "", 30) == 200
+        assert closed_by_server(oldest) == b""
+        for s in others:
+            s.close()
+
+
+def test_a_slowloris_head_gets_a_408_and_an_idle_client_is_closed(table_model):
+    from edgekit.bench.abuse import send
+    from edgekit.bench.loadtest import served
+
+    with served(table_model, "--header-timeout", "1") as server:
+        idle, slow = connect(server.url), connect(server.url)
+        slow.sendall(b"GET /health HTTP/1.1\r\n")
+        for byte in b"Host: x\r\nX-Slow: " + b"a" * 40:  # a byte at a time, never ending
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.05)
+        answer = closed_by_server(slow)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["status"] == 408
+        assert closed_by_server(idle) == b""
+        assert send(server.url + "/health", "GET", b"", "", 30) == 200
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 16\r\n\r\n"
+    b"age,sex\n50,Male\n"])
+def test_a_half_closed_client_gets_its_answer(table_model, request_bytes):
+    import socket
+
+    from edgekit.bench.loadtest import served
+
+    with served(table_model) as server:
+        s = connect(server.url)
+        s.sendall(request_bytes)
+        s.shutdown(socket.SHUT_WR)
+        answer = closed_by_server(s)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        assert b'"status"' in answer or b'"label"' in answer
+
+
+def test_work_past_its_deadline_keeps_at_most_the_workers_and_not_the_process(tmp_path):
+    """Four jobs that never end on two workers: each request times out, the two queued jobs
+    never start, and the process still exits (the threads are daemons)."""
+    script = tmp_path / "stuck.py"
+    script.write_text(textwrap.dedent("""
+        import asyncio, threading
+        from edgekit.runtime.connections import Workers
+
+        started = []
+        forever = threading.Event()
+
+        def stuck(i):
+            started.append(i)
+            forever.wait()
+
+        async def main():
+            workers = Workers(2)
+            for outcome in await asyncio.gather(
+                    *(workers.run(0.5, stuck, i) for i in range(4)), return_exceptions=True):
+                assert isinstance(outcome, TimeoutError), outcome
+            print(sorted(started))
+
+        asyncio.run(main())
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[0, 1]"
