@@ -638,3 +638,44 @@ def test_work_past_its_deadline_keeps_at_most_the_workers_and_not_the_process(tm
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[0, 1]"
+
+
+# -- issue 24: a million-column header, a line without end ------------------------------------
+
+def test_a_million_column_header_is_refused_at_its_first_line(tmp_path, table_model):
+    f = tmp_path / "wide.csv"
+    f.write_text("age,sex," + ",".join(f"c{i}" for i in range(1_000_000)) + "\n1,Male\n")
+    code, _, err = run_cli("predict", table_model, f)
+    assert code == 1 and err.startswith(f"error: {f}: line 1 is longer than 384.0 KB")
+    assert len(err.splitlines()) == 1
+
+
+def test_a_wide_header_naming_a_column_twice_is_found_in_one_pass():
+    """40,000 names (under the line limit): a count per name, not a scan per name."""
+    import io
+
+    from edgekit.runtime.preprocess import tabular
+
+    names = ["age", "sex", *(f"c{i}" for i in range(40_000)), "age"]
+    text = ",".join(names) + "\n" + ",".join("1" for _ in names) + "\n"
+    with pytest.raises(EdgekitError, match="names column 'age' 2 times"):
+        list(tabular.csv_rows(io.StringIO(text), TABULAR, "body"))
+
+
+def test_a_line_without_end_is_refused_after_reading_its_bound(tmp_path):
+    """A 512 MB file of zeros and no newline (sparse on disk): refused once the line limit has
+    been read, not held whole."""
+    import io
+
+    from edgekit.runtime.preprocess import tabular
+    from edgekit.runtime.rows import Counting
+
+    f = tmp_path / "big.csv"
+    with open(f, "wb") as out:
+        out.truncate(512 * 1024 * 1024)
+    with open(f, "rb") as raw:
+        counted = Counting(raw)
+        with pytest.raises(EdgekitError, match="line 1 is longer than 384.0 KB"):
+            list(tabular.csv_rows(tabular.open_csv(f, io.BufferedReader(counted, 1 << 16)),
+                                   TABULAR, str(f)))
+    assert counted.read_bytes < 4 * tabular.line_limit(TABULAR)
