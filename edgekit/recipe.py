@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, excerpt
 from edgekit.fileio import not_a_file
 from edgekit.losses import LOSSES
 from edgekit.optim import OPTIMIZERS, SCHEDULES
@@ -207,8 +207,11 @@ def load_recipe(name_or_path: str, overrides: typing.Sequence[str] = ()) -> Reci
             raise EdgekitError(
                 f"unknown recipe {name_or_path!r}; expected one of: {choices} (or a .yaml path)"
             )
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise EdgekitError(f"recipe {str(path)!r} is {path.stat().st_size} bytes; expected a "
+                           f"recipe of at most {MAX_RECIPE_BYTES // 1024} KB")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = safe_yaml(path.read_text(encoding="utf-8"), f"recipe {str(path)!r}") or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise EdgekitError(f"recipe {str(path)!r} is not valid YAML: {_one_line(e)}") from None
     if not isinstance(raw, dict):
@@ -232,9 +235,43 @@ def apply_override(raw: dict, item: str) -> None:
             raise EdgekitError(f"--set {item!r}: {part!r} is not a section")
         node = child
     try:
-        node[leaf] = yaml.safe_load(value) if value else ""
+        node[leaf] = safe_yaml(value, f"--set {excerpt(key)}") if value else ""
     except yaml.YAMLError:
         node[leaf] = value
+
+
+MAX_RECIPE_BYTES = 1024 * 1024  # a recipe is a page of settings
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader without aliases: `*a` may stand for a list of lists of ..., and
+    nine levels of ten (a 200-byte "billion laughs") expand to 10**9 items when the value is
+    built or formatted. A recipe never needs one: refused before anything is built."""
+
+    source = "YAML"
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise EdgekitError(f"{self.source}: line {mark.line + 1} uses a YAML alias "
+                               f"(*{excerpt(self.peek_event().anchor, quote=False)}); "
+                               "expected plain values (a recipe takes no anchors or aliases)")
+        return super().compose_node(parent, index)
+
+
+def safe_yaml(text: str, source: str = "YAML"):
+    """`yaml.safe_load(text)` with aliases refused (see _NoAliasLoader).
+
+    Raises:
+        EdgekitError: the text uses an alias, named by `source` and its line.
+        yaml.YAMLError: the text is not YAML.
+    """
+    loader = _NoAliasLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def from_dict(raw: dict) -> Recipe:
@@ -246,7 +283,8 @@ def from_dict(raw: dict) -> Recipe:
 
 def _build(cls, raw, prefix: str):
     if not isinstance(raw, dict):
-        raise EdgekitError(f"{prefix.rstrip('.') or 'recipe'}: expected a mapping, got {raw!r}")
+        raise EdgekitError(f"{prefix.rstrip('.') or 'recipe'}: expected a mapping, got "
+                           f"{excerpt(raw)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
@@ -273,7 +311,7 @@ def _check_type(key: str, value, typ):
         except ValueError:
             number = math.nan
         if isinstance(value, bool) or not math.isfinite(number):
-            raise EdgekitError(f"{key}: expected float, got {value!r}")
+            raise EdgekitError(f"{key}: expected float, got {excerpt(value)}")
         return number
     ok = {
         bool: lambda v: isinstance(v, bool),
@@ -281,7 +319,7 @@ def _check_type(key: str, value, typ):
         str: lambda v: isinstance(v, str),
     }[typ]
     if not ok(value):
-        raise EdgekitError(f"{key}: expected {typ.__name__}, got {value!r}")
+        raise EdgekitError(f"{key}: expected {typ.__name__}, got {excerpt(value)}")
     return value
 
 

@@ -27,7 +27,7 @@ from edgekit import __version__
 from edgekit import checkpoint as ckpt
 from edgekit.errors import EdgekitError, Interrupted, one_line
 from edgekit.fileio import write_json, write_text
-from edgekit.recipe import Recipe, from_dict
+from edgekit.recipe import Recipe, from_dict, safe_yaml
 from edgekit.rundir import CHECKPOINT, METRICS, RECIPE, WEIGHTS, RunDir
 
 
@@ -139,7 +139,8 @@ def resumable(run: Path) -> dict:
                            "by an interrupted `edgekit train`")
     content = ckpt.load(RunDir(run).checkpoint)
     try:
-        saved = yaml.safe_load(RunDir(run).recipe.read_text(encoding="utf-8"))
+        saved = safe_yaml(RunDir(run).recipe.read_text(encoding="utf-8"),
+                          str(RunDir(run).recipe))
     except (yaml.YAMLError, UnicodeDecodeError):
         saved = None
     if saved != content.get("recipe"):
@@ -154,7 +155,6 @@ def load_run(run: str | Path):
     Raises:
         EdgekitError: the directory is missing, unfinished, or not a complete run.
     """
-    import yaml
     from safetensors.torch import load_file
 
     from edgekit.models import prepare_model
@@ -169,7 +169,8 @@ def load_run(run: str | Path):
     if missing:
         raise EdgekitError(f"{str(run)!r} is not a run directory (missing {', '.join(missing)})")
     try:
-        recipe = from_dict(yaml.safe_load(RunDir(run).recipe.read_text(encoding="utf-8")))
+        recipe = from_dict(safe_yaml(RunDir(run).recipe.read_text(encoding="utf-8"),
+                                     str(RunDir(run).recipe)))
         metrics = json.loads(RunDir(run).metrics.read_text(encoding="utf-8"))
         model, _ = prepare_model(recipe.model, metrics["input_shape"], len(metrics["labels"]),
                                  load_weights=False, preprocess=metrics["preprocess"])

@@ -679,3 +679,34 @@ def test_a_line_without_end_is_refused_after_reading_its_bound(tmp_path):
             list(tabular.csv_rows(tabular.open_csv(f, io.BufferedReader(counted, 1 << 16)),
                                    TABULAR, str(f)))
     assert counted.read_bytes < 4 * tabular.line_limit(TABULAR)
+
+
+# -- issue 24: a YAML alias bomb in a recipe or a --set value -----------------------------------
+
+def alias_bomb() -> str:
+    """Nine levels of ten aliases: 10**9 strings once expanded, 300 bytes as text."""
+    levels = ["a0: &a0 [l, l, l, l, l, l, l, l, l, l]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    return "\n".join(levels)
+
+
+def test_a_yaml_alias_bomb_in_a_recipe_is_refused_before_it_expands(tmp_path):
+    import resource
+
+    f = tmp_path / "bomb.yaml"
+    f.write_text("name: lenet5\ndescription:\n  " + alias_bomb().replace("\n", "\n  ") + "\n")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, _, err = run_cli("train", f, "--out", tmp_path / "run")
+    assert code != 0 and "line 4 uses a YAML alias (*a0)" in err, err
+    assert len(err.splitlines()) == 1 and len(err) < 300
+    # under 100 MB: the bomb would be gigabytes; ru_maxrss is in KB
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_yaml_alias_bomb_in_a_set_value_is_refused():
+    from edgekit.recipe import load_recipe
+
+    value = "{" + alias_bomb().replace("\n", ", ") + "}"
+    with pytest.raises(EdgekitError, match=r"--set 'description': line 1 uses a YAML alias"):
+        load_recipe("lenet5", ["description=" + value])
