@@ -169,6 +169,21 @@ RANGES = {"data.test_fraction": (1e-9, 1.0), "data.workers": (-1, 1025),
           "model.dropout": (0.0, 1.0), "train.label_smoothing": (0.0, 1.0),
           "export.opset": (17, 24), "qat.freeze_bn": (-1, 10**6),
           "qat.freeze_ranges": (-1, 10**6)}
+# Upper bounds (inclusive) on every size and count a recipe sets: far above any sane value,
+# low enough that a typo (train.epochs=10**22, data.image_size=100000) is one line, not a
+# kernel kill at 21 GB. What depends on the machine is checked before training starts
+# (`check_fits_machine`: threads vs its cores, one batch of inputs vs its memory).
+MAXIMA = {"data.image_size": 4096, "data.resize": 8192, "data.batch_size": 65536,
+          "data.max_train_samples": 10**9, "data.samples": 10**8, "data.window": 10**6,
+          "data.split_seed": 2**32 - 1, "model.hidden": 65536,
+          "model.layers": 1024, "model.embed": 65536, "train.epochs": 100_000,
+          "train.step_size": 10_000, "train.early_stop": 10_000, "train.shift": 4096,
+          "train.threads": 1024, "train.seed": 2**32 - 1,
+          "export.calibration_samples": 100_000, "export.samples": 10_000,
+          "export.tune_seconds": 3600, "qat.epochs": 100_000}
+# One batch of training inputs may take at most this share of the machine's memory: the
+# model's activations and gradients take many times the inputs.
+BATCH_MEMORY_SHARE = 1 / 32
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -340,6 +355,9 @@ def _check_values(recipe: Recipe) -> None:
     for key in NON_NEGATIVE:
         if not flat[key] >= 0:
             raise EdgekitError(f"{key}: expected a value >= 0, got {flat[key]!r}")
+    for key, high in MAXIMA.items():
+        if flat[key] > high:
+            raise EdgekitError(f"{key}: expected at most {high}, got {excerpt(flat[key])}")
     for key, (low, high) in RANGES.items():
         if not low <= flat[key] < high:
             what = "a fraction between 0 and 1" if low == 1e-9 else f"{low} <= value < {high}"
@@ -356,6 +374,29 @@ def _check_values(recipe: Recipe) -> None:
         raise EdgekitError("model.freeze needs model.pretrained (a weights file to keep)")
     if not NAME.fullmatch(recipe.name):
         raise EdgekitError(f"name: expected letters, digits, '_', '-' or '.', got {recipe.name!r}")
+
+
+def check_fits_machine(recipe: Recipe) -> None:
+    """Refuse, before any work, a recipe this machine cannot train: more train.threads than
+    its usable cores, or one batch of inputs (data.batch_size x channels x data.image_size**2
+    float32) over BATCH_MEMORY_SHARE of its memory.
+
+    Raises:
+        EdgekitError: one line naming the setting, the machine's bound and what to lower.
+    """
+    from edgekit.diskfull import human
+    from edgekit.machine import check_threads, memory_bytes
+
+    check_threads(recipe.train.threads or None, "train.threads")
+    memory = memory_bytes()
+    side = recipe.data.image_size
+    batch = recipe.data.batch_size * (recipe.data.channels or 3) * side * side * 4
+    if memory and batch > memory * BATCH_MEMORY_SHARE:
+        raise EdgekitError(
+            f"data.image_size {recipe.data.image_size} with data.batch_size "
+            f"{recipe.data.batch_size}: one batch of inputs is {human(batch)} and training holds "
+            f"many times that; this machine has {human(memory)} (expected a batch under "
+            f"1/{round(1 / BATCH_MEMORY_SHARE)} of it): lower data.image_size or data.batch_size")
 
 
 def _one_line(e: Exception) -> str:

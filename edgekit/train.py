@@ -27,7 +27,7 @@ from edgekit import __version__
 from edgekit import checkpoint as ckpt
 from edgekit.errors import EdgekitError, Interrupted, one_line
 from edgekit.fileio import write_json, write_text
-from edgekit.recipe import Recipe, from_dict, safe_yaml
+from edgekit.recipe import Recipe, check_fits_machine, from_dict, safe_yaml
 from edgekit.rundir import CHECKPOINT, METRICS, RECIPE, WEIGHTS, RunDir
 
 
@@ -54,6 +54,7 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
     from edgekit.models import check_model_name
 
     check_model_name(recipe.model.name)  # fail before any work
+    check_fits_machine(recipe)
     DATASETS.get(recipe.data.name)
     world = distributed.init(select_device(recipe.train.device).type)
     try:

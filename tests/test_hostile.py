@@ -710,3 +710,48 @@ def test_a_yaml_alias_bomb_in_a_set_value_is_refused():
     value = "{" + alias_bomb().replace("\n", ", ") + "}"
     with pytest.raises(EdgekitError, match=r"--set 'description': line 1 uses a YAML alias"):
         load_recipe("lenet5", ["description=" + value])
+
+
+# -- issue 24: sizes, counts and threads have an upper bound ------------------------------------
+
+@pytest.mark.parametrize("setting, says", [
+    ("data.image_size=100000", "data.image_size: expected at most 4096, got 100000"),
+    ("train.epochs=10000000000000000000000",
+     "train.epochs: expected at most 100000, got 10000000000000000000000"),
+    ("qat.epochs=1000000", "qat.epochs: expected at most 100000, got 1000000"),
+    ("data.batch_size=1000000", "data.batch_size: expected at most 65536, got 1000000")])
+def test_a_size_over_its_bound_is_one_line_before_training(tmp_path, setting, says):
+    code, _, err = run_cli("train", "lenet5", "--set", setting, "--out", tmp_path / "run")
+    assert code == 1 and err == f"error: {says}\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_too_big_for_this_machine_is_refused_before_training(tmp_path, monkeypatch):
+    from edgekit import machine
+
+    monkeypatch.setattr(machine, "memory_bytes", lambda: 1 << 30)  # a 1 GB machine
+    code, _, err = run_cli("train", "lenet5", "--set", "data.image_size=1024", "--out",
+                           tmp_path / "run")
+    assert code == 1 and err.startswith("error: data.image_size 1024 with data.batch_size 64: "
+                                        "one batch of inputs is 768.0 MB")
+    assert "this machine has 1.0 GB" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "bench", "train", "serve", "tune"])
+def test_threads_above_the_usable_cores_are_one_line(tmp_path, table_model, monkeypatch,
+                                                     command):
+    from edgekit import machine
+
+    monkeypatch.setattr(machine, "usable_cores", lambda: 2)
+    rows = tmp_path / "people.csv"
+    rows.write_text("age,sex\n50,Male\n")
+    args = {"predict": ["predict", table_model, rows, "--threads", "999"],
+            "bench": ["bench", table_model, "--threads", "999"],
+            "train": ["train", "lenet5", "--set", "train.threads=999", "--out", tmp_path / "r"],
+            "serve": ["serve", table_model, "--threads", "999", "--port", "0"],
+            "tune": ["tune", table_model.parent, "--threads", "1,999"]}
+    code, _, err = run_cli(*args[command])
+    source = "train.threads" if command == "train" else "--threads"
+    assert code == 1 and err == (f"error: {source} 999: this machine has 2 usable core(s); "
+                                 "expected 1 to 2\n")
