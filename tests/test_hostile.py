@@ -755,3 +755,44 @@ def test_threads_above_the_usable_cores_are_one_line(tmp_path, table_model, monk
     source = "train.threads" if command == "train" else "--threads"
     assert code == 1 and err == (f"error: {source} 999: this machine has 2 usable core(s); "
                                  "expected 1 to 2\n")
+
+
+# -- issue 24: two exports of one run; a symlinked folder in the export ------------------------
+
+def test_a_second_holder_of_the_export_lock_waits_and_says_so(tmp_path):
+    from edgekit.fileio import exclusive
+
+    lock = tmp_path / ".export.lock"
+    code = ("import sys; from edgekit.fileio import exclusive\n"
+            "with exclusive(sys.argv[1], 'an export of r'):\n    print('got it', flush=True)\n")
+    with exclusive(lock, "an export of r"):
+        proc = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stderr.readline() == "waiting: an export of r is running in another process\n"
+        assert proc.poll() is None  # still waiting while the lock is held
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out == "got it\n"
+
+
+def test_two_exports_of_one_run_keep_both_and_follow_no_symlink(tmp_path, tiny_run):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.onnx").write_bytes(b"not yours")
+    (run / "export" / "linked").symlink_to(outside, target_is_directory=True)
+    (run / "export" / "model.link.onnx").symlink_to(outside / "secret.onnx")
+    exports = [subprocess.Popen([sys.executable, "-m", "edgekit", "export", str(run), *flags],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for flags in (["--torchscript"], ["--onnx", "--fp16"])]
+    for proc in exports:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    listed = json.loads((run / "export" / "manifest.json").read_text())["artifacts"]
+    assert {"model.ts", "model.onnx", "model.fp16.onnx", "model.int8.onnx"} <= set(listed)
+    assert all((run / "export" / f).is_file() for f in listed)
+    assert not (run / "export" / "linked").exists()
+    assert not (run / "export" / "model.link.onnx").exists()
+    assert (outside / "secret.onnx").read_bytes() == b"not yours"
