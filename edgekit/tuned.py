@@ -27,8 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError, EdgekitWarning
+from edgekit.errors import EdgekitError, EdgekitWarning, excerpt
 from edgekit.fileio import sha256, write_json
+from edgekit.machine import usable_cores
 from edgekit.rundir import MANIFEST, RunDir
 
 FILE = "tuned.json"
@@ -91,11 +92,15 @@ def read(export: str | Path) -> dict:
         ok = doc.get("kind") == KIND and doc.get("sha256") == digest(doc)
         choice = doc["choice"]
         file, threads = str(choice["file"]), choice["threads"]
+        ok = ok and isinstance(doc.get("machine", {}), dict)
     except (ValueError, KeyError, TypeError, AttributeError):
         ok = False
     if not ok:
         raise EdgekitError(f"{str(path)!r} was edited or is damaged (its checksum does not "
                            f"match its content); {redo}")
+    if Path(file).name != file or file in (".", ".."):  # tune names files in the export only
+        raise EdgekitError(f"{str(path)!r} chooses {excerpt(file)}, a path, not a file of "
+                           f"{str(export)!r}; {redo}")
     if doc.get("manifest_sha256") != sha256(export / MANIFEST):
         raise EdgekitError(f"{str(path)!r} was tuned against another export ({MANIFEST} has "
                            f"changed since); {redo}")
@@ -107,7 +112,10 @@ def read(export: str | Path) -> dict:
         raise EdgekitError(f"{str(path)!r} chooses {file}, which is missing, not listed in "
                            f"{MANIFEST} or not the file it was tuned with; {redo}")
     if type(threads) is not int or threads < 1:
-        raise EdgekitError(f"{str(path)!r} chooses {threads!r} threads; {redo}")
+        raise EdgekitError(f"{str(path)!r} chooses {excerpt(threads)} threads; {redo}")
+    if threads > usable_cores():
+        raise EdgekitError(f"{str(path)!r} chooses {threads} threads; this machine has "
+                           f"{usable_cores()} usable core(s): it was tuned elsewhere; {redo}")
     return doc
 
 

@@ -796,3 +796,137 @@ def test_two_exports_of_one_run_keep_both_and_follow_no_symlink(tmp_path, tiny_r
     assert not (run / "export" / "linked").exists()
     assert not (run / "export" / "model.link.onnx").exists()
     assert (outside / "secret.onnx").read_bytes() == b"not yours"
+
+
+# -- issue 24: verify checks every listed file; manifest names, tuned.json, small ones ---------
+
+@pytest.fixture
+def shipped(tmp_path, table_model) -> Path:
+    """An export folder: model.onnx, candidates/model.int8.x.onnx and references.npz, each
+    listed in manifest.json with its sha256."""
+    import shutil
+
+    from edgekit.fileio import sha256
+
+    folder = tmp_path / "export"
+    (folder / "candidates").mkdir(parents=True)
+    shutil.copy(table_model, folder / "model.onnx")
+    shutil.copy(table_model, folder / "candidates" / "model.int8.x.onnx")
+    np.savez(folder / "references.npz", a=np.zeros(2, np.float32))
+    manifest = mf.with_files(embedded(folder / "model.onnx"), folder,
+                             {"model.onnx": {"format": "onnx", "precision": "fp32"}})
+    entry = lambda name: {"bytes": (folder / name).stat().st_size,  # noqa: E731
+                          "sha256": sha256(folder / name)}
+    manifest["candidates"] = {"candidates/model.int8.x.onnx":
+                              entry("candidates/model.int8.x.onnx")}
+    manifest["references"] = {"file": "references.npz", **entry("references.npz")}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def embedded(path: Path) -> dict:
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    return json.loads(props[mf.EMBED_KEY])
+
+
+@pytest.mark.parametrize("damaged", ["candidates/model.int8.x.onnx", "references.npz"])
+def test_verify_checks_candidates_and_references(shipped, damaged):
+    code, out, _ = run_cli("verify", shipped)
+    assert code == 0 and "ok: 3 artifact(s) match" in out
+    with open(shipped / damaged, "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff")
+    code, _, err = run_cli("verify", shipped)
+    assert code == 1 and f"{damaged} (mismatch)" in err
+
+
+@pytest.mark.parametrize("name", ["../x.onnx", "/etc/passwd", "candidates/../../x.onnx"])
+def test_verify_refuses_a_listed_path_without_building_it(shipped, name):
+    manifest = json.loads((shipped / "manifest.json").read_text())
+    manifest["artifacts"][name] = manifest["artifacts"]["model.onnx"]
+    (shipped / "manifest.json").write_text(json.dumps(manifest))
+    code, out, err = run_cli("verify", shipped)
+    assert code == 1 and f"{name} (mismatch)" in err and len(err.splitlines()) == 1
+    assert "listed name is a path, not a file in this folder" in out
+
+
+@pytest.mark.parametrize("how", ["fifo", "dangling link"])
+def test_a_manifest_that_is_not_a_file_stops_loading(shipped, how):
+    rows = shipped / "people.csv"
+    rows.write_text("age,sex\n50,Male\n")
+    (shipped / "manifest.json").unlink()
+    if how == "fifo":
+        os.mkfifo(shipped / "manifest.json")
+    else:
+        (shipped / "manifest.json").symlink_to(shipped / "gone.json")
+    code, _, err = run_cli("predict", shipped / "model.onnx", rows)
+    assert code == 1 and "manifest.json' beside model.onnx " in err
+    assert "pass --no-verify" in err and len(err.splitlines()) == 1
+
+
+def retuned(folder: Path, **choice) -> None:
+    """A tuned.json choosing model.onnx, changed by `choice` (and `machine`), re-hashed."""
+    from edgekit import tuned
+    from edgekit.machine import machine_info
+
+    machine = choice.pop("machine", machine_info())
+    doc = tuned.write(folder, {"kind": tuned.KIND, "schema": tuned.SCHEMA, "machine": machine,
+                               "choice": {"file": "model.onnx", "threads": 1}})
+    doc["choice"].update(choice)
+    doc["sha256"] = tuned.digest(doc)
+    (folder / tuned.FILE).write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"file": "../x.onnx"}, "chooses '../x.onnx', a path, not a file of"),
+    ({"file": "/etc/passwd"}, "chooses '/etc/passwd', a path, not a file of"),
+    ({"threads": 3000}, "chooses 3000 threads; this machine has 2 usable core(s)"),
+    ({"machine": "x"}, "was edited or is damaged")])
+def test_a_rehashed_tuned_json_is_still_refused(shipped, monkeypatch, change, says):
+    from edgekit import machine
+
+    monkeypatch.setattr(machine, "usable_cores", lambda: 2)
+    retuned(shipped)
+    rows = shipped / "people.csv"
+    rows.write_text("age,sex\n50,Male\n")
+    code, out, _ = run_cli("predict", shipped, rows)
+    assert code == 0 and "high" in out
+    retuned(shipped, **change)
+    code, _, err = run_cli("predict", shipped, rows)
+    assert code == 1 and says in err and len(err.splitlines()) == 1
+
+
+def test_a_header_only_csv_is_one_line_not_an_empty_answer(tmp_path, table_model):
+    rows = tmp_path / "header.csv"
+    rows.write_text("age,sex\n")
+    out_file = tmp_path / "out.jsonl"
+    code, out, err = run_cli("predict", table_model, rows, "--out", out_file)
+    assert code == 1 and err == f"error: {str(rows)!r}: a header but no rows to predict\n"
+    assert not out_file.exists()
+
+
+def test_a_raw_pickle_is_refused_in_one_line_without_torch_warning(tmp_path):
+    import pickle
+
+    raw = tmp_path / "weights.pth"
+    raw.write_bytes(pickle.dumps({"conv1.weight": Evil()}, protocol=4))
+    out = subprocess.run([sys.executable, "-m", "edgekit", "train", "lenet5", "--set",
+                          f"model.pretrained={raw}", "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert "Warning" not in out.stderr and str(raw) in out.stderr
+
+
+# -- issue 24: the GEMM peak is stored unrounded ------------------------------------------------
+
+def test_a_slow_machines_gemm_peak_keeps_its_relation(monkeypatch):
+    """A loaded (or Pi) machine's calls of 8.6 ms: the stored GMAC/s is the measured one, not
+    one rounded to 0.0 or 3.8, so gmacs == size**3 / best_ms / 1e6 exactly."""
+    from edgekit.bench import peak, stats
+
+    monkeypatch.setattr(stats, "measure", lambda *a, **kw: np.array([8.63331, 9.1, 9.7]))
+    k = peak.measure_gemm("fp32", 1, size=32)
+    assert k["best_ms"] == 8.63331 and k["ms"] == 9.1
+    assert k["gmacs"] == 32 ** 3 / 8.63331 / 1e6
