@@ -51,10 +51,9 @@ def load(path: Path) -> dict:
     Raises:
         EdgekitError: the file is not an edgekit checkpoint of a version this edgekit reads.
     """
-    import torch
 
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        content = quiet_load(path)
     except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError variants
         raise EdgekitError(f"{str(path)!r} is not a readable edgekit checkpoint: "
                            f"{load_failure(e)}") from None
@@ -123,6 +122,19 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def quiet_load(path: Path):
+    """torch.load(weights_only=True) without torch's UserWarning about a pickle protocol: a
+    raw pickle gets one line (the refusal), not a warning before it."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol",
+                                category=UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_failure(e: BaseException) -> str:

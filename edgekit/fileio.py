@@ -195,3 +195,36 @@ def sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@contextmanager
+def exclusive(lock: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file `lock` (created if missing) for the block; while
+    another process holds it, say so on stderr once and wait for it.
+
+    The kernel drops the lock when its holder exits, even on SIGKILL: a dead export never
+    leaves a stale lock behind.
+
+    Args:
+        what: what the holder is doing, for the waiting line ("an export of runs/x").
+
+    Raises:
+        EdgekitError: the lock file cannot be created (named, with the reason).
+    """
+    import fcntl
+    import sys
+
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise EdgekitError(f"cannot create the lock file {str(lock)!r}: {e.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting: {what} is running in another process", file=sys.stderr,
+                  flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -117,6 +117,29 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_threads(threads: int | None, source: str = "--threads") -> None:
+    """Refuse more threads than the cores this process may use: the extra ones only queue
+    for the same cores (999 of them took the load average above 300 and gave no result).
+
+    Raises:
+        EdgekitError: `threads` above usable_cores(), naming `source` and the bound.
+    """
+    from edgekit.errors import EdgekitError
+
+    cores = usable_cores()
+    if threads is not None and threads > cores:
+        raise EdgekitError(f"{source} {threads}: this machine has {cores} usable core(s); "
+                           f"expected 1 to {cores}")
+
+
+def memory_bytes() -> int | None:
+    """This machine's memory (MemTotal), None where /proc/meminfo does not say."""
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
 def cpu_governor() -> str | None:
     """The cpufreq governor of core 0 ("ondemand", "performance"), None where not exposed.
 

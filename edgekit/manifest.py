@@ -23,10 +23,11 @@ neither torch nor onnx.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, excerpt
 from edgekit.fileio import not_a_file, sha256, write_json
 
 FORMAT_VERSION = 1
@@ -219,6 +220,12 @@ def beside(artifact: Path, verify: bool = True) -> dict | None:
     """
     artifact = Path(artifact)
     path = artifact.with_name(FILE)
+    if not os.path.lexists(path):
+        return None
+    if not path.is_file() and verify:  # a FIFO, a folder, a dangling link: not skipped
+        raise EdgekitError(f"{str(path)!r} beside {artifact.name} {not_a_file(path)} (a dangling "
+                           "link, a folder or a pipe), so its checksum cannot be checked: fix "
+                           "or remove it, or pass --no-verify")
     if not path.is_file():
         return None
     try:
@@ -237,8 +244,46 @@ def beside(artifact: Path, verify: bool = True) -> dict | None:
     return manifest
 
 
+CANDIDATES = "candidates"  # the folder of int8 candidates an export may ship (edgekit.tune)
+
+
+def safe_name(name: object) -> bool:
+    """Whether a name a manifest lists is a file of its folder ("model.onnx"), or of its
+    candidates/ folder: never absolute, never "..", never a deeper path."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return False
+    return len(parts) == 1 or (len(parts) == 2 and parts[0] == CANDIDATES)
+
+
+def listed_files(manifest: dict, source: str) -> dict[str, dict]:
+    """Every file a manifest lists with a sha256: its artifacts, the shipped int8 candidates
+    and references.npz (file name -> its entry).
+
+    Raises:
+        EdgekitError: a "candidates" or "references" entry without a sha256.
+    """
+    listed = dict(manifest["artifacts"])
+    candidates = manifest.get("candidates") or {}
+    references = manifest.get("references")
+    if not (isinstance(candidates, dict) and all(
+            isinstance(e, dict) and isinstance(e.get("sha256"), str)
+            for e in candidates.values())) or not (references is None or (
+            isinstance(references, dict) and isinstance(references.get("file"), str)
+            and isinstance(references.get("sha256"), str))):
+        raise EdgekitError(f"{source}: manifest candidates and references must give each "
+                           "file's sha256 and size")
+    listed.update(candidates)
+    if references is not None:
+        listed[references["file"]] = references
+    return listed
+
+
 def verify_export(folder: str | Path) -> list[dict]:
-    """Check every artifact that an export's manifest.json lists against its size and sha256.
+    """Check every file that an export's manifest.json lists (artifacts, candidates/ and
+    references.npz) against its size and sha256.
 
     Args:
         folder: an export directory, its manifest.json, or one artifact in it.
@@ -262,23 +307,25 @@ def verify_export(folder: str | Path) -> list[dict]:
         raise EdgekitError(f"{str(folder)!r} has no {FILE}; expected an export directory "
                            "written by `edgekit export`")
     manifest = read(path)
-    rows = []
-    listed = manifest["artifacts"]
+    listed = listed_files(manifest, str(path))
     if only is not None:
         if only not in listed:
             raise EdgekitError(f"{only} is not listed in {str(path)!r}; nothing to verify it "
                                "against")
         listed = {only: listed[only]}
+    rows = []
     for name, entry in listed.items():
-        file = path.with_name(name)
-        if Path(name).name != name:  # a manifest must not point outside its folder
-            rows.append({"file": name, "bytes": None, "status": "mismatch",
+        if not safe_name(name):  # checked before any path is built from it
+            rows.append({"file": excerpt(name, quote=False), "bytes": None,
+                         "status": "mismatch",
                          "why": "listed name is a path, not a file in this folder"})
-        elif not file.is_file():
+            continue
+        file = path.parent / name
+        if not file.is_file():
             rows.append({"file": name, "bytes": None, "status": "missing",
                          "why": f"listed in {FILE} but {not_a_file(file)}"})
         elif file.stat().st_size != entry.get("bytes", file.stat().st_size) \
-                or sha256(file) != entry["sha256"]:
+                or sha256(file) != entry.get("sha256"):
             rows.append({"file": name, "bytes": file.stat().st_size, "status": "mismatch",
                          "why": f"sha256 differs from {FILE}: damaged or replaced"})
         else:

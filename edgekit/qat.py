@@ -237,10 +237,12 @@ def _copy(module):
 def _recipe_of(run: Path) -> dict:
     import yaml
 
+    from edgekit.recipe import safe_yaml
     from edgekit.rundir import RunDir
 
+    path = RunDir(run).recipe
     try:
-        return yaml.safe_load(RunDir(run).recipe.read_text(encoding="utf-8")) or {}
+        return safe_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         return {}
 

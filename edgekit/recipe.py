@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, excerpt
 from edgekit.fileio import not_a_file
 from edgekit.losses import LOSSES
 from edgekit.optim import OPTIMIZERS, SCHEDULES
@@ -171,6 +171,21 @@ RANGES = {"data.test_fraction": (1e-9, 1.0), "data.workers": (-1, 1025),
           "model.dropout": (0.0, 1.0), "train.label_smoothing": (0.0, 1.0),
           "export.opset": (17, 24), "qat.freeze_bn": (-1, 10**6),
           "qat.freeze_ranges": (-1, 10**6)}
+# Upper bounds (inclusive) on every size and count a recipe sets: far above any sane value,
+# low enough that a typo (train.epochs=10**22, data.image_size=100000) is one line, not a
+# kernel kill at 21 GB. What depends on the machine is checked before training starts
+# (`check_fits_machine`: threads vs its cores, one batch of inputs vs its memory).
+MAXIMA = {"data.image_size": 4096, "data.resize": 8192, "data.batch_size": 65536,
+          "data.max_train_samples": 10**9, "data.samples": 10**8, "data.window": 10**6,
+          "data.split_seed": 2**32 - 1, "model.hidden": 65536,
+          "model.layers": 1024, "model.embed": 65536, "train.epochs": 100_000,
+          "train.step_size": 10_000, "train.early_stop": 10_000, "train.shift": 4096,
+          "train.threads": 1024, "train.seed": 2**32 - 1,
+          "export.calibration_samples": 100_000, "export.samples": 10_000,
+          "export.tune_seconds": 3600, "qat.epochs": 100_000}
+# One batch of training inputs may take at most this share of the machine's memory: the
+# model's activations and gradients take many times the inputs.
+BATCH_MEMORY_SHARE = 1 / 32
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 NORMALIZE = re.compile(rf"dataset|imagenet|none|{_NUM}(?:,{_NUM}){{0,2}}/{_NUM}(?:,{_NUM}){{0,2}}")
@@ -211,8 +226,11 @@ def load_recipe(name_or_path: str, overrides: typing.Sequence[str] = ()) -> Reci
             raise EdgekitError(
                 f"unknown recipe {name_or_path!r}; expected one of: {choices} (or a .yaml path)"
             )
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise EdgekitError(f"recipe {str(path)!r} is {path.stat().st_size} bytes; expected a "
+                           f"recipe of at most {MAX_RECIPE_BYTES // 1024} KB")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = safe_yaml(path.read_text(encoding="utf-8"), f"recipe {str(path)!r}") or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise EdgekitError(f"recipe {str(path)!r} is not valid YAML: {_one_line(e)}") from None
     if not isinstance(raw, dict):
@@ -236,9 +254,43 @@ def apply_override(raw: dict, item: str) -> None:
             raise EdgekitError(f"--set {item!r}: {part!r} is not a section")
         node = child
     try:
-        node[leaf] = yaml.safe_load(value) if value else ""
+        node[leaf] = safe_yaml(value, f"--set {excerpt(key)}") if value else ""
     except yaml.YAMLError:
         node[leaf] = value
+
+
+MAX_RECIPE_BYTES = 1024 * 1024  # a recipe is a page of settings
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader without aliases: `*a` may stand for a list of lists of ..., and
+    nine levels of ten (a 200-byte "billion laughs") expand to 10**9 items when the value is
+    built or formatted. A recipe never needs one: refused before anything is built."""
+
+    source = "YAML"
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise EdgekitError(f"{self.source}: line {mark.line + 1} uses a YAML alias "
+                               f"(*{excerpt(self.peek_event().anchor, quote=False)}); "
+                               "expected plain values (a recipe takes no anchors or aliases)")
+        return super().compose_node(parent, index)
+
+
+def safe_yaml(text: str, source: str = "YAML"):
+    """`yaml.safe_load(text)` with aliases refused (see _NoAliasLoader).
+
+    Raises:
+        EdgekitError: the text uses an alias, named by `source` and its line.
+        yaml.YAMLError: the text is not YAML.
+    """
+    loader = _NoAliasLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def from_dict(raw: dict) -> Recipe:
@@ -250,7 +302,8 @@ def from_dict(raw: dict) -> Recipe:
 
 def _build(cls, raw, prefix: str):
     if not isinstance(raw, dict):
-        raise EdgekitError(f"{prefix.rstrip('.') or 'recipe'}: expected a mapping, got {raw!r}")
+        raise EdgekitError(f"{prefix.rstrip('.') or 'recipe'}: expected a mapping, got "
+                           f"{excerpt(raw)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
@@ -277,7 +330,7 @@ def _check_type(key: str, value, typ):
         except ValueError:
             number = math.nan
         if isinstance(value, bool) or not math.isfinite(number):
-            raise EdgekitError(f"{key}: expected float, got {value!r}")
+            raise EdgekitError(f"{key}: expected float, got {excerpt(value)}")
         return number
     ok = {
         bool: lambda v: isinstance(v, bool),
@@ -285,7 +338,7 @@ def _check_type(key: str, value, typ):
         str: lambda v: isinstance(v, str),
     }[typ]
     if not ok(value):
-        raise EdgekitError(f"{key}: expected {typ.__name__}, got {value!r}")
+        raise EdgekitError(f"{key}: expected {typ.__name__}, got {excerpt(value)}")
     return value
 
 
@@ -306,6 +359,9 @@ def _check_values(recipe: Recipe) -> None:
     for key in NON_NEGATIVE:
         if not flat[key] >= 0:
             raise EdgekitError(f"{key}: expected a value >= 0, got {flat[key]!r}")
+    for key, high in MAXIMA.items():
+        if flat[key] > high:
+            raise EdgekitError(f"{key}: expected at most {high}, got {excerpt(flat[key])}")
     for key, (low, high) in RANGES.items():
         if not low <= flat[key] < high:
             what = "a fraction between 0 and 1" if low == 1e-9 else f"{low} <= value < {high}"
@@ -327,6 +383,29 @@ def _check_values(recipe: Recipe) -> None:
         raise EdgekitError("model.freeze needs model.pretrained (a weights file to keep)")
     if not NAME.fullmatch(recipe.name):
         raise EdgekitError(f"name: expected letters, digits, '_', '-' or '.', got {recipe.name!r}")
+
+
+def check_fits_machine(recipe: Recipe) -> None:
+    """Refuse, before any work, a recipe this machine cannot train: more train.threads than
+    its usable cores, or one batch of inputs (data.batch_size x channels x data.image_size**2
+    float32) over BATCH_MEMORY_SHARE of its memory.
+
+    Raises:
+        EdgekitError: one line naming the setting, the machine's bound and what to lower.
+    """
+    from edgekit.diskfull import human
+    from edgekit.machine import check_threads, memory_bytes
+
+    check_threads(recipe.train.threads or None, "train.threads")
+    memory = memory_bytes()
+    side = recipe.data.image_size
+    batch = recipe.data.batch_size * (recipe.data.channels or 3) * side * side * 4
+    if memory and batch > memory * BATCH_MEMORY_SHARE:
+        raise EdgekitError(
+            f"data.image_size {recipe.data.image_size} with data.batch_size "
+            f"{recipe.data.batch_size}: one batch of inputs is {human(batch)} and training holds "
+            f"many times that; this machine has {human(memory)} (expected a batch under "
+            f"1/{round(1 / BATCH_MEMORY_SHARE)} of it): lower data.image_size or data.batch_size")
 
 
 def _one_line(e: Exception) -> str:

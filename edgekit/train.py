@@ -27,7 +27,7 @@ from edgekit import __version__
 from edgekit import checkpoint as ckpt
 from edgekit.errors import EdgekitError, Interrupted, one_line
 from edgekit.fileio import write_json, write_text
-from edgekit.recipe import Recipe, from_dict
+from edgekit.recipe import Recipe, check_fits_machine, from_dict, safe_yaml
 from edgekit.rundir import CHECKPOINT, METRICS, RECIPE, WEIGHTS, RunDir
 
 
@@ -55,6 +55,7 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
     from edgekit.models import check_model_name
 
     check_model_name(recipe.model.name)  # fail before any work
+    check_fits_machine(recipe)
     dataset_builder(recipe.data.name)
     world = distributed.init(select_device(recipe.train.device).type)
     try:
@@ -141,7 +142,8 @@ def resumable(run: Path) -> dict:
                            "by an interrupted `edgekit train`")
     content = ckpt.load(RunDir(run).checkpoint)
     try:
-        saved = yaml.safe_load(RunDir(run).recipe.read_text(encoding="utf-8"))
+        saved = safe_yaml(RunDir(run).recipe.read_text(encoding="utf-8"),
+                          str(RunDir(run).recipe))
     except (yaml.YAMLError, UnicodeDecodeError):
         saved = None
     if saved != content.get("recipe"):
@@ -161,7 +163,6 @@ def load_run(run: str | Path):
     Raises:
         EdgekitError: the directory is missing, unfinished, or not a complete run.
     """
-    import yaml
 
     run = Path(run)
     if not run.is_dir():
@@ -174,7 +175,8 @@ def load_run(run: str | Path):
     if missing:
         raise EdgekitError(f"{str(run)!r} is not a run directory (missing {', '.join(missing)})")
     try:
-        recipe = from_dict(yaml.safe_load(RunDir(run).recipe.read_text(encoding="utf-8")))
+        recipe = from_dict(safe_yaml(RunDir(run).recipe.read_text(encoding="utf-8"),
+                                     str(RunDir(run).recipe)))
         metrics = json.loads(RunDir(run).metrics.read_text(encoding="utf-8"))
         if metrics.get("source", {}).get("kind") == "onnx":
             return recipe, None, metrics

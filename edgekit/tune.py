@@ -29,7 +29,7 @@ from edgekit import formats
 from edgekit import manifest as mf
 from edgekit.bench.stats import ROUNDS, threads_text
 from edgekit.errors import EdgekitError
-from edgekit.machine import load_average
+from edgekit.machine import check_threads, load_average
 from edgekit.manifest import FILE as MANIFEST
 from edgekit.manifest import REFERENCES, SAMPLES, check_sha256, sample_outputs
 
@@ -160,10 +160,11 @@ def tune(export: str | Path, threads: list[int] | None = None,
     from edgekit.machine import machine_info
     from edgekit.tasks import get_task
 
-    export = tj.export_dir(export)
     counts = list(dict.fromkeys(threads or default_threads()))
     if any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in counts):
         raise EdgekitError(f"threads: expected positive whole numbers, got {threads!r}")
+    check_threads(max(counts))
+    export = tj.export_dir(export)
     if not 0 < seconds < float("inf"):
         raise EdgekitError(f"--seconds {seconds!r}: expected a time budget > 0")
     manifest, files, refs, x = shipped(export)

@@ -28,8 +28,9 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit import manifest as mf
-from edgekit.errors import EdgekitError, EdgekitWarning
+from edgekit.errors import EdgekitError, EdgekitWarning, excerpt
 from edgekit.fileio import sha256, write_json
+from edgekit.machine import usable_cores
 from edgekit.manifest import FILE as MANIFEST
 from edgekit.rundir import RunDir
 
@@ -93,11 +94,15 @@ def read(export: str | Path) -> dict:
         ok = doc.get("kind") == KIND and doc.get("sha256") == digest(doc)
         choice = doc["choice"]
         file, threads = str(choice["file"]), choice["threads"]
+        ok = ok and isinstance(doc.get("machine", {}), dict)
     except (ValueError, KeyError, TypeError, AttributeError):
         ok = False
     if not ok:
         raise EdgekitError(f"{str(path)!r} was edited or is damaged (its checksum does not "
                            f"match its content); {redo}")
+    if Path(file).name != file or file in (".", ".."):  # tune names files in the export only
+        raise EdgekitError(f"{str(path)!r} chooses {excerpt(file)}, a path, not a file of "
+                           f"{str(export)!r}; {redo}")
     if doc.get("manifest_sha256") != sha256(export / MANIFEST):
         raise EdgekitError(f"{str(path)!r} was tuned against another export ({MANIFEST} has "
                            f"changed since); {redo}")
@@ -109,7 +114,10 @@ def read(export: str | Path) -> dict:
                            f"with the sha256 it was tuned with; {redo}")
     mf.check_sha256(export / file, choice["sha256"], listed_in=FILE, then=redo)
     if type(threads) is not int or threads < 1:
-        raise EdgekitError(f"{str(path)!r} chooses {threads!r} threads; {redo}")
+        raise EdgekitError(f"{str(path)!r} chooses {excerpt(threads)} threads; {redo}")
+    if threads > usable_cores():
+        raise EdgekitError(f"{str(path)!r} chooses {threads} threads; this machine has "
+                           f"{usable_cores()} usable core(s): it was tuned elsewhere; {redo}")
     return doc
 
 

@@ -46,7 +46,9 @@ def test_peak_is_measured_once_then_cached(tmp_path):
     assert not first["cached"]
     for precision in ("int8", "fp32"):
         k = first[precision]
-        assert k["gmacs"] == pytest.approx(32 ** 3 / k["best_ms"] / 1e6, rel=1e-3)
+        # exact, not approx: the figures are stored unrounded, so a slow (loaded, Pi)
+        # machine's small GMAC/s keeps the relation (issue 24: 3.8 against 3.7957 failed)
+        assert k["gmacs"] == 32 ** 3 / k["best_ms"] / 1e6
         assert k["best_ms"] <= k["ms"] and k["runs"] >= 3
     again = peak.gemm_peak(1, size=32, seconds=0.01, cache=cache)
     assert again["cached"] and again["int8"] == first["int8"]

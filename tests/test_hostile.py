@@ -521,3 +521,412 @@ def test_predict_and_serve_agree_on_the_default_top_k():
     defaults = {c.name: {p.name: p.default for p in c.params}
                 for c in (main.commands["predict"], main.commands["serve"])}
     assert defaults["predict"]["k"] == defaults["serve"]["k"] == Limits().k == TOP_K
+
+
+# -- issue 24: idle, slow and half-closed connections; work past its deadline ----------------
+
+def connect(url: str):
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=30)
+
+
+def closed_by_server(s) -> bytes:
+    """What the server sent before closing `s` (b"" if nothing); fails if it never closes."""
+    got = b""
+    while chunk := s.recv(65536):
+        got += chunk
+    return got
+
+
+def test_health_answers_while_a_thousand_idle_connections_are_open(table_model):
+    from edgekit.bench.abuse import send
+    from edgekit.bench.loadtest import served
+
+    with served(table_model) as server:
+        idle = [connect(server.url) for _ in range(1000)]
+        try:
+            assert send(server.url + "/health", "GET", b"", "", 30) == 200
+            status, body = post(server.url, b"age,sex\n50,Male\n", "text/csv")
+            assert status == 200 and body["label"] == "high"
+        finally:
+            for s in idle:
+                s.close()
+        assert send(server.url + "/health", "GET", b"", "", 30) == 200
+
+
+def test_over_max_connections_the_oldest_idle_one_is_closed(table_model):
+    from edgekit.bench.abuse import send
+    from edgekit.bench.loadtest import served
+
+    with served(table_model, "--max-connections", "4") as server:
+        oldest = connect(server.url)
+        time.sleep(0.2)
+        others = [connect(server.url) for _ in range(3)]
+        # a fifth connection (urllib's) makes room by closing the one idle the longest
+        assert send(server.url + "/health", "GET", b"", "", 30) == 200
+        assert closed_by_server(oldest) == b""
+        for s in others:
+            s.close()
+
+
+def test_a_slowloris_head_gets_a_408_and_an_idle_client_is_closed(table_model):
+    from edgekit.bench.abuse import send
+    from edgekit.bench.loadtest import served
+
+    with served(table_model, "--header-timeout", "1") as server:
+        idle, slow = connect(server.url), connect(server.url)
+        slow.sendall(b"GET /health HTTP/1.1\r\n")
+        for byte in b"Host: x\r\nX-Slow: " + b"a" * 40:  # a byte at a time, never ending
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.05)
+        answer = closed_by_server(slow)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["status"] == 408
+        assert closed_by_server(idle) == b""
+        assert send(server.url + "/health", "GET", b"", "", 30) == 200
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 16\r\n\r\n"
+    b"age,sex\n50,Male\n"])
+def test_a_half_closed_client_gets_its_answer(table_model, request_bytes):
+    import socket
+
+    from edgekit.bench.loadtest import served
+
+    with served(table_model) as server:
+        s = connect(server.url)
+        s.sendall(request_bytes)
+        s.shutdown(socket.SHUT_WR)
+        answer = closed_by_server(s)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        assert b'"status"' in answer or b'"label"' in answer
+
+
+def test_work_past_its_deadline_keeps_at_most_the_workers_and_not_the_process(tmp_path):
+    """Four jobs that never end on two workers: each request times out, the two queued jobs
+    never start, and the process still exits (the threads are daemons)."""
+    script = tmp_path / "stuck.py"
+    script.write_text(textwrap.dedent("""
+        import asyncio, threading
+        from edgekit.runtime.connections import Workers
+
+        started = []
+        forever = threading.Event()
+
+        def stuck(i):
+            started.append(i)
+            forever.wait()
+
+        async def main():
+            workers = Workers(2)
+            for outcome in await asyncio.gather(
+                    *(workers.run(0.5, stuck, i) for i in range(4)), return_exceptions=True):
+                assert isinstance(outcome, TimeoutError), outcome
+            print(sorted(started))
+
+        asyncio.run(main())
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[0, 1]"
+
+
+# -- issue 24: a million-column header, a line without end ------------------------------------
+
+def test_a_million_column_header_is_refused_at_its_first_line(tmp_path, table_model):
+    f = tmp_path / "wide.csv"
+    f.write_text("age,sex," + ",".join(f"c{i}" for i in range(1_000_000)) + "\n1,Male\n")
+    code, _, err = run_cli("predict", table_model, f)
+    assert code == 1 and err.startswith(f"error: {f}: line 1 is longer than 384.0 KB")
+    assert len(err.splitlines()) == 1
+
+
+def test_a_wide_header_naming_a_column_twice_is_found_in_one_pass():
+    """40,000 names (under the line limit): a count per name, not a scan per name."""
+    import io
+
+    from edgekit.runtime.preprocess import tabular
+
+    names = ["age", "sex", *(f"c{i}" for i in range(40_000)), "age"]
+    text = ",".join(names) + "\n" + ",".join("1" for _ in names) + "\n"
+    with pytest.raises(EdgekitError, match="names column 'age' 2 times"):
+        list(tabular.csv_rows(io.StringIO(text), TABULAR, "body"))
+
+
+def test_a_line_without_end_is_refused_after_reading_its_bound(tmp_path):
+    """A 512 MB file of zeros and no newline (sparse on disk): refused once the line limit has
+    been read, not held whole."""
+    import io
+
+    from edgekit.runtime.preprocess import tabular
+    from edgekit.runtime.rows import Counting
+
+    f = tmp_path / "big.csv"
+    with open(f, "wb") as out:
+        out.truncate(512 * 1024 * 1024)
+    with open(f, "rb") as raw:
+        counted = Counting(raw)
+        with pytest.raises(EdgekitError, match="line 1 is longer than 384.0 KB"):
+            list(tabular.csv_rows(tabular.open_csv(f, io.BufferedReader(counted, 1 << 16)),
+                                   TABULAR, str(f)))
+    assert counted.read_bytes < 4 * tabular.line_limit(TABULAR)
+
+
+# -- issue 24: a YAML alias bomb in a recipe or a --set value -----------------------------------
+
+def alias_bomb() -> str:
+    """Nine levels of ten aliases: 10**9 strings once expanded, 300 bytes as text."""
+    levels = ["a0: &a0 [l, l, l, l, l, l, l, l, l, l]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    return "\n".join(levels)
+
+
+def test_a_yaml_alias_bomb_in_a_recipe_is_refused_before_it_expands(tmp_path):
+    import resource
+
+    f = tmp_path / "bomb.yaml"
+    f.write_text("name: lenet5\ndescription:\n  " + alias_bomb().replace("\n", "\n  ") + "\n")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, _, err = run_cli("train", f, "--out", tmp_path / "run")
+    assert code != 0 and "line 4 uses a YAML alias (*a0)" in err, err
+    assert len(err.splitlines()) == 1 and len(err) < 300
+    # under 100 MB: the bomb would be gigabytes; ru_maxrss is in KB
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_yaml_alias_bomb_in_a_set_value_is_refused():
+    from edgekit.recipe import load_recipe
+
+    value = "{" + alias_bomb().replace("\n", ", ") + "}"
+    with pytest.raises(EdgekitError, match=r"--set 'description': line 1 uses a YAML alias"):
+        load_recipe("lenet5", ["description=" + value])
+
+
+# -- issue 24: sizes, counts and threads have an upper bound ------------------------------------
+
+@pytest.mark.parametrize("setting, says", [
+    ("data.image_size=100000", "data.image_size: expected at most 4096, got 100000"),
+    ("train.epochs=10000000000000000000000",
+     "train.epochs: expected at most 100000, got 10000000000000000000000"),
+    ("qat.epochs=1000000", "qat.epochs: expected at most 100000, got 1000000"),
+    ("data.batch_size=1000000", "data.batch_size: expected at most 65536, got 1000000")])
+def test_a_size_over_its_bound_is_one_line_before_training(tmp_path, setting, says):
+    code, _, err = run_cli("train", "lenet5", "--set", setting, "--out", tmp_path / "run")
+    assert code == 1 and err == f"error: {says}\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_too_big_for_this_machine_is_refused_before_training(tmp_path, monkeypatch):
+    from edgekit import machine
+
+    monkeypatch.setattr(machine, "memory_bytes", lambda: 1 << 30)  # a 1 GB machine
+    code, _, err = run_cli("train", "lenet5", "--set", "data.image_size=1024", "--out",
+                           tmp_path / "run")
+    assert code == 1 and err.startswith("error: data.image_size 1024 with data.batch_size 64: "
+                                        "one batch of inputs is 768.0 MB")
+    assert "this machine has 1.0 GB" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "bench", "train", "serve", "tune"])
+def test_threads_above_the_usable_cores_are_one_line(tmp_path, table_model, monkeypatch,
+                                                     command):
+    from edgekit import machine
+
+    monkeypatch.setattr(machine, "usable_cores", lambda: 2)
+    rows = tmp_path / "people.csv"
+    rows.write_text("age,sex\n50,Male\n")
+    args = {"predict": ["predict", table_model, rows, "--threads", "999"],
+            "bench": ["bench", table_model, "--threads", "999"],
+            "train": ["train", "lenet5", "--set", "train.threads=999", "--out", tmp_path / "r"],
+            "serve": ["serve", table_model, "--threads", "999", "--port", "0"],
+            "tune": ["tune", table_model.parent, "--threads", "1,999"]}
+    code, _, err = run_cli(*args[command])
+    source = "train.threads" if command == "train" else "--threads"
+    assert code == 1 and err == (f"error: {source} 999: this machine has 2 usable core(s); "
+                                 "expected 1 to 2\n")
+
+
+# -- issue 24: two exports of one run; a symlinked folder in the export ------------------------
+
+def test_a_second_holder_of_the_export_lock_waits_and_says_so(tmp_path):
+    from edgekit.fileio import exclusive
+
+    lock = tmp_path / ".export.lock"
+    code = ("import sys; from edgekit.fileio import exclusive\n"
+            "with exclusive(sys.argv[1], 'an export of r'):\n    print('got it', flush=True)\n")
+    with exclusive(lock, "an export of r"):
+        proc = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stderr.readline() == "waiting: an export of r is running in another process\n"
+        assert proc.poll() is None  # still waiting while the lock is held
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out == "got it\n"
+
+
+def test_two_exports_of_one_run_keep_both_and_follow_no_symlink(tmp_path, tiny_run):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.onnx").write_bytes(b"not yours")
+    (run / "export" / "linked").symlink_to(outside, target_is_directory=True)
+    (run / "export" / "model.link.onnx").symlink_to(outside / "secret.onnx")
+    exports = [subprocess.Popen([sys.executable, "-m", "edgekit", "export", str(run), *flags],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for flags in (["--torchscript"], ["--onnx", "--fp16"])]
+    for proc in exports:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    listed = json.loads((run / "export" / "manifest.json").read_text())["artifacts"]
+    assert {"model.ts", "model.onnx", "model.fp16.onnx", "model.int8.onnx"} <= set(listed)
+    assert all((run / "export" / f).is_file() for f in listed)
+    assert not (run / "export" / "linked").exists()
+    assert not (run / "export" / "model.link.onnx").exists()
+    assert (outside / "secret.onnx").read_bytes() == b"not yours"
+
+
+# -- issue 24: verify checks every listed file; manifest names, tuned.json, small ones ---------
+
+@pytest.fixture
+def shipped(tmp_path, table_model) -> Path:
+    """An export folder: model.onnx, candidates/model.int8.x.onnx and references.npz, each
+    listed in manifest.json with its sha256."""
+    import shutil
+
+    from edgekit.fileio import sha256
+
+    folder = tmp_path / "export"
+    (folder / "candidates").mkdir(parents=True)
+    shutil.copy(table_model, folder / "model.onnx")
+    shutil.copy(table_model, folder / "candidates" / "model.int8.x.onnx")
+    np.savez(folder / "references.npz", a=np.zeros(2, np.float32))
+    manifest = mf.with_files(embedded(folder / "model.onnx"), folder,
+                             {"model.onnx": {"format": "onnx", "precision": "fp32"}})
+    entry = lambda name: {"bytes": (folder / name).stat().st_size,  # noqa: E731
+                          "sha256": sha256(folder / name)}
+    manifest["candidates"] = {"candidates/model.int8.x.onnx":
+                              entry("candidates/model.int8.x.onnx")}
+    manifest["references"] = {"file": "references.npz", **entry("references.npz")}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def embedded(path: Path) -> dict:
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    return json.loads(props[mf.EMBED_KEY])
+
+
+@pytest.mark.parametrize("damaged", ["candidates/model.int8.x.onnx", "references.npz"])
+def test_verify_checks_candidates_and_references(shipped, damaged):
+    code, out, _ = run_cli("verify", shipped)
+    assert code == 0 and "ok: 3 artifact(s) match" in out
+    with open(shipped / damaged, "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff")
+    code, _, err = run_cli("verify", shipped)
+    assert code == 1 and f"{damaged} (mismatch)" in err
+
+
+@pytest.mark.parametrize("name", ["../x.onnx", "/etc/passwd", "candidates/../../x.onnx"])
+def test_verify_refuses_a_listed_path_without_building_it(shipped, name):
+    manifest = json.loads((shipped / "manifest.json").read_text())
+    manifest["artifacts"][name] = manifest["artifacts"]["model.onnx"]
+    (shipped / "manifest.json").write_text(json.dumps(manifest))
+    code, out, err = run_cli("verify", shipped)
+    assert code == 1 and f"{name} (mismatch)" in err and len(err.splitlines()) == 1
+    assert "listed name is a path, not a file in this folder" in out
+
+
+@pytest.mark.parametrize("how", ["fifo", "dangling link"])
+def test_a_manifest_that_is_not_a_file_stops_loading(shipped, how):
+    rows = shipped / "people.csv"
+    rows.write_text("age,sex\n50,Male\n")
+    (shipped / "manifest.json").unlink()
+    if how == "fifo":
+        os.mkfifo(shipped / "manifest.json")
+    else:
+        (shipped / "manifest.json").symlink_to(shipped / "gone.json")
+    code, _, err = run_cli("predict", shipped / "model.onnx", rows)
+    assert code == 1 and "manifest.json' beside model.onnx " in err
+    assert "pass --no-verify" in err and len(err.splitlines()) == 1
+
+
+def retuned(folder: Path, **choice) -> None:
+    """A tuned.json choosing model.onnx, changed by `choice` (and `machine`), re-hashed."""
+    from edgekit import tuned
+    from edgekit.machine import machine_info
+
+    machine = choice.pop("machine", machine_info())
+    doc = tuned.write(folder, {"kind": tuned.KIND, "schema": tuned.SCHEMA, "machine": machine,
+                               "choice": {"file": "model.onnx", "threads": 1}})
+    doc["choice"].update(choice)
+    doc["sha256"] = tuned.digest(doc)
+    (folder / tuned.FILE).write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"file": "../x.onnx"}, "chooses '../x.onnx', a path, not a file of"),
+    ({"file": "/etc/passwd"}, "chooses '/etc/passwd', a path, not a file of"),
+    ({"threads": 3000}, "chooses 3000 threads; this machine has 2 usable core(s)"),
+    ({"machine": "x"}, "was edited or is damaged")])
+def test_a_rehashed_tuned_json_is_still_refused(shipped, monkeypatch, change, says):
+    from edgekit import machine
+
+    monkeypatch.setattr(machine, "usable_cores", lambda: 2)
+    retuned(shipped)
+    rows = shipped / "people.csv"
+    rows.write_text("age,sex\n50,Male\n")
+    code, out, _ = run_cli("predict", shipped, rows)
+    assert code == 0 and "high" in out
+    retuned(shipped, **change)
+    code, _, err = run_cli("predict", shipped, rows)
+    assert code == 1 and says in err and len(err.splitlines()) == 1
+
+
+def test_a_header_only_csv_is_one_line_not_an_empty_answer(tmp_path, table_model):
+    rows = tmp_path / "header.csv"
+    rows.write_text("age,sex\n")
+    out_file = tmp_path / "out.jsonl"
+    code, out, err = run_cli("predict", table_model, rows, "--out", out_file)
+    assert code == 1 and err == f"error: {str(rows)!r}: a header but no rows to predict\n"
+    assert not out_file.exists()
+
+
+def test_a_raw_pickle_is_refused_in_one_line_without_torch_warning(tmp_path):
+    import pickle
+
+    raw = tmp_path / "weights.pth"
+    raw.write_bytes(pickle.dumps({"conv1.weight": Evil()}, protocol=4))
+    out = subprocess.run([sys.executable, "-m", "edgekit", "train", "lenet5", "--set",
+                          f"model.pretrained={raw}", "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert "Warning" not in out.stderr and str(raw) in out.stderr
+
+
+# -- issue 24: the GEMM peak is stored unrounded ------------------------------------------------
+
+def test_a_slow_machines_gemm_peak_keeps_its_relation(monkeypatch):
+    """A loaded (or Pi) machine's calls of 8.6 ms: the stored GMAC/s is the measured one, not
+    one rounded to 0.0 or 3.8, so gmacs == size**3 / best_ms / 1e6 exactly."""
+    from edgekit.bench import peak, stats
+
+    monkeypatch.setattr(stats, "measure", lambda *a, **kw: np.array([8.63331, 9.1, 9.7]))
+    k = peak.measure_gemm("fp32", 1, size=32)
+    assert k["best_ms"] == 8.63331 and k["ms"] == 9.1
+    assert k["gmacs"] == 32 ** 3 / 8.63331 / 1e6

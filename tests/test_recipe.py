@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgekit.errors import EdgekitError
-from edgekit.recipe import Recipe, from_dict, list_recipes, load_recipe
+from edgekit.recipe import MAXIMA, Recipe, from_dict, list_recipes, load_recipe
 
 
 @pytest.mark.parametrize("name", list_recipes())
@@ -122,9 +122,16 @@ def test_bad_recipe_file(tmp_path, text, message):
         load_recipe(str(path))
 
 
-@given(st.integers(min_value=1, max_value=10**6))
-def test_any_positive_epoch_count_round_trips(n):
+@given(st.integers(min_value=1, max_value=MAXIMA["train.epochs"]))
+def test_any_positive_epoch_count_up_to_the_bound_round_trips(n):
     assert load_recipe("lenet5", [f"train.epochs={n}"]).train.epochs == n
+
+
+@given(st.integers(min_value=MAXIMA["train.epochs"] + 1, max_value=10**30))
+def test_an_epoch_count_over_the_bound_is_one_line(n):
+    with pytest.raises(EdgekitError, match=f"train.epochs: expected at most "
+                                           f"{MAXIMA['train.epochs']}, got {n}$"):
+        load_recipe("lenet5", [f"train.epochs={n}"])
 
 
 @given(st.text(alphabet=st.characters(categories=["L"]), min_size=1, max_size=8))

@@ -127,9 +127,10 @@ def measure_gemm(precision: str, threads: int, size: int = SIZE,
         a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
     ms = measure(sess.run, None, {"a": a, "b": b}, warmup=2, seconds=seconds, min_runs=3)
     best = float(ms.min())
-    return {"gmacs": round(size ** 3 / best / 1e6, 2), "ms": round(float(np.median(ms)), 6),
-            "best_ms": round(best, 6), "runs": len(ms), "op": what,
-            "shape": [size, size, size]}
+    # Stored unrounded, so that gmacs == size**3 / best_ms / 1e6 holds on any machine (a
+    # rounded GMAC/s of a slow one, 3.8 for 3.7957, broke it); shown rounded where printed.
+    return {"gmacs": size ** 3 / best / 1e6, "ms": float(np.median(ms)), "best_ms": best,
+            "runs": len(ms), "op": what, "shape": [size, size, size]}
 
 
 def gemm_model_bytes(precision: str, size: int) -> bytes:

@@ -31,8 +31,12 @@ from edgekit.cli.common import TOP_K
 @click.option("--no-verify", is_flag=True,
               help="Serve the artifact even if its sha256 differs from manifest.json's.")
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Open connections at once (the oldest idle one is closed beyond).")
+@click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Seconds for a request's head to arrive (408 beyond).")
 def serve_cmd(artifact, host, port, max_body, timeout, max_concurrent, workers, k, threads,
-              device, no_verify, access_log):
+              device, no_verify, access_log, max_connections, header_timeout):
     """Serve ARTIFACT over HTTP: POST /predict, GET /health, GET /metadata.
 
     ARTIFACT may be an export directory that `edgekit tune` tuned: its tuned.json's choice is
@@ -40,5 +44,7 @@ def serve_cmd(artifact, host, port, max_body, timeout, max_concurrent, workers, 
     """
     from edgekit.runtime.serve import Limits, serve
 
-    serve(artifact, host, port, Limits(max_body, timeout, max_concurrent, workers, k), threads,
-          device, not no_verify, access_log)
+    serve(artifact, host, port, Limits(max_body, timeout, max_concurrent, workers, k,
+                                       max_connections=max_connections,
+                                       header_timeout=header_timeout),
+          threads, device, not no_verify, access_log)

@@ -15,7 +15,9 @@ nothing) in place:
     RUN/export/candidates/, references.npz         with --keep-candidates, for `edgekit tune`
 
 Re-exporting rebuilds only the formats asked for: every other file of the previous export is
-kept, and the manifest and report describe every artifact present. An int8 format writes one
+kept, and the manifest and report describe every artifact present. Exports of one run are
+serialized by RUN/.export.lock: a second one waits (saying so) for the first to publish, then
+keeps its artifacts. An int8 format writes one
 candidate per layout its target lists (edgekit.exporting.int8.targets); for this machine (`--target
 local`) the candidates are timed and the fastest one that passes its check is published.
 """
@@ -44,10 +46,12 @@ from edgekit.exporting.int8 import mixed
 from edgekit.exporting.prepare import Options, Prepared, prepare
 from edgekit.exporting.previous import keep_previous, notes
 from edgekit.exporting.report import build_report, manifest_entry, report_markdown
-from edgekit.fileio import atomic_dir, atomic_path, write_json, write_text
+from edgekit.fileio import atomic_dir, atomic_path, exclusive, write_json, write_text
 from edgekit.rundir import REPORT, REPORT_MD, RunDir
 
 __all__ = ["export", "report_markdown", "ExportContext"]
+
+LOCK = ".export.lock"  # in the run directory: held while an export stages and publishes
 
 
 @dataclass
@@ -94,7 +98,9 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
     prep = prepare(run, _ordered(formats), opts)
     out = RunDir(run).export
     rebuilt = {f.file for f in prep.formats}
-    with atomic_dir(out) as stage:
+    # One export of a run at a time: each builds on the files of the export before it, so a
+    # second one staged meanwhile would publish without the first one's artifacts.
+    with exclusive(Path(run) / LOCK, f"an export of {run}"), atomic_dir(out) as stage:
         kept_files = keep_previous(out, stage, rebuilt)
         ctx = ExportContext(prep.model, prep.example, prep.cfg, prep.calibration, stage,
                             prep.target, prep.plan, stage / ".candidates", prep.qat, prep.source)

@@ -16,19 +16,29 @@ REWRITTEN = (MANIFEST, REPORT, REPORT_MD, SAMPLES,  # by every export
 
 
 def keep_previous(old: Path, stage: Path, rebuild: set[str]) -> list[str]:
-    """Link the previous export's files into the stage, except those this export rewrites."""
+    """Link the previous export's files into the stage, except those this export rewrites.
+
+    Symbolic links are not followed, at any depth, and not kept: an export holds its own
+    files, and a link to a folder elsewhere would copy (or hard-link) that whole tree in.
+    """
     kept = []
-    if not old.is_dir():
+    if not old.is_dir() or old.is_symlink():
         return kept
     for f in sorted(old.iterdir()):
-        if f.name in rebuild or f.name in REWRITTEN or f.name.startswith((".", "sensitivity")):
+        if f.name in rebuild or f.name in REWRITTEN or f.name.startswith((".", "sensitivity")) \
+                or f.is_symlink():
             continue
         if f.is_dir():
-            shutil.copytree(f, stage / f.name, copy_function=_link_or_copy)
+            shutil.copytree(f, stage / f.name, copy_function=_link_or_copy, ignore=_links)
         else:
             _link_or_copy(f, stage / f.name)
         kept.append(f.name)
     return kept
+
+
+def _links(folder: str, names: list[str]) -> list[str]:
+    """copytree's ignore: the entries of `folder` that are symbolic links."""
+    return [n for n in names if os.path.islink(os.path.join(folder, n))]
 
 
 def _link_or_copy(src, dst) -> None:

@@ -36,7 +36,9 @@ def read_state_dict(path: str | Path, model_name: str = "") -> dict:
 
             state = load_file(str(path))
         elif path.suffix in (".pth", ".pt", ".bin"):
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            from edgekit.checkpoint import quiet_load
+
+            state = quiet_load(path)
         else:
             raise EdgekitError(f"model.pretrained: {str(path)!r}: expected a .safetensors or "
                                ".pth/.pt file")

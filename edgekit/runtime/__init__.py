@@ -18,6 +18,7 @@ from edgekit import formats
 from edgekit import manifest as mf
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
+from edgekit.machine import check_threads
 from edgekit.runtime.runner import Runner, embedded_or_listed  # noqa: F401 (the face)
 
 DEVICES = ("cpu", "cuda")
@@ -35,8 +36,8 @@ def load(path: str | Path, threads: int | None = None, device: str = "cpu",
         verify: when a manifest.json beside the file lists it, require its sha256 to match.
 
     Raises:
-        EdgekitError: missing or empty file, unknown suffix or device, a sha256 mismatch, or a
-            file that is not a valid model.
+        EdgekitError: missing or empty file, unknown suffix or device, more threads than this
+            machine's usable cores, a sha256 mismatch, or a file that is not a valid model.
     """
     path, backends = Path(path), formats.backends()
     if not path.is_file():
@@ -51,6 +52,7 @@ def load(path: str | Path, threads: int | None = None, device: str = "cpu",
         raise EdgekitError(f"artifact {str(path)!r} is empty (0 bytes); expected a "
                            f"{path.suffix} model")
     kind, index = parse_device(device)
+    check_threads(threads)
     listed = mf.beside(path, verify)  # the checksum first: a damaged file fails as damaged
     module, _, name = backends[path.suffix].backend.partition(":")
     runner = getattr(importlib.import_module(module), name)  # by name: no import edge

@@ -50,8 +50,8 @@ def predict_rows(runner: Runner, files: list[Path], batch: int = 256, k: int = 5
             the files' bytes consumed (for a progress bar over `sum of file sizes`).
 
     Raises:
-        EdgekitError: (skip_bad=False) a file that is not a table, or the first bad row,
-            naming the file, the row and its line.
+        EdgekitError: a file without rows (a header only); (skip_bad=False) a file that is
+            not a table, or the first bad row, naming the file, the row and its line.
     """
     from edgekit.runtime.throughput import Throughput
 
@@ -63,7 +63,11 @@ def predict_rows(runner: Runner, files: list[Path], batch: int = 256, k: int = 5
         with open(path, "rb") as f:
             raw = Counting(f)
             rows = _numbered_rows(path, spec, raw, skip_bad)
-            while chunk := list(itertools.islice(rows, batch)):
+            first = True
+            while (chunk := list(itertools.islice(rows, batch))) or first:
+                if first and not chunk:  # as serve's 400: not an empty answer and exit 0
+                    raise EdgekitError(f"{str(path)!r}: a header but no rows to predict")
+                first = False
                 t0 = time.perf_counter()
                 prepared = _encode(chunk, spec, path, skip_bad)
                 good = [x for _, _, x, err in prepared if err is None]

@@ -14,8 +14,12 @@ together they add about 4 MB: starlette, anyio, idna, uvicorn, h11, python-multi
 Every failure is a JSON {"error": ..., "status": ...} with its status code: 400 bad input,
 413 body over --max-body, 415 a media type the model does not take, 503 over
 --max-concurrent requests in progress, 504 over --timeout. The server keeps serving after
-each one. SIGTERM or Ctrl-C stops accepting connections, lets requests in progress finish,
-and exits 0.
+each one. Connections are timed and bounded by edgekit.runtime.connections: a request's head
+must arrive within --header-timeout (408), a body within --timeout + 5 s, and beyond
+--max-connections the connection idle the longest is closed, so idle and slow clients cannot
+starve /health or /predict. SIGTERM or Ctrl-C stops accepting connections, lets requests in
+progress finish (--timeout + 5 s at most), and exits 0; work that outlived its deadline runs
+in daemon threads, which never hold the process.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError, excerpt
 from edgekit.runtime import Runner, load, preprocess
+from edgekit.runtime.connections import ConnectionLimits, Workers, guarded_protocol, open_file_limit
 
 log = logging.getLogger("edgekit.serve")
 
@@ -48,6 +53,8 @@ class Limits:
     # decoding bounded by the workers and the pixel budget, this bounds the memory that
     # requests take together.
     body_memory: int = 0
+    max_connections: int = 1024  # open at once; the oldest idle one is closed beyond
+    header_timeout: float = 10.0  # seconds for a request's head to arrive whole; 408 beyond
 
 
 # Bytes of an oversized body read and dropped so that its 413 arrives; a bigger one is cut.
@@ -81,7 +88,7 @@ def create_app(runner: Runner, limits: Limits = Limits()):
     spec = manifest["preprocess"]
     kind = preprocess.get_kind(spec)
     accepts = [*kind.media_types, "multipart/form-data"]
-    limiter = anyio.CapacityLimiter(limits.workers)
+    workers = Workers(limits.workers)  # work past its deadline keeps at most these threads
     counters = Counters()
     runner.check_finite = False  # warnings.warn is process-global; serve reports per request
 
@@ -98,9 +105,7 @@ def create_app(runner: Runner, limits: Limits = Limits()):
                     return _error(415, f"POST /predict takes {', '.join(accepts)} for "
                                       f"{runner.path.name} ({kind.name} input); got "
                                       f"{excerpt(media_type, quote=False)}")
-                result = await anyio.to_thread.run_sync(
-                    work, runner, body, media_type, k, limiter=limiter,
-                    abandon_on_cancel=True)
+                result = await workers.run(None, work, runner, body, media_type, k)
             if isinstance(result, bytes):
                 return Response(result, media_type="application/json")
             return JSONResponse(result)
@@ -423,12 +428,18 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
           f"worker(s) x {threads} thread(s)) on {url} "
           "(POST /predict, GET /health, GET /metadata); Ctrl-C or SIGTERM stops",
           file=sys.stderr, flush=True)
+    # Connections are bounded and timed by the protocol (edgekit.runtime.connections), not
+    # by uvicorn's limit_concurrency: that answers every request, /health too, with 503.
+    connections = ConnectionLimits(open_file_limit(limits.max_connections),
+                                   limits.header_timeout, limits.timeout + 5)
+    if connections.max_connections < limits.max_connections:
+        print(f"edgekit serve: --max-connections {limits.max_connections} lowered to "
+              f"{connections.max_connections} (the open-file limit, ulimit -Hn)",
+              file=sys.stderr, flush=True)
     config = uvicorn.Config(
-        app, http="h11", loop="asyncio", lifespan="off",
+        app, http=guarded_protocol(connections), loop="asyncio", lifespan="off",
         log_level="info" if access_log else "warning",
         access_log=access_log, timeout_keep_alive=5,
-        # A backstop on open connections (idle keep-alive ones too); requests are limited above.
-        limit_concurrency=4 * limits.max_concurrent + 16,
         timeout_graceful_shutdown=int(limits.timeout) + 5, server_header=False)
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has shut down; with these

@@ -14,6 +14,7 @@ rows and rows on the Pi go through `rows_to_array`, so both are prepared identic
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import itertools
@@ -196,10 +197,10 @@ def csv_rows(f, spec: dict, source: str, skip_bad: bool = False
 
     Raises:
         EdgekitError: no rows, a header naming a column twice, a row with the wrong number of
-            fields, a field over csv's limit (128 KB) or bytes that are not UTF-8, with the
-            line number.
+            fields, a field over csv's limit (128 KB), a line over `line_limit(spec)` or bytes
+            that are not UTF-8, with the line number.
     """
-    reader = csv.reader(f, skipinitialspace=True)
+    reader = csv.reader(bounded_lines(f, line_limit(spec), source), skipinitialspace=True)
     lines = _checked(reader, source)
     first = next(lines, None)
     if first is None:
@@ -207,10 +208,11 @@ def csv_rows(f, spec: dict, source: str, skip_bad: bool = False
     names = [c["name"] for c in spec["columns"]]
     header = [h.strip() for h in first]
     if set(header) & set(names):
-        twice = [h for h in dict.fromkeys(header) if header.count(h) > 1]
-        if twice:
-            raise EdgekitError(f"{source}: the header names column {excerpt(twice[0])} "
-                               f"{header.count(twice[0])} times; expected each column once")
+        counts = collections.Counter(header)  # linear: a header may name a million columns
+        twice = next((h for h in header if counts[h] > 1), None)
+        if twice is not None:
+            raise EdgekitError(f"{source}: the header names column {excerpt(twice)} "
+                               f"{counts[twice]} times; expected each column once")
     elif len(header) == len(names):
         yield reader.line_num, dict(zip(names, first, strict=True))
         header = names
@@ -227,6 +229,29 @@ def csv_rows(f, spec: dict, source: str, skip_bad: bool = False
             yield reader.line_num, e
             continue
         yield reader.line_num, dict(zip(header, fields, strict=True))
+
+
+def line_limit(spec: dict) -> int:
+    """The longest CSV line taken for `spec`, in characters: a field at csv's limit for each
+    column and one more (a row of the model's columns, and room for a header beside them)."""
+    return csv.field_size_limit() * (len(spec["columns"]) + 1)
+
+
+def bounded_lines(f, limit: int, source: str) -> Iterator[str]:
+    """The lines of the text file `f`, each read with a bound: a line longer than `limit`
+    characters is refused once `limit` are read, never held whole (a 2 GB file without a
+    newline takes `limit` characters of memory, not 2 GB).
+
+    Raises:
+        EdgekitError: a line over `limit`, named by its number.
+    """
+    number = 0
+    while line := f.readline(limit + 1):
+        number += 1
+        if len(line) > limit and not line.endswith(("\n", "\r")):
+            raise EdgekitError(f"{source}: line {number} is longer than {human(limit)}; "
+                               "expected one row of the model's columns per line")
+        yield line
 
 
 def _checked(reader, source: str) -> Iterator[list[str]]:
