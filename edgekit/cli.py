@@ -230,8 +230,11 @@ def export_cmd(run, target, int8_method, exclude, allow_degraded, max_int8_drop,
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--no-verify", is_flag=True,
               help="Load the artifact even if its sha256 differs from manifest.json's.")
+@click.option("--exact-preprocessing", is_flag=True,
+              help="Prepare images exactly as training did, even where the export allowed "
+                   "the fast path (JPEG decoded at a reduced scale).")
 def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, out, skip_bad, threads,
-                device, no_verify):
+                device, no_verify, exact_preprocessing):
     """Predict INPUTS, --text TEXT or --sample N with ARTIFACT (.onnx, .ts, ...).
 
     ARTIFACT may be an export directory that `edgekit tune` tuned: its tuned.json's choice
@@ -253,7 +256,7 @@ def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, out, skip_ba
     if out is not None and out.is_dir():
         raise EdgekitError(f"--out {str(out)!r} is a directory; expected a .csv file path")
     run = predict(artifact, list(inputs), sample, batch, k, threads, device, not no_verify,
-                  skip_bad, texts=list(texts))
+                  skip_bad, texts=list(texts), exact_preprocessing=exact_preprocessing)
     if run.chosen:
         click.echo(f"using {run.chosen}", err=True)
     results = iter(run.results)
@@ -374,8 +377,11 @@ def verify_cmd(export_dir):
 @click.option("--no-verify", is_flag=True,
               help="Serve the artifact even if its sha256 differs from manifest.json's.")
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
+@click.option("--exact-preprocessing", is_flag=True,
+              help="Prepare images exactly as training did, even where the export allowed "
+                   "the fast path (JPEG decoded at a reduced scale).")
 def serve_cmd(artifact, host, port, max_body, timeout, max_concurrent, workers, k, threads,
-              device, no_verify, access_log):
+              device, no_verify, access_log, exact_preprocessing):
     """Serve ARTIFACT over HTTP: POST /predict, GET /health, GET /metadata.
 
     ARTIFACT may be an export directory that `edgekit tune` tuned: its tuned.json's choice is
@@ -384,7 +390,7 @@ def serve_cmd(artifact, host, port, max_body, timeout, max_concurrent, workers, 
     from edgekit.runtime.serve import Limits, serve
 
     serve(artifact, host, port, Limits(max_body, timeout, max_concurrent, workers, k), threads,
-          device, not no_verify, access_log)
+          device, not no_verify, access_log, exact_preprocessing)
 
 
 class BenchGroup(click.Group):

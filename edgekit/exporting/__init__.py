@@ -32,7 +32,7 @@ import numpy as np
 
 from edgekit import formats as catalog
 from edgekit.errors import EdgekitError
-from edgekit.exporting import ship
+from edgekit.exporting import fastpath, ship
 from edgekit.exporting.check import check_artifact
 from edgekit.exporting.choose import (
     Candidate,
@@ -92,6 +92,7 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
     opts = Options(**options)
     prep = prepare(run, _ordered(formats), opts)
     out = RunDir(run).export
+    fast = fastpath.apply(prep)  # before any artifact embeds the manifest
     rebuilt = {f.file for f in prep.formats}
     with atomic_dir(out) as stage:
         kept_files = keep_previous(out, stage, rebuilt)
@@ -117,6 +118,7 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
         report = build_report(prep, final, cands, tuning, kept_files,
                               skipped + notes(stage, rebuilt, kept))
         report["int8_accuracy"] = int8_accuracy
+        report["fast_preprocessing"] = fast
         publish(stage, prep, final, report, started)
         ship.record(stage, final, shipped, opts.keep_candidates)  # references, manifest
     return report

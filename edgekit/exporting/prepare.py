@@ -51,6 +51,7 @@ class Prepared:
     budget: float  # timing seconds per artifact for a local target
     samples: tuple[np.ndarray, np.ndarray]  # held-out (x, y) shipped as samples.npz
     qat: Any = None  # a QAT run's fake-quantized model (edgekit.qat), for static int8
+    held_images: Any = None  # the held-out split's PIL images (image datasets), else None
 
 
 def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
@@ -108,7 +109,8 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
         Path(run), recipe, cfg, model, fmts, data.task, _manifest(recipe, model, metrics, data),
         held, gate, data.train.x[pick[:cfg.calibration_samples]], example, tgt, plan,
         cfg.tune_seconds if opts.tune_seconds is None else opts.tune_seconds,
-        (data.test.x[:cfg.samples], data.test.y[:cfg.samples]), fake_quant)
+        (data.test.x[:cfg.samples], data.test.y[:cfg.samples]), fake_quant,
+        getattr(data.test, "images", None))
 
 
 def _manifest(recipe, model, metrics: dict, data) -> dict:

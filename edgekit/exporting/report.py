@@ -103,8 +103,10 @@ def report_markdown(report: dict) -> str:
     lines += qat_markdown(report.get("qat"), task)
     for note in report.get("notes", []):
         lines += ["", f"Note: {note}"]
+    from edgekit.exporting import fastpath
     from edgekit.exporting.int8.report import markdown
 
+    lines += fastpath.markdown(report.get("fast_preprocessing"))
     lines += markdown(report.get("int8_accuracy"))
     return "\n".join(lines) + "\n"
 

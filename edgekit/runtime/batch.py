@@ -142,7 +142,8 @@ class Prediction:
 
 def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None = None,
             batch: int = 32, k: int = 3, threads: int | None = None, device: str = "cpu",
-            verify: bool = True, skip_bad: bool = False, texts: list[str] = ()) -> Prediction:
+            verify: bool = True, skip_bad: bool = False, texts: list[str] = (),
+            exact_preprocessing: bool = False) -> Prediction:
     """Load `artifact` and set up prediction over files/folders, texts, or held-out sample N.
 
     `artifact` may be an export directory: the file and thread count its tuned.json chose run
@@ -153,6 +154,9 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
 
     A stateful model reads its inputs one at a time, in order: consecutive windows of one
     series, its hidden state carried from each into the next.
+
+    `exact_preprocessing` prepares images exactly as training did, even where the export
+    allowed the fast path.
 
     Returns:
         A Prediction whose `results` yields one JSON-able dict per input, in order
@@ -169,6 +173,7 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
     samples = export_dir(artifact) / "samples.npz" if Path(artifact).is_dir() else None
     artifact, threads, chosen = resolve(artifact, threads)
     runner = load(artifact, threads=threads, device=device, verify=verify)
+    runner.exact_preprocessing = exact_preprocessing
     if runner.stateful:
         batch = 1
     stats = Throughput(batch)

@@ -389,11 +389,14 @@ def is_loopback(address: str) -> bool:
 
 def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
           limits: Limits = Limits(), threads: int | None = None, device: str = "cpu",
-          verify: bool = True, access_log: bool = False) -> int:
+          verify: bool = True, access_log: bool = False,
+          exact_preprocessing: bool = False) -> int:
     """Load `artifact`, bind host:port and serve until SIGTERM or Ctrl-C.
 
     `artifact` may be an export directory: the file its tuned.json chose is served, with the
     tuned thread count per worker unless `threads` is given (edgekit.tuned.resolve).
+    `exact_preprocessing` prepares images exactly as training did, even where the export
+    allowed the fast path.
 
     Returns:
         The number of requests served.
@@ -411,6 +414,7 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
     if threads is None:  # the cores shared among the workers: under load, parallel requests
         threads = max(1, usable_cores() // limits.workers)  # beat parallel kernels
     runner = load(artifact, threads=threads, device=device, verify=verify)
+    runner.exact_preprocessing = exact_preprocessing
     app = create_app(runner, limits)
     warm_up(runner)
     sock = bind(host, port)
