@@ -380,8 +380,12 @@ def verify_cmd(export_dir):
 @click.option("--exact-preprocessing", is_flag=True,
               help="Prepare images exactly as training did, even where the export allowed "
                    "the fast path (JPEG decoded at a reduced scale).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests run together in one model call (1: each on its own).")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="The most a request waits for others still decoding to join its batch.")
 def serve_cmd(artifact, host, port, max_body, timeout, max_concurrent, workers, k, threads,
-              device, no_verify, access_log, exact_preprocessing):
+              device, no_verify, access_log, exact_preprocessing, max_batch, max_wait_ms):
     """Serve ARTIFACT over HTTP: POST /predict, GET /health, GET /metadata.
 
     ARTIFACT may be an export directory that `edgekit tune` tuned: its tuned.json's choice is
@@ -389,7 +393,8 @@ def serve_cmd(artifact, host, port, max_body, timeout, max_concurrent, workers, 
     """
     from edgekit.runtime.serve import Limits, serve
 
-    serve(artifact, host, port, Limits(max_body, timeout, max_concurrent, workers, k), threads,
+    limits = Limits(max_body, timeout, max_concurrent, workers, k, max_batch, max_wait_ms / 1e3)
+    serve(artifact, host, port, limits, threads,
           device, not no_verify, access_log, exact_preprocessing)
 
 
