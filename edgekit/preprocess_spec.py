@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, excerpt
 
 MODES = {"L": 1, "RGB": 3}  # image mode -> channels
 RESAMPLE = ("nearest", "bilinear", "bicubic")
@@ -80,6 +80,10 @@ def check_image(spec: dict, source: str) -> None:
     if not (type(resize) is int and resize >= max(size)):
         raise EdgekitError(f"{where} resize {resize!r}; expected an int >= the size "
                            f"{max(size)} (the shorter side before the center crop)")
+    fast = spec.get("fast", {"allowed": False})  # export's verdict on the fast image path
+    if not (isinstance(fast, dict) and isinstance(fast.get("allowed"), bool)):
+        raise EdgekitError(f"{where} fast {excerpt(fast)}; expected the export's verdict, "
+                           'an object with "allowed": true or false')
 
 
 def check_tabular(spec: dict, source: str) -> None:

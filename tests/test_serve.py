@@ -124,7 +124,27 @@ def test_predict_matches_the_runner(server, artifact, png, tiny_run, how):
     want = load(artifact).predict(tiny_run / "sample.png", k=2)
     assert result["label"] == want["label"] and len(result["top"]) == 2
     assert result["probability"] == pytest.approx(want["probability"], abs=1e-6)
-    assert result["artifact"] == artifact.name and set(result["ms"]) == {"preprocess", "model"}
+    assert result["artifact"] == artifact.name
+    assert set(result["ms"]) == {"preprocess", "queue", "model"} and result["batch"] >= 1
+
+
+def test_metrics_report_batches_and_times(server, png):
+    """Concurrent requests go through the dynamic batcher; /metrics sums what it did."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = request(server.url, "GET", "/metrics")[1]["batching"]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: request(server.url, "POST", "/predict", png,
+                                                  {"Content-Type": "image/png"}), range(8)))
+    assert all(status == 200 and 1 <= body["batch"] <= 8 for status, body in answers)
+    status, metrics = request(server.url, "GET", "/metrics")
+    batching = metrics["batching"]
+    assert status == 200 and batching["max_batch"] == 8 and batching["max_wait_ms"] == 5
+    assert batching["inputs"] - before["inputs"] == 8
+    assert sum(int(size) * n for size, n in batching["batch_sizes"].items()) == \
+        batching["inputs"]
+    for key in ("queue_ms", "model_ms", "decode_ms"):
+        assert set(batching[key]) == {"count", "p50", "p90", "p99", "max"}
 
 
 def test_default_k_comes_from_the_command_line(server, png):

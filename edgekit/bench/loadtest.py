@@ -31,10 +31,12 @@ from edgekit.bench import latency_stats
 from edgekit.errors import EdgekitError
 
 
-def load_test(url: str, body: bytes, content_type: str, clients: int = 8, requests: int = 500,
-              timeout: float = 10.0, deadline: float = 120.0, path: str = "/predict") -> dict:
+def load_test(url: str, body: bytes | list[bytes], content_type: str, clients: int = 8,
+              requests: int = 500, timeout: float = 10.0, deadline: float = 120.0,
+              path: str = "/predict") -> dict:
     """POST `body` `requests` times from `clients` threads, each on its own keep-alive
-    connection, and report throughput and latency.
+    connection, and report throughput and latency. A list of bodies is sent in turn (request
+    i sends body i modulo their number).
 
     A request is an error unless it gets a 200 with a JSON body; errors are counted, the first
     few kept, and the client reconnects.
@@ -50,7 +52,7 @@ def load_test(url: str, body: bytes, content_type: str, clients: int = 8, reques
     host, port = parts.hostname or "", parts.port or 80
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
         raise EdgekitError(f"load_test targets this machine only (loopback); got {host!r}")
-    headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
+    bodies = body if isinstance(body, list) else [body]
     counter = iter(range(requests))  # shared: next() is atomic under the GIL
     lock = threading.Lock()
     latencies: list[float] = []
@@ -60,12 +62,14 @@ def load_test(url: str, body: bytes, content_type: str, clients: int = 8, reques
     def client() -> None:
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
         mine = []
-        for _ in counter:
+        for i in counter:
             if time.monotonic() > stop_at:
                 break
+            data = bodies[i % len(bodies)]
+            headers = {"Content-Type": content_type, "Content-Length": str(len(data))}
             t0 = time.perf_counter()
             try:
-                conn.request("POST", path, body, headers)
+                conn.request("POST", path, data, headers)
                 response = conn.getresponse()
                 data = response.read()
                 if response.status != 200:

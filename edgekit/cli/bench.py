@@ -65,7 +65,10 @@ def bench_group():
               help="JSON report (default: bench.json beside the first artifact).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the JSON report instead of the table.")
-def bench_cmd(artifacts, runs, seconds, warmup, threads, batch, out, as_json):
+@click.option("--photos", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="End to end: time ARTIFACT on the images of DIR, photos in to labels out "
+                   "(batch: the first --batch), against the model alone.")
+def bench_cmd(artifacts, runs, seconds, warmup, threads, batch, out, as_json, photos):
     """Measure the latency of artifacts (.onnx, .ts) or run directories on this machine.
 
     A run directory stands for every artifact its export verified. Prints p50/p90/p99, mean,
@@ -83,6 +86,11 @@ def bench_cmd(artifacts, runs, seconds, warmup, threads, batch, out, as_json):
         raise EdgekitError(f"--seconds {seconds:g}: expected a time budget > 0")
     thread_counts = parse_counts(threads or "all", "--threads", all_value=usable_cores())
     batches = parse_counts(batch, "--batch")
+    if photos is not None:
+        from edgekit.bench.endtoend import run_end_to_end
+
+        return click.echo(run_end_to_end(artifacts, photos, batches[0], thread_counts[0],
+                                         seconds or 3.0, as_json))
     files, _ = expand(artifacts)  # a bad directory fails before --out is claimed
     out = out or files[0].with_name("bench.json")
     if out.is_dir():  # checked before timing, so no measurement is lost

@@ -34,8 +34,11 @@ from edgekit.errors import EdgekitError
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--no-verify", is_flag=True,
               help="Load the artifact even if its sha256 differs from manifest.json's.")
+@click.option("--exact-preprocessing", is_flag=True,
+              help="Prepare images exactly as training did, even where the export allowed "
+                   "the fast path (JPEG decoded at a reduced scale).")
 def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, out, skip_bad, threads,
-                device, no_verify):
+                device, no_verify, exact_preprocessing):
     """Predict INPUTS, --text TEXT or --sample N with ARTIFACT (.onnx, .ts, ...).
 
     ARTIFACT may be an export directory that `edgekit tune` tuned: its tuned.json's choice
@@ -57,7 +60,7 @@ def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, out, skip_ba
     if out is not None and out.is_dir():
         raise EdgekitError(f"--out {str(out)!r} is a directory; expected a .csv file path")
     run = predict(artifact, list(inputs), sample, batch, k, threads, device, not no_verify,
-                  skip_bad, texts=list(texts))
+                  skip_bad, texts=list(texts), exact_preprocessing=exact_preprocessing)
     if run.chosen:
         click.echo(f"using {run.chosen}", err=True)
     results = iter(run.results)

@@ -35,8 +35,16 @@ from edgekit.cli.common import TOP_K
               help="Open connections at once (the oldest idle one is closed beyond).")
 @click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Seconds for a request's head to arrive (408 beyond).")
+@click.option("--exact-preprocessing", is_flag=True,
+              help="Prepare images exactly as training did, even where the export allowed "
+                   "the fast path (JPEG decoded at a reduced scale).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests run together in one model call (1: each on its own).")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="The most a request waits for others still decoding to join its batch.")
 def serve_cmd(artifact, host, port, max_body, timeout, max_concurrent, workers, k, threads,
-              device, no_verify, access_log, max_connections, header_timeout):
+              device, no_verify, access_log, max_connections, header_timeout,
+              exact_preprocessing, max_batch, max_wait_ms):
     """Serve ARTIFACT over HTTP: POST /predict, GET /health, GET /metadata.
 
     ARTIFACT may be an export directory that `edgekit tune` tuned: its tuned.json's choice is
@@ -44,7 +52,7 @@ def serve_cmd(artifact, host, port, max_body, timeout, max_concurrent, workers, 
     """
     from edgekit.runtime.serve import Limits, serve
 
-    serve(artifact, host, port, Limits(max_body, timeout, max_concurrent, workers, k,
-                                       max_connections=max_connections,
-                                       header_timeout=header_timeout),
-          threads, device, not no_verify, access_log)
+    limits = Limits(max_body, timeout, max_concurrent, workers, k, max_batch, max_wait_ms / 1e3,
+                    max_connections=max_connections, header_timeout=header_timeout)
+    serve(artifact, host, port, limits, threads, device, not no_verify, access_log,
+          exact_preprocessing)

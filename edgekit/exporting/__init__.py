@@ -34,7 +34,7 @@ import numpy as np
 
 from edgekit import formats as catalog
 from edgekit.errors import EdgekitError
-from edgekit.exporting import ship
+from edgekit.exporting import fastpath, ship
 from edgekit.exporting.check import check_artifact
 from edgekit.exporting.choose import (
     Candidate,
@@ -94,9 +94,13 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
             artifact that fails its check (unless allow_degraded).
     """
     started = time.perf_counter()
+    lap = Laps()
     opts = Options(**options)
     prep = prepare(run, _ordered(formats), opts)
+    lap("prepare")
     out = RunDir(run).export
+    fast = fastpath.apply(prep)  # before any artifact embeds the manifest
+    lap("fast preprocessing check")
     rebuilt = {f.file for f in prep.formats}
     # One export of a run at a time: each builds on the files of the export before it, so a
     # second one staged meanwhile would publish without the first one's artifacts.
@@ -105,27 +109,47 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
         ctx = ExportContext(prep.model, prep.example, prep.cfg, prep.calibration, stage,
                             prep.target, prep.plan, stage / ".candidates", prep.qat, prep.source)
         cands, skipped = write_candidates(prep, ctx)
+        lap("write")
         kept = [Candidate(catalog.by_file(f), stage / f, {}, kept=True) for f in kept_files
                 if catalog.by_file(f)]
         for c in cands + kept:
             c.check = check_artifact(c.path, c.fmt, prep.held, prep.gate)
+        lap("check")
         # int8 failing its gate: calibration search, then layers kept fp32 (mixed.py)
         checker = mixed.Checker(prep.held, prep.gate)
         rescued, fixed = mixed.rescue(ctx, cands, checker, prep.budget) \
             if opts.int8_fallback else ([], {})
+        lap("int8 search")
         cands = drop_failed_best_effort(cands + rescued, skipped)
         _fail_fast(prep, cands, opts.allow_degraded)
         tuning = time_candidates(prep.target, prep.budget, cands + kept, prep.held.x[:1])
+        lap("timing")
         chosen = [move_choice(stage, [c for c in cands if c.fmt is f]) for f in prep.formats
                   if any(c.fmt is f for c in cands)]
         int8_accuracy = mixed.table(ctx, chosen, checker, fixed)  # ranked layers + chart
+        lap("int8 layer table")
         shipped = ship.keep(stage, cands, opts.keep_candidates, skipped)  # else dropped
         final = sorted(chosen + kept, key=lambda c: catalog.formats().index(c.fmt))
         report = build_report(prep, final, cands, tuning, kept_files,
                               skipped + notes(stage, rebuilt, kept))
         report["int8_accuracy"] = int8_accuracy
+        report["fast_preprocessing"] = fast
+        report["stage_seconds"] = lap.seconds
         publish(stage, prep, final, report, started, shipped, opts.keep_candidates)
     return report
+
+
+class Laps:
+    """Wall seconds of each export stage, in order: `lap(name)` closes the stage `name`."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self.last, 2)
+        self.last = now
 
 
 def write_candidates(prep: Prepared, ctx: ExportContext) -> tuple[list[Candidate], list[str]]:
@@ -165,6 +189,7 @@ def publish(stage: Path, prep: Prepared, final: list[Candidate], report: dict,
                      **macs_entry(stage),  # the model's MACs per input
                      **ship.record(stage, final, shipped, keep_candidates)})
     report["export_seconds"] = round(time.perf_counter() - started, 2)
+    report["export_cpu_seconds"] = round(time.process_time(), 2)  # this process, all threads
     write_json(stage / REPORT, report)
     write_text(stage / REPORT_MD, report_markdown(report))
 

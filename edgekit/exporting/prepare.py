@@ -51,6 +51,7 @@ class Prepared:
     budget: float  # timing seconds per artifact for a local target
     samples: tuple[np.ndarray, np.ndarray]  # held-out (x, y) shipped as samples.npz
     qat: Any = None  # a QAT run's fake-quantized model (edgekit.qat), for static int8
+    held_images: Any = None  # the held-out split's PIL images (image datasets), else None
     source: Path | None = None  # an imported ONNX file, when `model` is None
 
 
@@ -131,7 +132,7 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
         held, gate, data.train.x[pick[:cfg.calibration_samples]], example, tgt, plan,
         cfg.tune_seconds if opts.tune_seconds is None else opts.tune_seconds,
         (data.test.x[:cfg.samples], y[:cfg.samples]), fake_quant,
-        RunDir(run).onnx_source if model is None else None)
+        getattr(data.test, "images", None), RunDir(run).onnx_source if model is None else None)
 
 
 def _manifest(recipe, model, metrics: dict, data) -> dict:

@@ -110,8 +110,14 @@ def report_markdown(report: dict) -> str:
     lines += qat_markdown(report.get("qat"), task)
     for note in report.get("notes", []):
         lines += ["", f"Note: {note}"]
+    from edgekit.exporting import fastpath
     from edgekit.exporting.int8.report import markdown
 
+    lines += fastpath.markdown(report.get("fast_preprocessing"))
+    if report.get("stage_seconds"):
+        lines += ["", f"Export time: {report.get('export_seconds', 0):.1f} s wall, "
+                      f"{report.get('export_cpu_seconds', 0):.1f} s of CPU; by stage: " + ", ".join(
+                          f"{k} {v:.1f} s" for k, v in report["stage_seconds"].items()) + "."]
     lines += markdown(report.get("int8_accuracy"))
     return "\n".join(lines) + "\n"
 

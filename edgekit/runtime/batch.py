@@ -6,8 +6,8 @@
         print(result["input"], result["label"])
     print(stats.line())   # 1000 inputs in 2.1 s: 476 inputs/s end to end (...)
 
-The next batch is decoded in a worker thread while the current one runs, so decoding (Pillow
-releases the GIL) overlaps inference (onnxruntime releases it too).
+The next batches are decoded in worker threads (`decode_workers`) while the current one runs,
+so decoding (Pillow releases the GIL) overlaps inference (onnxruntime releases it too).
 """
 
 from __future__ import annotations
@@ -51,45 +51,73 @@ def expand_inputs(paths: list[str | Path], runner: Runner) -> list[Path]:
     return files
 
 
+def decode_workers(threads: int | None) -> int:
+    """Threads that decode inputs beside a model running on `threads` intra-op threads (None:
+    every core): one, plus each core the model leaves free. On 2 cores and a 2-thread model
+    that is one decoder, which fills the model's gaps instead of fighting it for cores."""
+    from edgekit.machine import usable_cores
+
+    cores = usable_cores()
+    return 1 + max(0, cores - min(threads or cores, cores))
+
+
 def predict_files(runner: Runner, files: list[Path], batch: int = 32, k: int = 5,
-                  skip_bad: bool = False, stats: Throughput | None = None) -> Iterator[dict]:
+                  skip_bad: bool = False, stats: Throughput | None = None,
+                  workers: int = 1) -> Iterator[dict]:
     """Yield {"input": path, **result} for each file, in order, `batch` files per inference.
+
+    `workers` threads decode and prepare the files (Pillow and numpy release the GIL) while
+    the model runs on the batch before; at most two batches are decoded ahead, so memory
+    stays bounded whatever the number of files.
 
     Args:
         skip_bad: yield {"input": path, "error": why} for a file that cannot be read or
             prepared, and go on; otherwise the first such file raises.
-        stats: filled in as results are yielded.
+        stats: filled in as results are yielded (`prepare_seconds` sums the decoders'
+            time, which overlaps inference).
 
     Raises:
         EdgekitError: (skip_bad=False) the first input that cannot be read or prepared.
     """
+    from collections import deque
+
     stats = stats or Throughput(batch)
     stats.batch = batch
     start = time.perf_counter()
 
-    def prepare(chunk: list[Path]) -> tuple[list, float]:
+    def prepare(f: Path) -> tuple[np.ndarray | None, str | None, float]:
         t0 = time.perf_counter()
-        out = []
-        for f in chunk:
-            try:
-                out.append((f, runner.prepare(f), None))
-            except EdgekitError as e:
-                if not skip_bad:
-                    raise
-                out.append((f, None, str(e)))
-        return out, time.perf_counter() - t0
+        try:
+            return runner.prepare(f), None, time.perf_counter() - t0
+        except EdgekitError as e:
+            if not skip_bad:
+                raise
+            return None, str(e), time.perf_counter() - t0
 
-    chunks = [files[i:i + batch] for i in range(0, len(files), batch)]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgekit-prepare") as pool:
-        pending = pool.submit(prepare, chunks[0]) if chunks else None
-        for i in range(len(chunks)):
-            prepared, seconds = pending.result()
-            if i + 1 < len(chunks):
-                pending = pool.submit(prepare, chunks[i + 1])  # decode ahead while this runs
-            stats.prepare_seconds += seconds
-            good = [(f, x) for f, x, err in prepared if err is None]
+    todo = iter(files)
+    pending: deque = deque()  # (path, future) in input order
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgekit-prepare")
+
+    def fill() -> None:  # the next batch and the one after are decoding while a batch runs
+        while len(pending) < 3 * batch:
+            f = next(todo, None)
+            if f is None:
+                return
+            pending.append((f, pool.submit(prepare, f)))
+
+    try:
+        fill()
+        while pending:
+            chunk = [pending.popleft() for _ in range(min(batch, len(pending)))]
+            fill()
+            prepared = []
+            for f, future in chunk:
+                x, err, seconds = future.result()
+                stats.prepare_seconds += seconds
+                prepared.append((f, x, err))
+            good = [x for _, x, err in prepared if err is None]
             t0 = time.perf_counter()
-            results = iter(runner.infer(np.stack([x for _, x in good]), k) if good else [])
+            results = iter(runner.infer(np.stack(good), k) if good else [])
             stats.infer_seconds += time.perf_counter() - t0
             for f, _, err in prepared:
                 stats.inputs += 1
@@ -97,6 +125,8 @@ def predict_files(runner: Runner, files: list[Path], batch: int = 32, k: int = 5
                 stats.seconds = time.perf_counter() - start
                 yield {"input": str(f), "error": err} if err else {"input": str(f),
                                                                    **next(results)}
+    finally:  # an error or a consumer that stops early: drop what has not started
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def sample_input(runner: Runner, index: int, path: Path | None = None) -> tuple[np.ndarray, str]:
@@ -142,7 +172,8 @@ class Prediction:
 
 def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None = None,
             batch: int = 32, k: int = 3, threads: int | None = None, device: str = "cpu",
-            verify: bool = True, skip_bad: bool = False, texts: list[str] = ()) -> Prediction:
+            verify: bool = True, skip_bad: bool = False, texts: list[str] = (),
+            exact_preprocessing: bool = False) -> Prediction:
     """Load `artifact` and set up prediction over files/folders, texts, or held-out sample N.
 
     `artifact` may be an export directory: the file and thread count its tuned.json chose run
@@ -153,6 +184,9 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
 
     A stateful model reads its inputs one at a time, in order: consecutive windows of one
     series, its hidden state carried from each into the next.
+
+    `exact_preprocessing` prepares images exactly as training did, even where the export
+    allowed the fast path.
 
     Returns:
         A Prediction whose `results` yields one JSON-able dict per input, in order
@@ -169,6 +203,7 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
     samples = export_dir(artifact) / "samples.npz" if Path(artifact).is_dir() else None
     artifact, threads, chosen = resolve(artifact, threads)
     runner = load(artifact, threads=threads, device=device, verify=verify)
+    runner.exact_preprocessing = exact_preprocessing
     if runner.stateful:
         batch = 1
     stats = Throughput(batch)
@@ -196,8 +231,8 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
         return Prediction(runner, None, predict_rows(runner, files, batch, k, skip_bad, stats),
                           stats, total_bytes=sum(f.stat().st_size for f in files), chosen=chosen)
     return Prediction(runner, len(files),
-                      predict_files(runner, files, batch, k, skip_bad, stats), stats,
-                      chosen=chosen)
+                      predict_files(runner, files, batch, k, skip_bad, stats,
+                                    decode_workers(threads)), stats, chosen=chosen)
 
 
 class ResultsCsv:

@@ -40,6 +40,9 @@ class Runner:
         self.device = device
         self.check_finite = True  # warn about NaN/inf inputs (EdgekitWarning)
         self.state: np.ndarray | None = None  # a stateful model's hidden state (L, B, H)
+        # True: prepare inputs exactly as training did, even where the export allowed the
+        # fast path (edgekit.runtime.preprocess.image; --exact-preprocessing).
+        self.exact_preprocessing = False
 
     def _ready(self) -> None:
         """Precompute what run() checks, so a call costs a few attribute reads."""
@@ -190,14 +193,22 @@ class Runner:
             raw: a file path, an encoded body (bytes, with `media_type`), or the kind's native
                 value (a PIL image for `image`).
         """
-        spec = self._require_manifest()["preprocess"]
+        spec = self.preprocess_spec()
         return preprocess.get_kind(spec).prepare(raw, spec, media_type)
 
     def prepare_many(self, raw: Any, media_type: str | None = None) -> np.ndarray:
         """Like `prepare`, for raw input that may hold several inputs (a table's rows, a
         batch of arrays) -> model inputs (B, ...)."""
-        spec = self._require_manifest()["preprocess"]
+        spec = self.preprocess_spec()
         return preprocess.get_kind(spec).prepare_many(raw, spec, media_type)
+
+    def preprocess_spec(self) -> dict:
+        """The manifest's preprocess spec as this runner applies it: without the export's
+        fast-path verdict when `exact_preprocessing` is set."""
+        spec = self._require_manifest()["preprocess"]
+        if self.exact_preprocessing and "fast" in spec:
+            return {k: v for k, v in spec.items() if k != "fast"}
+        return spec
 
     def infer(self, x: np.ndarray, k: int = 5) -> list[dict]:
         """A batch of prepared inputs (B, ...) -> one JSON-able result per row (the task's)."""

@@ -49,6 +49,10 @@ class Limits:
     max_concurrent: int = 64  # requests in progress at once; 503 beyond
     workers: int = 2  # threads that decode and run inputs at once
     k: int = 3  # default top-k for classification: as `edgekit predict` (cli.common.TOP_K)
+    # Dynamic batching (edgekit.runtime.batcher): inputs per model call, and the most a
+    # request waits for others still decoding; max_batch 1 runs each request on its own.
+    max_batch: int = 8
+    max_wait: float = 0.005  # seconds
     # Declared bytes of request bodies held at once (503 beyond; 0: 4 x max_body): with
     # decoding bounded by the workers and the pixel budget, this bounds the memory that
     # requests take together.
@@ -90,6 +94,7 @@ def create_app(runner: Runner, limits: Limits = Limits()):
     accepts = [*kind.media_types, "multipart/form-data"]
     workers = Workers(limits.workers)  # work past its deadline keeps at most these threads
     counters = Counters()
+    batcher = batcher_for(runner, limits)
     runner.check_finite = False  # warnings.warn is process-global; serve reports per request
 
     async def predict(request: Request) -> Response:
@@ -105,7 +110,10 @@ def create_app(runner: Runner, limits: Limits = Limits()):
                     return _error(415, f"POST /predict takes {', '.join(accepts)} for "
                                       f"{runner.path.name} ({kind.name} input); got "
                                       f"{excerpt(media_type, quote=False)}")
-                result = await workers.run(None, work, runner, body, media_type, k)
+                if batcher is None:
+                    result = await workers.run(None, work, runner, body, media_type, k)
+                else:  # decoded in a worker, run in a batch with requests decoded meanwhile
+                    result = await batched(batcher, runner, body, media_type, k, workers)
             if isinstance(result, bytes):
                 return Response(result, media_type="application/json")
             return JSONResponse(result)
@@ -128,6 +136,10 @@ def create_app(runner: Runner, limits: Limits = Limits()):
                              "requests": counters.requests, "errors": counters.errors,
                              "in_progress": counters.in_progress})
 
+    async def metrics(request: Request) -> Response:
+        return JSONResponse({"requests": counters.requests, "errors": counters.errors,
+                             "batching": batcher.metrics() if batcher else None})
+
     async def metadata(request: Request) -> Response:
         return JSONResponse({**manifest, "serving": {
             **runner.describe(), "accepts": accepts,
@@ -137,12 +149,13 @@ def create_app(runner: Runner, limits: Limits = Limits()):
     async def index(request: Request) -> Response:
         return JSONResponse({"artifact": runner.path.name, "endpoints": {
             "POST /predict": f"body: {', '.join(accepts)}; query k=N", "GET /health": "status",
-            "GET /metadata": "the manifest"}})
+            "GET /metadata": "the manifest", "GET /metrics": "batch sizes, queue/model time"}})
 
     app = Starlette(
         routes=[Route("/predict", predict, methods=["POST"]),
                 Route("/health", health, methods=["GET"]),
                 Route("/metadata", metadata, methods=["GET"]),
+                Route("/metrics", metrics, methods=["GET"]),
                 Route("/", index, methods=["GET"])],
         exception_handlers={HTTPException: _http_error},
     )
@@ -186,12 +199,7 @@ def work(runner: Runner, body: bytes, media_type: str | None, k: int) -> dict | 
         BadInput: the body is not an input of the model's kind (HTTP 400).
     """
     t0 = time.perf_counter()
-    try:
-        x = runner.prepare_many(body, media_type)  # (B, ...)
-    except preprocess.UnsupportedMediaType:
-        raise
-    except EdgekitError as e:
-        raise BadInput(str(e)) from None
+    x = prepare_body(runner, body, media_type)  # (B, ...)
     del body  # what stays is the inputs, not their text
     if len(x) > 1:
         return many_results(runner, x, k, time.perf_counter() - t0)
@@ -203,6 +211,50 @@ def work(runner: Runner, body: bytes, media_type: str | None, k: int) -> dict | 
         result["warnings"] = [warning]
     result["artifact"] = runner.path.name
     result["ms"] = {"preprocess": round((t1 - t0) * 1e3, 3), "model": round((t2 - t1) * 1e3, 3)}
+    return result
+
+
+def prepare_body(runner: Runner, body: bytes, media_type: str | None):
+    """In a worker thread: the body's model inputs (B, ...). Raises BadInput (HTTP 400)."""
+    try:
+        return runner.prepare_many(body, media_type)
+    except preprocess.UnsupportedMediaType:
+        raise
+    except EdgekitError as e:
+        raise BadInput(str(e)) from None
+
+
+def batcher_for(runner: Runner, limits: Limits):
+    """The dynamic batcher for `runner`, or None where requests cannot share a model call
+    (max_batch 1, a stateful model, inputs of varying shape)."""
+    from edgekit.runtime.batcher import Batcher
+
+    fixed = all(type(d) is int for d in runner.input_shape[1:])
+    if limits.max_batch <= 1 or runner.stateful or not fixed:
+        return None
+    return Batcher(runner, limits.max_batch, limits.max_wait)
+
+
+async def batched(batcher, runner: Runner, body: bytes, media_type: str | None, k: int,
+                  workers) -> dict | bytes:
+    """Decode in a worker thread (edgekit.runtime.connections.Workers), then run in the
+    batcher's next model call (a body of many inputs, a table's rows, runs on its own in the
+    worker)."""
+
+    def prepare():
+        t0 = time.perf_counter()
+        with batcher.expecting():
+            return prepare_body(runner, body, media_type), time.perf_counter() - t0
+
+    x, seconds = await workers.run(None, prepare)
+    if len(x) > 1:
+        return await workers.run(None, many_results, runner, x, k, seconds)
+    result = await batcher.infer(x[0], k)
+    warning = runner.nonfinite_warning(x)
+    if warning:
+        result["warnings"] = [warning]
+    result["artifact"] = runner.path.name
+    result["ms"] = {"preprocess": round(seconds * 1e3, 3), **result["ms"]}
     return result
 
 
@@ -394,11 +446,14 @@ def is_loopback(address: str) -> bool:
 
 def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
           limits: Limits = Limits(), threads: int | None = None, device: str = "cpu",
-          verify: bool = True, access_log: bool = False) -> int:
+          verify: bool = True, access_log: bool = False,
+          exact_preprocessing: bool = False) -> int:
     """Load `artifact`, bind host:port and serve until SIGTERM or Ctrl-C.
 
     `artifact` may be an export directory: the file its tuned.json chose is served, with the
     tuned thread count per worker unless `threads` is given (edgekit.tuned.resolve).
+    `exact_preprocessing` prepares images exactly as training did, even where the export
+    allowed the fast path.
 
     Returns:
         The number of requests served.
@@ -413,9 +468,12 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
     from edgekit.tuned import resolve
 
     artifact, threads, _ = resolve(artifact, threads)
-    if threads is None:  # the cores shared among the workers: under load, parallel requests
-        threads = max(1, usable_cores() // limits.workers)  # beat parallel kernels
+    if threads is None and limits.max_batch > 1:  # one model call at a time: every core
+        threads = usable_cores()
+    elif threads is None:  # the cores shared among the workers: under load, parallel
+        threads = max(1, usable_cores() // limits.workers)  # requests beat parallel kernels
     runner = load(artifact, threads=threads, device=device, verify=verify)
+    runner.exact_preprocessing = exact_preprocessing
     app = create_app(runner, limits)
     warm_up(runner)
     sock = bind(host, port)
@@ -425,7 +483,7 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
         print(f"warning: listening on {name}, reachable from other machines; edgekit serve has "
               "no authentication", file=sys.stderr, flush=True)
     print(f"edgekit serve: {runner.path.name} ({runner.backend}, {runner.device}, {limits.workers} "
-          f"worker(s) x {threads} thread(s)) on {url} "
+          f"worker(s), {threads} model thread(s), batches of up to {limits.max_batch}) on {url} "
           "(POST /predict, GET /health, GET /metadata); Ctrl-C or SIGTERM stops",
           file=sys.stderr, flush=True)
     # Connections are bounded and timed by the protocol (edgekit.runtime.connections), not

@@ -15,6 +15,14 @@ bytes, not from the file name or declared media type):
 - 32-bit integer images with values above 65535 and floating-point images (mode F) are
   refused: there is no range to map them from.
 - Animated images use their first frame.
+
+The fast path (`fast_allowed(spec)`): a JPEG is decoded at 1/2, 1/4 or 1/8 of its size by the
+decoder itself (Pillow's `draft`, libjpeg's scaled DCT) when that still leaves at least the
+pixels the model needs, and a big downscale goes through `Image.reduce` before the final
+filter (`resize(..., reducing_gap=REDUCING_GAP)`). Both change pixels slightly against the exact
+path training used, so export measures what they cost on held-out photos
+(edgekit.exporting.fastpath) and writes its verdict into the spec as `fast`; the runtime takes
+the fast path only where that says `allowed` (and never with --exact-preprocessing).
 """
 
 from __future__ import annotations
@@ -62,6 +70,29 @@ def image_spec(mode: str, size: tuple[int, int], mean: list[float], std: list[fl
 MIN_PIXEL_BUDGET = 4096 * 4096
 # ... and at most this many times the model's input (or its resize square), if more.
 PIXELS_PER_INPUT_PIXEL = 64
+# The fast path's resize reduces by an integer factor first while the image stays at least
+# this many times the target size (Pillow's `reducing_gap`; 2 keeps the final filter's input
+# dense enough that its output is close to a full-size resample).
+REDUCING_GAP = 2.0
+
+
+def fast_allowed(spec: dict | None) -> bool:
+    """Whether the export allowed the fast path for this spec (its `fast` verdict)."""
+    fast = (spec or {}).get("fast")
+    return isinstance(fast, dict) and fast.get("allowed") is True
+
+
+def exact_spec(spec: dict) -> dict:
+    """The spec without the export's fast-path verdict: the exact path, as training ran."""
+    return {k: v for k, v in spec.items() if k != "fast"}
+
+
+def needed_size(spec: dict) -> tuple[int, int]:
+    """The smallest (width, height) a decoded image may have for this spec without the final
+    resize becoming an upscale: the model's input, or the resize square before the crop."""
+    h, w = spec["size"]
+    side = spec.get("resize") or 0
+    return max(w, side), max(h, side)
 
 
 def pixel_budget(spec: dict) -> int:
@@ -105,6 +136,8 @@ def _open(source, what: str, spec: dict | None = None):
         with Image.open(source) as img:
             if spec is not None:
                 _within_budget(img, spec, what)
+                if fast_allowed(spec):  # JPEG only (else a no-op): fewer pixels decoded
+                    img.draft(spec["mode"], needed_size(spec))
             img.load()  # the first frame of an animation
             return img.copy()
     except EdgekitError:
@@ -129,11 +162,10 @@ def _within_budget(img, spec: dict, what: str) -> None:
     w, h = img.size
     if w * h <= budget:
         return
-    h_need, w_need = spec["size"]
-    side = spec.get("resize") or 0
-    img.draft(spec["mode"], (max(w_need, side), max(h_need, side)))  # JPEG only; else no-op
+    img.draft(spec["mode"], needed_size(spec))  # JPEG only; else a no-op
     if img.size[0] * img.size[1] <= budget:
         return
+    h_need, w_need = spec["size"]
     raise EdgekitError(f"{what} is {w}x{h} pixels ({w * h / 1e6:.1f} megapixels); this model "
                        f"takes {w_need}x{h_need} and edgekit decodes at most "
                        f"{budget / 1e6:.1f} megapixels for it: resize the image first")
@@ -158,11 +190,13 @@ def to_8bit(img, what: str = "image"):
 
 
 def image_to_array(img, spec: dict) -> np.ndarray:
-    """PIL image -> float32 array (C, H, W) as the model expects it."""
+    """PIL image -> float32 array (C, H, W) as the model expects it (through the fast
+    path's reduce-then-resample where `fast_allowed(spec)`)."""
     from PIL import Image
 
     resample = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR,
                 "bicubic": Image.BICUBIC}[spec["resample"]]
+    gap = REDUCING_GAP if fast_allowed(spec) else None
     h, w = spec["size"]
     img = to_8bit(img)
     if img.mode != spec["mode"]:
@@ -171,15 +205,21 @@ def image_to_array(img, spec: dict) -> np.ndarray:
         short, (iw, ih) = spec["resize"], img.size
         nw, nh = (short, int(short * ih / iw)) if iw <= ih else (int(short * iw / ih), short)
         if (nw, nh) != (iw, ih):
-            img = img.resize((nw, nh), resample)
+            img = img.resize((nw, nh), resample, reducing_gap=gap)
         left, top = int(round((nw - w) / 2.0)), int(round((nh - h) / 2.0))
         img = img.crop((left, top, left + w, top + h))
     elif img.size != (w, h):
-        img = img.resize((w, h), resample)
-    x = np.asarray(img, dtype=np.float32) * np.float32(spec["scale"])  # (H, W) or (H, W, C)
-    x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)  # (C, H, W)
+        img = img.resize((w, h), resample, reducing_gap=gap)
     mean = np.asarray(spec["mean"], dtype=np.float32)[:, None, None]
     std = np.asarray(spec["std"], dtype=np.float32)[:, None, None]
+    if gap is not None:  # one multiply-add (a fifth of the passes): equal up to float rounding
+        u8 = np.asarray(img)  # (H, W) or (H, W, C) uint8
+        u8 = u8[None] if u8.ndim == 2 else u8.transpose(2, 0, 1)  # (C, H, W), a view
+        out = np.multiply(u8, np.float32(spec["scale"]) / std, dtype=np.float32)
+        out -= mean / std
+        return out
+    x = np.asarray(img, dtype=np.float32) * np.float32(spec["scale"])  # (H, W) or (H, W, C)
+    x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)  # (C, H, W)
     return np.ascontiguousarray((x - mean) / std)
 
 

@@ -1,0 +1,194 @@
+"""Photos in, labels out, as fast as the model allows? (issue 27's "Done when", one run)
+
+Trains a model briefly with edgekit's own recipe (resnet18 by default: 1 epoch on the
+offline digits at 224 px; accuracy does not change speed), exports int8 ONNX (the export
+measures the fast image path and records its verdict), writes PHOTOS random but photo-like
+640x480 JPEGs (quality 90), then measures in one run, on this machine:
+
+    model only    Runner.run on the prepared photos: batch 1 and batch 32
+    prepare       one photo, exact path and fast path (one thread)
+    predict DIR   `edgekit predict DIR --batch 32 --json` (its own closing line: first decode
+                  to last result) and the process's wall clock, fast and exact paths
+    serve         `edgekit serve` with 4 concurrent clients POSTing the photos (keep-alive),
+                  fast and exact paths, and the server's /metrics (batch sizes, queue time)
+
+Goals: predict DIR >= 75% of model-only batch 32; serve >= 70% of model-only batch 1.
+
+    .venv/bin/python benchmarks/end_to_end.py [--models resnet18,mobilenet_v2]
+        [--work /tmp/edgekit-e2e] [--out benchmarks/results/DATE-CPU]
+
+Writes OUT/end_to_end.json and OUT/end_to_end.md (the figures, the commands and the CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {"resnet18": ["train.epochs=1", "data.image_size=224"],
+           "mobilenet_v2": ["train.epochs=1", "data.image_size=224"]}
+BATCH = 32
+CLIENTS = 4
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="resnet18")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/edgekit-e2e"))
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--photos", type=int, default=256)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--before", type=Path, default=None, metavar="SRC",
+                    help="a source tree of edgekit before this work (git archive of a commit): "
+                         "its predict and serve are measured in the same run, for the table")
+    args = ap.parse_args()
+    from edgekit.bench.endtoend import photos_like
+    from edgekit.machine import machine_info
+
+    machine = machine_info()
+    photos = sorted((args.work / "photos").glob("*.jpg"))
+    if len(photos) != args.photos:
+        photos = photos_like(args.work / "photos", args.photos)
+    results = {"machine": machine, "photos": len(photos), "photo_size": [640, 480],
+               "jpeg_quality": 90, "batch": BATCH, "clients": CLIENTS, "models": {}}
+    for name in args.models.split(","):
+        artifact = trained(name, args.work)
+        results["models"][name] = measure(artifact, photos, args.work / "photos", args.seconds,
+                                          args.before)
+        print(json.dumps(results["models"][name], indent=1), flush=True)
+    cpu = re.sub(r"[^a-z0-9]+", "-", machine.get("cpu", "cpu").lower()).strip("-")[:40]
+    out = args.out or ROOT / "benchmarks" / "results" / f"{time.strftime('%Y-%m-%d')}-{cpu}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "end_to_end.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "end_to_end.md").write_text(markdown(results))
+    print(markdown(results))
+    print(f"wrote {out}/end_to_end.json, end_to_end.md")
+
+
+def edgekit(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], check=True,
+                          capture_output=True, text=True, **kw)
+
+
+def source_env(src: Path | None) -> dict | None:
+    """The environment that runs edgekit from source tree `src` (None: this one)."""
+    import os
+
+    return None if src is None else {**os.environ, "PYTHONPATH": str(src)}
+
+
+def trained(name: str, work: Path) -> Path:
+    """The run's int8 ONNX, trained and exported once (kept in WORK between runs)."""
+    run = work / name
+    artifact = run / "export" / "model.int8.onnx"
+    if not artifact.is_file():
+        sets = [a for s in RECIPES[name] for a in ("--set", s)]
+        edgekit("train", name, *sets, "--out", run, "--no-progress")
+        edgekit("export", run, "--onnx", "--int8")
+    return artifact
+
+
+def measure(artifact: Path, photos: list[Path], folder: Path, seconds: float,
+            before: Path | None = None) -> dict:
+    from edgekit.bench.endtoend import end_to_end
+
+    report = json.loads((artifact.parent / "report.json").read_text())
+    out = {"artifact": str(artifact), "fast_verdict": report.get("fast_preprocessing")}
+    if before is not None:  # the same photos through the code before this work
+        out["before"] = {"source": str(before),
+                         "predict_cli": predict_cli(artifact, folder, False, before),
+                         "serve": serve(artifact, photos, False, before)}
+    for path, exact in (("fast", False), ("exact", True)):
+        e2e = end_to_end(artifact, photos, BATCH, None, seconds, exact_preprocessing=exact)
+        out[path] = {"in_process": e2e, "predict_cli": predict_cli(artifact, folder, exact),
+                     "serve": serve(artifact, photos, exact)}
+        model = e2e["model_only"]
+        out[path]["goals"] = {
+            "predict_share_of_model_only_batch32":
+                round(out[path]["predict_cli"]["per_s"] / model[f"batch{BATCH}_per_s"], 4),
+            "serve_share_of_model_only_batch1":
+                round(out[path]["serve"]["requests_per_s"] / model["batch1_per_s"], 4)}
+    return out
+
+
+def predict_cli(artifact: Path, folder: Path, exact: bool, src: Path | None = None) -> dict:
+    """`edgekit predict DIR --batch 32 --json`: its closing line's rate, and the wall clock."""
+    flags = ["--exact-preprocessing"] if exact else []
+    t0 = time.perf_counter()
+    proc = edgekit("predict", artifact, folder, "--batch", BATCH, "--json", *flags,
+                   env=source_env(src))
+    wall = time.perf_counter() - t0
+    line = proc.stderr.strip().splitlines()[-1]
+    rate = float(re.search(r"([\d.]+) inputs/s end to end", line)[1])
+    count = len(proc.stdout.splitlines())
+    return {"per_s": rate, "line": line, "outputs": count, "process_wall_s": round(wall, 3),
+            "process_per_s": round(count / wall, 2)}
+
+
+def serve(artifact: Path, photos: list[Path], exact: bool, src: Path | None = None) -> dict:
+    """`edgekit serve` with CLIENTS keep-alive clients POSTing every photo once (+ warm-up)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from edgekit.bench.loadtest import load_test, served
+
+    bodies = [p.read_bytes() for p in photos]
+    flags = ["--exact-preprocessing"] if exact else []
+    with served(artifact, *flags, env=source_env(src)) as s:
+        load_test(s.url, bodies[:16], "image/jpeg", clients=CLIENTS, requests=32)  # warm-up
+        report = load_test(s.url, bodies, "image/jpeg", clients=CLIENTS,
+                           requests=len(bodies), deadline=300)
+        parts = urlsplit(s.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()  # code before this work has no /metrics: a 404
+        report["metrics"] = json.loads(response.read()) if response.status == 200 else None
+        conn.close()
+    return {k: report[k] for k in ("requests", "errors", "requests_per_s", "p50_ms", "p99_ms",
+                                   "metrics") if k in report}
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"# Photos in, labels out ({time.strftime('%Y-%m-%d')})", "",
+             f"CPU: {m.get('cpu')}, {m.get('cores', '?')} cores; {results['photos']} JPEG "
+             f"photos 640x480 q90; int8 ONNX, 3x224x224, onnxruntime, all cores.", "",
+             "| model | path | model only b1 /s | model only b32 /s | prepare ms | predict DIR "
+             "/s (share of b32) | serve 4 clients /s (share of b1) | serve mean batch |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in results["models"].items():
+        for path in ("exact", "fast"):
+            e, g = r[path]["in_process"], r[path]["goals"]
+            mo = e["model_only"]
+            batching = (r[path]["serve"].get("metrics") or {}).get("batching") or {}
+            lines.append(
+                f"| {name} | {path} | {mo['batch1_per_s']:.0f} | {mo[f'batch{BATCH}_per_s']:.0f}"
+                f" | {e['prepare_ms']:.2f} | {r[path]['predict_cli']['per_s']:.0f} "
+                f"({g['predict_share_of_model_only_batch32']:.0%}) | "
+                f"{r[path]['serve']['requests_per_s']:.0f} "
+                f"({g['serve_share_of_model_only_batch1']:.0%}) | "
+                f"{batching.get('mean_batch') or 0:.2f} |")
+        before = r.get("before")
+        if before:  # model-only figures: this run's, from the exact path's measurement
+            mo = r["exact"]["in_process"]["model_only"]
+            b1, bb = mo["batch1_per_s"], mo[f"batch{BATCH}_per_s"]
+            p, sv = before["predict_cli"]["per_s"], before["serve"]["requests_per_s"]
+            lines.append(f"| {name} | before (exact, 1 decoder, no batching) | {b1:.0f} | "
+                         f"{bb:.0f} | | {p:.0f} ({p / bb:.0%}) | {sv:.0f} ({sv / b1:.0%}) | 1 |")
+        v = r.get("fast_verdict") or {}
+        if v:
+            lines += ["", f"{name}: the export allowed the fast path: {v['allowed']} "
+                          f"({v['drop_points']:+.2f} points, top-1 agreement "
+                          f"{v.get('top1_agreement', 0):.2%}, max pixel diff "
+                          f"{v['max_pixel_diff']:.0f}/255 on {v['samples']} held-out images)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

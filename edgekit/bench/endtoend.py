@@ -1,0 +1,159 @@
+"""`edgekit bench ARTIFACT --photos DIR`: photos in, labels out, against the model alone.
+
+What a user waits for is not `Runner.run` on prepared arrays but decoding, resizing and
+normalizing each photo too. One run measures both, on the same photos and the same runner:
+
+    model only   Runner.run on the prepared photos, batch 1 and batch B (the upper bound)
+    prepare      one photo decoded and prepared, in one thread (exact and fast paths)
+    end to end   predict_files over the photo files, batch B, decoders beside the model
+                 (what `edgekit predict DIR --batch B` does), with the share of its wall
+                 time the model ran and the decoders' time
+
+    report = end_to_end("model.int8.onnx", sorted(Path("photos").glob("*.jpg")), batch=32)
+    report["end_to_end"]["share_of_model_only"]   # e.g. 0.81
+
+`photos_like(folder, n)` writes random but photo-like JPEGs (smooth gradients and blobs plus
+sensor-like noise, quality 90) for a benchmark that needs no camera.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+
+def photos_like(folder: Path, n: int = 256, size: tuple[int, int] = (640, 480),
+                quality: int = 90, seed: int = 0) -> list[Path]:
+    """Write `n` photo-like JPEGs of `size` (width, height) into `folder`; their paths."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    paths = []
+    for i in range(n):
+        a, b, c = rng.uniform(-1, 1, (3, 3))  # (3 channels, 3 gradient terms)
+        img = 128 + 100 * (a[:, None, None] * xx / w + b[:, None, None] * yy / h) \
+            * c[:, None, None]  # (3, H, W) a smooth gradient per channel
+        for _ in range(3):  # soft blobs: objects out of focus
+            cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(20, 160)
+            blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+            img += rng.uniform(-90, 90, 3)[:, None, None] * blob
+        img += rng.normal(0, 6, img.shape)  # sensor noise
+        rgb = np.clip(img, 0, 255).astype(np.uint8).transpose(1, 2, 0)  # (H, W, 3)
+        path = folder / f"photo-{i:04d}.jpg"
+        Image.fromarray(rgb, "RGB").save(path, "JPEG", quality=quality)
+        paths.append(path)
+    return paths
+
+
+def _rate(fn, count: int, seconds: float) -> tuple[float, list[float]]:
+    """Call fn() (which handles `count` inputs) until `seconds` pass, at least 3 times:
+    (inputs per second over all calls, each call's seconds)."""
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    while len(times) < 3 or time.perf_counter() < end:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return count * len(times) / sum(times), times
+
+
+def end_to_end(artifact: str | Path, photos: list[Path], batch: int = 32,
+               threads: int | None = None, seconds: float = 3.0,
+               exact_preprocessing: bool = False) -> dict:
+    """Model-only rates and the photos-in-labels-out rate of `artifact` on `photos`.
+
+    Args:
+        seconds: time budget of each model-only measurement.
+        exact_preprocessing: prepare photos exactly as training did, even where the export
+            allowed the fast path.
+
+    Returns:
+        {"artifact", "photos", "batch", "threads", "fast_path", "model_only":
+         {"batch1_per_s", "batch1_p50_ms", "batchB_per_s"}, "prepare_ms" (p50, one thread),
+         "end_to_end": {"per_s", "share_of_model_only", "seconds", "model_share",
+         "prepare_core_seconds", "decoders"}}
+
+    Raises:
+        EdgekitError: no photos, or an artifact or photo edgekit cannot read.
+    """
+    from edgekit.runtime import load
+    from edgekit.runtime.batch import decode_workers, predict_files
+    from edgekit.runtime.preprocess.image import fast_allowed
+    from edgekit.runtime.throughput import Throughput
+
+    if not photos:
+        raise EdgekitError("no photos to time: give a folder of images")
+    runner = load(artifact, threads=threads)
+    runner.exact_preprocessing = exact_preprocessing
+    runner.check_finite = False
+    prepare_times, xs = [], []
+    for p in photos:
+        t0 = time.perf_counter()
+        xs.append(runner.prepare(p))
+        prepare_times.append(time.perf_counter() - t0)
+    x = np.stack(xs)  # (N, C, H, W)
+    runner.run(x[:batch])  # warm-up: first-run allocations
+    chunks = [x[i:i + batch] for i in range(0, len(x) - batch + 1, batch)] or [x]  # whole
+    rate_b, _ = _rate(lambda: [runner.run(c) for c in chunks], sum(map(len, chunks)), seconds)
+    ones = [x[i % len(x)][None] for i in range(32)]  # (1, C, H, W) each
+    rate_1, times_1 = _rate(lambda: [runner.run(one) for one in ones], 32, seconds)
+    stats = Throughput(batch)
+    workers = decode_workers(threads)
+    for _ in predict_files(runner, list(photos), batch, 1, stats=stats, workers=workers):
+        pass
+    per_s = stats.inputs / stats.seconds
+    return {
+        "artifact": str(artifact), "photos": len(photos), "batch": batch, "threads": threads,
+        "fast_path": fast_allowed(runner.preprocess_spec()),
+        "model_only": {"batch1_per_s": round(rate_1, 2),
+                       "batch1_p50_ms": round(float(np.median(times_1)) / 32 * 1e3, 3),
+                       f"batch{batch}_per_s": round(rate_b, 2)},
+        "prepare_ms": round(float(np.median(prepare_times)) * 1e3, 3),
+        "end_to_end": {"per_s": round(per_s, 2),
+                       "share_of_model_only": round(per_s / rate_b, 4),
+                       "seconds": round(stats.seconds, 3),
+                       "model_share": round(stats.infer_seconds / stats.seconds, 4),
+                       "prepare_core_seconds": round(stats.prepare_seconds, 3),
+                       "decoders": workers},
+    }
+
+
+def format_end_to_end(report: dict) -> str:
+    """The report as a few lines for people."""
+    m, e, b = report["model_only"], report["end_to_end"], report["batch"]
+    path = "fast path (export allowed it)" if report["fast_path"] else "exact path"
+    return "\n".join([
+        f"{Path(report['artifact']).name}: {report['photos']} photos, batch {b}, "
+        f"preprocessing: {path}",
+        f"  model only:  batch 1 {m['batch1_per_s']:.1f}/s ({m['batch1_p50_ms']:.2f} ms), "
+        f"batch {b} {m[f'batch{b}_per_s']:.1f}/s",
+        f"  prepare one photo (one thread): {report['prepare_ms']:.2f} ms",
+        f"  photos in, labels out: {e['per_s']:.1f}/s = {e['share_of_model_only']:.0%} of "
+        f"model-only batch {b}; the model ran {e['model_share']:.0%} of the wall time, "
+        f"{e['decoders']} decoder(s) spent {e['prepare_core_seconds']:.2f} s"])
+
+
+def run_end_to_end(artifacts: list, folder: Path, batch: int, threads: int, seconds: float,
+                   as_json: bool) -> str:
+    """`edgekit bench ARTIFACT --photos DIR`: the report as text (JSON with `as_json`).
+
+    Raises:
+        EdgekitError: not exactly one artifact file, or a folder without images.
+    """
+    from edgekit.fileio import json_text
+    from edgekit.runtime import load
+    from edgekit.runtime.batch import expand_inputs
+
+    if len(artifacts) != 1 or not Path(artifacts[0]).is_file():
+        raise EdgekitError(f"--photos times one artifact file; got {len(artifacts)} "
+                           f"argument(s): {', '.join(map(str, artifacts))}")
+    photos = expand_inputs([folder], load(artifacts[0]))
+    report = end_to_end(artifacts[0], photos, batch, threads, seconds)
+    return json_text(report).rstrip() if as_json else format_end_to_end(report)
