@@ -1,7 +1,7 @@
 """Does `edgekit serve` survive an abuse run, in bounded memory? (issue 19)
 
 Serves ARTIFACT (an image model, e.g. runs/demo/export/model.int8.onnx) on loopback and runs
-edgekit.bench.abuse: 500 requests of GOOD from 8 clients, then an empty body, bytes that
+edgekit.benchmark.abuse: 500 requests of GOOD from 8 clients, then an empty body, bytes that
 are not an image, a truncated image, a media type the model does not take, garbage JSON, a bad
 k, an unknown path and a 16 MB body from Python's urllib 5 times; then 4 pixel bombs at once
 (a 12000x12000 PNG of about 140 KB) and 4 48-megapixel JPEGs at once. Reports every status,
@@ -21,8 +21,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from edgekit.bench.abuse import abuse, send
-from edgekit.bench.loadtest import served
+from edgekit.benchmark.abuse import abuse, send
+from edgekit.benchmark.loadtest import served
 from edgekit.machine import machine_info
 
 

@@ -93,7 +93,7 @@ def exported(tmp_path_factory):
             from edgekit import formats
             from edgekit.exporting import export
             from edgekit.recipe import list_recipes, load_recipe
-            from edgekit.train import train
+            from edgekit.training import train
 
             recipe, overrides = MODELS[model]
             if recipe not in list_recipes():

@@ -48,7 +48,7 @@ def main() -> None:
                     help="a source tree of edgekit before this work (git archive of a commit): "
                          "its predict and serve are measured in the same run, for the table")
     args = ap.parse_args()
-    from edgekit.bench.endtoend import photos_like
+    from edgekit.benchmark.endtoend import photos_like
     from edgekit.machine import machine_info
 
     machine = machine_info()
@@ -96,7 +96,7 @@ def trained(name: str, work: Path) -> Path:
 
 def measure(artifact: Path, photos: list[Path], folder: Path, seconds: float,
             before: Path | None = None) -> dict:
-    from edgekit.bench.endtoend import end_to_end
+    from edgekit.benchmark.endtoend import end_to_end
 
     report = json.loads((artifact.parent / "report.json").read_text())
     out = {"artifact": str(artifact), "fast_verdict": report.get("fast_preprocessing")}
@@ -136,7 +136,7 @@ def serve(artifact: Path, photos: list[Path], exact: bool, src: Path | None = No
     import http.client
     from urllib.parse import urlsplit
 
-    from edgekit.bench.loadtest import load_test, served
+    from edgekit.benchmark.loadtest import load_test, served
 
     bodies = [p.read_bytes() for p in photos]
     flags = ["--exact-preprocessing"] if exact else []

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     from edgekit.machine import machine_info
     from edgekit.models import MODELS
     from edgekit.recipe import load_recipe
-    from edgekit.train import train
+    from edgekit.training import train
 
     MODELS._entries["test-outlier-lenet"] = lambda input_shape, num_outputs, dropout=0.0: \
         OutlierLeNet(num_outputs)

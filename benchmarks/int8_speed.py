@@ -14,7 +14,7 @@ write:
                                           -> to_edge_transform_and_lower -> .pte, Python runtime
 
 and time them with the edgekit pick (report.json "fastest", loaded through edgekit.runtime) in
-interleaved rounds: batch 1, 2 threads, median of round medians, edgekit.bench.measure.
+interleaved rounds: batch 1, 2 threads, median of round medians, edgekit.benchmark.measure.
 
 Goals: the pick is >= 6x faster than torch eager fp32 and within 5% of the fastest hand-built
 path. Latency does not depend on accuracy, so a short training run is enough.
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.bench import measure
+from edgekit.benchmark import measure
 from edgekit.fileio import write_json
 from edgekit.machine import machine_info
 
@@ -100,7 +100,7 @@ def bench_recipe(name: str, args, root: Path) -> dict:
     from edgekit.exporting import export
     from edgekit.recipe import load_recipe
     from edgekit.runtime import load
-    from edgekit.train import load_run, train
+    from edgekit.training import load_run, train
 
     overrides = QUICK + args.overrides if name != "lenet5" else args.overrides
     given = dict(r.split("=", 1) for r in args.runs)

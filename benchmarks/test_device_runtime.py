@@ -263,7 +263,7 @@ def photo(size: int) -> bytes:
 @pytest.mark.parametrize("model", ["lenet5", "mobilenet_v2"])
 def test_serve_load(benchmark, artifacts, overhead_log, model):
     """At least 500 requests from 8 concurrent clients on loopback; zero errors."""
-    from edgekit.bench.loadtest import load_test, served
+    from edgekit.benchmark.loadtest import load_test, served
 
     folder, origin = artifacts(model)
     if model == "lenet5":

@@ -1,4 +1,4 @@
-"""What edgekit's timing harness (`edgekit.bench.measure`) adds over a bare timing loop.
+"""What edgekit's timing harness (`edgekit.benchmark.measure`) adds over a bare timing loop.
 
 The harness times each call on its own (two clock reads and a store per call); a bare loop
 times N calls as a whole. Both run the same call - the fastest real one, lenet5 ONNX fp32 at
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from edgekit.bench import measure, median_interval
+from edgekit.benchmark import measure, median_interval
 
 CALLS = 200  # calls per round, ~5 ms of lenet5: short rounds keep each pair close in time
 ROUNDS = 301

@@ -44,7 +44,7 @@ def test_latency(benchmark, exported, model, path, batch, threads):
     if file is None:
         import torch
 
-        from edgekit.train import load_run
+        from edgekit.training import load_run
 
         torch.set_num_threads(n)
         _, net, _ = load_run(run)

@@ -72,7 +72,7 @@ def handbook_loop(recipe, data) -> None:
 
 @pytest.mark.parametrize("model", list(CASES))
 def test_train_throughput(benchmark, model, tmp_path, overhead_log):
-    from edgekit.bench import measure
+    from edgekit.benchmark import measure
 
     name, overrides, rounds = CASES[model]
     recipe = load_recipe(name, overrides)

@@ -9,7 +9,7 @@
     runner = edgekit.load(exp.path / "model.int8.onnx")
     print(runner.predict(["photos/3/x.png"]))
 
-Both doors give a `Run`: `edgekit.train("lenet5")` (a recipe) and `edgekit.import_model(...)`
+Both doors give a `Run`: `edgekit.training("lenet5")` (a recipe) and `edgekit.import_model(...)`
 (a model edgekit did not train). Everything heavy is imported inside the functions, so
 `import edgekit` stays fast and torch-free.
 """
@@ -162,7 +162,7 @@ def parse_shape(shape) -> tuple[int, ...] | None:
 def train(recipe: str, out: str | Path | None = None, overrides: tuple[str, ...] = (),
           progress: bool = False) -> Run:
     """Train a bundled recipe (or a .yaml path) with `--set`-style overrides; the Run."""
-    from edgekit import train as training
+    from edgekit import training
     from edgekit.recipe import load_recipe
 
     run = training.train(load_recipe(recipe, list(overrides)), out, progress=progress)
@@ -206,15 +206,15 @@ def load(path: str | Path, **options):
 def tune(export_dir: str | Path | Export, threads: list[int] | None = None,
          seconds: float = 2.0) -> dict:
     """Check and time an export's shipped files on this machine; writes tuned.json."""
-    from edgekit.tune import tune as run_tune
+    from edgekit.tuning import tune as run_tune
 
     path = export_dir.path if isinstance(export_dir, Export) else Path(export_dir)
     return run_tune(path, threads, seconds)
 
 
 def bench(paths, **options) -> dict:
-    """Latency of artifacts or run directories on this machine (edgekit.bench.bench)."""
-    from edgekit.bench import bench as run_bench
+    """Latency of artifacts or run directories on this machine (edgekit.benchmark.bench)."""
+    from edgekit.benchmark import bench as run_bench
 
     items = [paths] if isinstance(paths, (str, Path)) else list(paths)
     return run_bench([Path(p) for p in items], **options)

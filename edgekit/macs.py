@@ -2,7 +2,7 @@
 
 Counted at export (the `onnx` package is an export-time dependency) and recorded in the
 manifest, so `edgekit bench` can say how close an artifact runs to the machine's GEMM peak
-(edgekit.bench.peak) without onnx installed:
+(edgekit.benchmark.peak) without onnx installed:
 
     macs = count_macs("model.onnx")       # {"per_input": 1_814_073_344, "by_op": {...}, ...}
 

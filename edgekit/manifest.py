@@ -244,7 +244,7 @@ def beside(artifact: Path, verify: bool = True) -> dict | None:
     return manifest
 
 
-CANDIDATES = "candidates"  # the folder of int8 candidates an export may ship (edgekit.tune)
+CANDIDATES = "candidates"  # the folder of int8 candidates an export may ship (edgekit.tuning)
 
 
 def safe_name(name: object) -> bool:

@@ -1,7 +1,7 @@
 """ONNX models as protobuf bytes, written by hand: for the base install, which has no `onnx`.
 
 `edgekit doctor`'s int8 self-test (edgekit.selftest) and the GEMM peak of `edgekit bench`
-(edgekit.bench.peak) build their small models in code with these few encoders of the protobuf
+(edgekit.benchmark.peak) build their small models in code with these few encoders of the protobuf
 wire format (field numbers from onnx/onnx.proto). A model built in code cannot drift from what
 it claims to compute the way a shipped binary file could.
 

@@ -185,7 +185,7 @@ def load(run: Path, model, example):
     """The fake-quantized model (eval mode) of finished QAT run `run`.
 
     Args:
-        model: the run's fp32 model (edgekit.train.load_run), copied, not changed.
+        model: the run's fp32 model (edgekit.training.load_run), copied, not changed.
 
     Raises:
         EdgekitError: the run's weights do not fit the prepared graph.

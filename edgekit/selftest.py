@@ -85,7 +85,7 @@ def check_onnxruntime() -> dict:
     """Run the int8 model with onnxruntime; compare with numpy. Returns facts + "ok"."""
     import onnxruntime as ort
 
-    from edgekit.bench.stats import measure
+    from edgekit.benchmark.stats import measure
 
     case = int8_case()
     opts = ort.SessionOptions()

@@ -4,7 +4,7 @@
       kind, schema, created, edgekit_version
       machine       edgekit.machine.machine_info() of the machine that tuned
       settings      thread counts, seconds, rounds, batch, tolerances
-      rule          how the choice is made (edgekit.tune.RULE)
+      rule          how the choice is made (edgekit.tuning.RULE)
       table         one row per file and thread count: its output check, its timing
       skipped, refused, verdict
       choice        {"file", "threads", "sha256", "p50_ms", "ci95_ms", "why"}

@@ -97,7 +97,7 @@ def test_edgekit_has_no_import_cycle():
 def test_nothing_below_imports_upward():
     """The runtime (what a Pi runs) and the shared contract never import export, training or
     the benchmark packages: those build on them, not the other way round."""
-    upper = ("edgekit.exporting", "edgekit.bench", "edgekit.train", "edgekit.loop",
+    upper = ("edgekit.exporting", "edgekit.benchmark", "edgekit.training", "edgekit.loop",
              "edgekit.cli", "edgekit.data", "edgekit.models")
     graph = import_graph()
     lower = [m for m in graph if m.startswith(("edgekit.runtime", "edgekit.manifest",
@@ -120,3 +120,10 @@ def test_no_function_is_longer_than_80_lines():
 def test_the_export_face_is_short():
     lines = (ROOT / "exporting" / "__init__.py").read_text(encoding="utf-8").count("\n")
     assert lines < 200
+
+
+def test_no_submodule_shadows_a_public_api_name():
+    """`import edgekit.X` sets the package attribute X: a submodule named like an API function
+    (edgekit.export, edgekit.train, ...) would replace the function as soon as it is imported."""
+    clash = [n for n in edgekit.__all__ if (ROOT / f"{n}.py").exists() or (ROOT / n).is_dir()]
+    assert clash == []

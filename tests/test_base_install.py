@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from basevenv import base_venv
 
-from edgekit.bench.loadtest import load_test, served
+from edgekit.benchmark.loadtest import load_test, served
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit import machine
-from edgekit.bench import compare, format_compare
+from edgekit.benchmark import compare, format_compare
 from edgekit.cli import main
 
 CPUINFO = Path(__file__).parent / "data" / "cpuinfo"
@@ -148,7 +148,7 @@ def test_a_result_file_from_before_sweeps_still_compares(tmp_path, two_machines)
 
 def test_chart_names_the_machines_and_labels_the_emulated_one(two_machines, tmp_path):
     pytest.importorskip("matplotlib")
-    from edgekit.bench.chart import bar_chart, legend_label
+    from edgekit.benchmark.chart import bar_chart, legend_label
 
     report = compare(list(two_machines))
     out = bar_chart(report, tmp_path / "charts" / "cmp.png")

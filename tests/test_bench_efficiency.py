@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from edgekit.bench import efficiency, peak, sweep
-from edgekit.bench.compare import compare, format_compare
+from edgekit.benchmark import efficiency, peak, sweep
+from edgekit.benchmark.compare import compare, format_compare
 
 PEAK = {"int8": {"gmacs": 400.0, "op": "MatMulInteger uint8 x int8", "shape": [8, 8, 8]},
         "fp32": {"gmacs": 100.0, "op": "MatMul float32", "shape": [8, 8, 8]}}

@@ -7,7 +7,7 @@ import json
 from conftest import edgekit
 from PIL import Image
 
-from edgekit.bench.endtoend import photos_like
+from edgekit.benchmark.endtoend import photos_like
 from edgekit.runtime.batch import decode_workers
 
 

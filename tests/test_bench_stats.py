@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgekit.bench import stats
+from edgekit.benchmark import stats
 
 
 class FakeClock:

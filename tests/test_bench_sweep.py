@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from edgekit.bench import sweep
+from edgekit.benchmark import sweep
 from edgekit.errors import EdgekitError
 
 

@@ -230,7 +230,7 @@ def test_sigkill_while_writing_a_checkpoint(reference, tmp_path, mode):
 @pytest.mark.slow
 def test_diverging_loss_keeps_the_last_good_checkpoint(tmp_path):
     from edgekit.recipe import load_recipe
-    from edgekit.train import train
+    from edgekit.training import train
 
     # lr x 1e8 after the first epoch: SGD blows up in epoch 2.
     recipe = load_recipe("lenet5", ["train.epochs=3", "train.optimizer=sgd", "train.lr=0.01",

@@ -6,7 +6,7 @@ import pytest
 
 from edgekit.exporting import export
 from edgekit.recipe import load_recipe
-from edgekit.train import train
+from edgekit.training import train
 
 pytestmark = pytest.mark.slow
 

@@ -95,7 +95,7 @@ def test_local_export_tunes_every_candidate_and_says_which_is_fastest(tiny_run):
 def test_tuning_stays_within_its_budget(tiny_run):
     import time
 
-    from edgekit.bench.stats import ROUNDS
+    from edgekit.benchmark.stats import ROUNDS
     from edgekit.exporting.timing import time_artifacts
 
     export = tiny_run / "export"
@@ -304,7 +304,7 @@ def test_dynamic_int8_is_chosen_for_a_linear_model(tmp_path, monkeypatch):
     from edgekit.exporting import export
     from edgekit.models import MODELS
     from edgekit.recipe import load_recipe
-    from edgekit.train import train
+    from edgekit.training import train
 
     def mlp(input_shape, num_outputs, dropout=0.0):
         return torch.nn.Sequential(torch.nn.Flatten(),

@@ -404,8 +404,8 @@ def test_bench_compare_refuses_impossible_latencies(tmp_path, p50):
 
 def test_serve_answers_hostile_requests_and_many_rows(table_model, text_model):
     """A short abuse run (loopback, bounded): no connection error, each bad request its 4xx."""
-    from edgekit.bench.abuse import abuse, send
-    from edgekit.bench.loadtest import served
+    from edgekit.benchmark.abuse import abuse, send
+    from edgekit.benchmark.loadtest import served
 
     with served(table_model) as server:
         report = abuse(server.url, b"age,sex\n50,Male\n", "text/csv", clients=4,
@@ -433,7 +433,7 @@ def test_serve_bounds_the_bodies_it_holds_at_once(table_model):
     import socket
     from urllib.parse import urlsplit
 
-    from edgekit.bench.loadtest import served
+    from edgekit.benchmark.loadtest import served
 
     body = b"age,sex\n" + b"50,Male\n" * 11_000  # 88 KB
     with served(table_model, "--max-body", "100000") as server:
@@ -542,8 +542,8 @@ def closed_by_server(s) -> bytes:
 
 
 def test_health_answers_while_a_thousand_idle_connections_are_open(table_model):
-    from edgekit.bench.abuse import send
-    from edgekit.bench.loadtest import served
+    from edgekit.benchmark.abuse import send
+    from edgekit.benchmark.loadtest import served
 
     with served(table_model) as server:
         idle = [connect(server.url) for _ in range(1000)]
@@ -558,8 +558,8 @@ def test_health_answers_while_a_thousand_idle_connections_are_open(table_model):
 
 
 def test_over_max_connections_the_oldest_idle_one_is_closed(table_model):
-    from edgekit.bench.abuse import send
-    from edgekit.bench.loadtest import served
+    from edgekit.benchmark.abuse import send
+    from edgekit.benchmark.loadtest import served
 
     with served(table_model, "--max-connections", "4") as server:
         oldest = connect(server.url)
@@ -573,8 +573,8 @@ def test_over_max_connections_the_oldest_idle_one_is_closed(table_model):
 
 
 def test_a_slowloris_head_gets_a_408_and_an_idle_client_is_closed(table_model):
-    from edgekit.bench.abuse import send
-    from edgekit.bench.loadtest import served
+    from edgekit.benchmark.abuse import send
+    from edgekit.benchmark.loadtest import served
 
     with served(table_model, "--header-timeout", "1") as server:
         idle, slow = connect(server.url), connect(server.url)
@@ -599,7 +599,7 @@ def test_a_slowloris_head_gets_a_408_and_an_idle_client_is_closed(table_model):
 def test_a_half_closed_client_gets_its_answer(table_model, request_bytes):
     import socket
 
-    from edgekit.bench.loadtest import served
+    from edgekit.benchmark.loadtest import served
 
     with served(table_model) as server:
         s = connect(server.url)
@@ -924,7 +924,7 @@ def test_a_raw_pickle_is_refused_in_one_line_without_torch_warning(tmp_path):
 def test_a_slow_machines_gemm_peak_keeps_its_relation(monkeypatch):
     """A loaded (or Pi) machine's calls of 8.6 ms: the stored GMAC/s is the measured one, not
     one rounded to 0.0 or 3.8, so gmacs == size**3 / best_ms / 1e6 exactly."""
-    from edgekit.bench import peak, stats
+    from edgekit.benchmark import peak, stats
 
     monkeypatch.setattr(stats, "measure", lambda *a, **kw: np.array([8.63331, 9.1, 9.7]))
     k = peak.measure_gemm("fp32", 1, size=32)

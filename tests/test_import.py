@@ -141,7 +141,7 @@ def import_args(user, out, *extra) -> list:
 
 @pytest.mark.slow
 def test_a_user_module_goes_through_import_export_predict_tune_and_serve(user, tmp_path):
-    from edgekit.bench.loadtest import served
+    from edgekit.benchmark.loadtest import served
 
     run = tmp_path / "R"
     out = edgekit(*import_args(user, run)).stdout

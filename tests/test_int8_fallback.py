@@ -55,7 +55,7 @@ class OutlierLeNet(torch.nn.Module):
 def outlier_run(tmp_path_factory):
     from edgekit.models import MODELS
     from edgekit.recipe import load_recipe
-    from edgekit.train import train
+    from edgekit.training import train
 
     def build(input_shape, num_outputs, dropout=0.0):
         return OutlierLeNet(num_outputs)

@@ -22,7 +22,7 @@ QAT = ["qat.epochs=2", "train.threads=1", "data.batch_size=32"]
 
 def _train(args: list[str], out):
     from edgekit.recipe import load_recipe
-    from edgekit.train import train
+    from edgekit.training import train
 
     return train(load_recipe(args[0], args[1:]), out, progress=False)
 
@@ -54,7 +54,7 @@ def test_export_of_a_qat_run_uses_the_learned_ranges(qat_run):
 
     from edgekit import qat
     from edgekit.exporting import export
-    from edgekit.train import load_run
+    from edgekit.training import load_run
 
     report = export(qat_run, ["onnx", "onnx-int8", "pte-int8"], target="x86",
                     int8_fallback=False, tune_seconds=0)
@@ -97,7 +97,7 @@ def test_uint8_activations_give_exactly_the_int8_results(qat_run, tmp_path):
     from edgekit import qat
     from edgekit.exporting.formats.onnx import export_onnx
     from edgekit.exporting.int8.qat import activations_to_uint8, quantize_biases
-    from edgekit.train import load_run
+    from edgekit.training import load_run
 
     _, model, _ = load_run(qat_run)
     example = torch.zeros(2, 1, 32, 32)

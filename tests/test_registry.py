@@ -133,7 +133,7 @@ def test_digits_split_is_fixed_stratified_and_normalized():
 ])
 def test_train_rejects_unknown_names_before_any_work(tmp_path, override, message):
     from edgekit.recipe import load_recipe
-    from edgekit.train import train
+    from edgekit.training import train
 
     with pytest.raises(EdgekitError, match=message):
         train(load_recipe("lenet5", [override]), tmp_path / "run", progress=False)

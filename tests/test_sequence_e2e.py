@@ -91,7 +91,7 @@ def inputs_for(name: str, run: Path, tmp: Path) -> list[str]:
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_trains_exports_and_predicts_to_its_target(name, tmp_path, uci_files):
     from edgekit.exporting import export
-    from edgekit.train import train
+    from edgekit.training import train
 
     recipe = load_recipe(name)
     recipe = load_recipe(name, data_overrides(recipe, uci_files))

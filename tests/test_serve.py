@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from click.testing import CliRunner
 
-from edgekit.bench.loadtest import load_test, served
+from edgekit.benchmark.loadtest import load_test, served
 from edgekit.cli import main
 from edgekit.runtime import load
 from edgekit.runtime.serve import bind, is_loopback

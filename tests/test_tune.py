@@ -19,7 +19,7 @@ from conftest import edgekit
 from edgekit.errors import EdgekitError
 from edgekit.fileio import sha256
 from edgekit.tasks import get_task
-from edgekit.tune import INT8_RTOL, choose, compare
+from edgekit.tuning import INT8_RTOL, choose, compare
 
 TUNE = ("--threads", "1", "--seconds", "0.05")
 
@@ -121,7 +121,7 @@ def test_export_ships_checked_candidates_with_references(shipped_run):
 
 @pytest.mark.slow
 def test_tune_writes_tuned_json_that_predict_and_serve_follow(export, tiny_png):
-    from edgekit.bench.loadtest import served
+    from edgekit.benchmark.loadtest import served
 
     out = edgekit("tune", export, "--threads", "1,2", "--seconds", "0.05").stdout
     doc = json.loads((export / "tuned.json").read_text())

@@ -76,7 +76,7 @@ def bench_cmd(artifacts, runs, seconds, warmup, threads, batch, out, as_json, ph
     batch size; names the fastest artifact only when its interval overlaps no other's, and
     warns when a measurement was noisy (CV > 10%).
     """
-    from edgekit.bench import bench, expand, format_table
+    from edgekit.benchmark import bench, expand, format_table
     from edgekit.fileio import atomic_path, json_text
     from edgekit.machine import usable_cores
 
@@ -87,7 +87,7 @@ def bench_cmd(artifacts, runs, seconds, warmup, threads, batch, out, as_json, ph
     thread_counts = parse_counts(threads or "all", "--threads", all_value=usable_cores())
     batches = parse_counts(batch, "--batch")
     if photos is not None:
-        from edgekit.bench.endtoend import run_end_to_end
+        from edgekit.benchmark.endtoend import run_end_to_end
 
         return click.echo(run_end_to_end(artifacts, photos, batches[0], thread_counts[0],
                                          seconds or 3.0, as_json))
@@ -128,7 +128,7 @@ def bench_compare_cmd(results, baseline, chart, no_chart, any_threads, as_json):
     Prints the median latency of each artifact on each machine, side by side, with ratios to
     the baseline machine, and writes a PNG bar chart. Emulated (qemu) results are labelled.
     """
-    from edgekit.bench import compare, format_compare
+    from edgekit.benchmark import compare, format_compare
     from edgekit.fileio import json_text
 
     report = compare(list(results), baseline=baseline, match_threads=not any_threads)
@@ -140,7 +140,7 @@ def bench_compare_cmd(results, baseline, chart, no_chart, any_threads, as_json):
         click.echo(format_compare(report))
     if not no_chart:
         try:
-            from edgekit.bench.chart import bar_chart
+            from edgekit.benchmark.chart import bar_chart
             click.echo(f"wrote {bar_chart(report, chart)}", err=as_json)
         except ImportError as e:
             if e.name != "matplotlib":

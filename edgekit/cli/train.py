@@ -28,7 +28,7 @@ def train_cmd(recipe, overrides, out, resume, no_progress):
     """
     import json
 
-    from edgekit import train as training
+    from edgekit import training
     from edgekit.recipe import load_recipe
     from edgekit.tasks import get_task
 

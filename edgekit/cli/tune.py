@@ -25,8 +25,8 @@ def tune_cmd(folder, threads, seconds):
     `edgekit predict EXPORT_DIR` and `edgekit serve EXPORT_DIR` then follow.
     """
     from edgekit.machine import usable_cores
-    from edgekit.tune import DEFAULT_SECONDS, format_table, tune
     from edgekit.tuned import FILE, export_dir
+    from edgekit.tuning import DEFAULT_SECONDS, format_table, tune
 
     counts = parse_counts(threads, "--threads", all_value=usable_cores()) if threads else None
     doc = tune(folder, counts, DEFAULT_SECONDS if seconds is None else seconds)

@@ -1,7 +1,7 @@
 """Time the checked artifacts on this machine and choose which candidate each format publishes.
 
-One rule for "faster", the one `edgekit bench` and `edgekit tune` use (edgekit.bench.stats.pick):
-the lowest median wins only when its 95% interval of the median overlaps no other's; within the
+One rule for "faster", the one `edgekit bench` and `edgekit tune` use
+(edgekit.benchmark.stats.pick): the lowest median wins only when its 95% interval of the median overlaps no other's; within the
 noise of it, the target's documented order decides. So the target's documented layout (its
 first candidate) stays unless another is faster beyond the noise.
 """
@@ -40,7 +40,7 @@ def time_candidates(target, budget: float, cands: list[Candidate], x: np.ndarray
     Returns:
         The report's "tuning" entry: whether it timed, and with which settings (or why not).
     """
-    from edgekit.bench.stats import ROUNDS
+    from edgekit.benchmark.stats import ROUNDS
     from edgekit.exporting.timing import time_artifacts
     from edgekit.machine import usable_cores
 
@@ -79,7 +79,7 @@ def choose(cands: list[Candidate]) -> Candidate:
     the noise; with none passing (only reached with allow_degraded), the most accurate one,
     marked degraded.
     """
-    from edgekit.bench.stats import pick
+    from edgekit.benchmark.stats import pick
 
     passing = [c for c in cands if c.check.passed]
     if not passing:

@@ -67,7 +67,7 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
     from edgekit.exporting.int8 import targets
     from edgekit.exporting.int8.plan import METHODS
     from edgekit.tasks import get_task
-    from edgekit.train import load_run
+    from edgekit.training import load_run
 
     tgt = targets.resolve(opts.target, opts.machine)
     if opts.keep_candidates:  # the device chooses: give it the layouts worth timing there

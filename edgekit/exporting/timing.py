@@ -3,7 +3,7 @@
 The machine may be shared and noisy, so the artifacts are timed in interleaved rounds (each
 round runs every artifact, starting from a different one) and each artifact's latency is the
 median of its per-round medians: a noisy moment slows one round of every artifact, not all
-rounds of one. The timings come from edgekit.bench.stats.time_interleaved, the harness
+rounds of one. The timings come from edgekit.benchmark.stats.time_interleaved, the harness
 `edgekit bench` and `edgekit tune` use. Each artifact gets a time budget, so timing a large
 model stays bounded.
 """
@@ -32,7 +32,7 @@ def time_artifacts(paths: list[Path], x: np.ndarray, threads: int,
         path -> {"ms": median of round medians, "round_ms": [...], "runs_per_round": n,
         "ci95_ms": the 95% interval of the median of every timed call}.
     """
-    from edgekit.bench.stats import ROUNDS, latency_stats, measure, time_interleaved
+    from edgekit.benchmark.stats import ROUNDS, latency_stats, measure, time_interleaved
     from edgekit.runtime import load
 
     runners = [load(p, threads=threads) for p in paths]

@@ -17,7 +17,7 @@ def bar_chart(report: dict, out: str | Path) -> Path:
     slowest bar is more than 20x the fastest (emulated ARM against native x86 usually is).
 
     Args:
-        report: what `edgekit.bench.compare.compare()` returns.
+        report: what `edgekit.benchmark.compare.compare()` returns.
         out: the PNG to write (atomically).
 
     Returns:

@@ -8,9 +8,9 @@
 Nothing here imports torch: `edgekit bench` on .onnx files runs with the base install.
 """
 
-from edgekit.bench.compare import compare, format_compare, load_result
-from edgekit.bench.stats import latency_stats, measure, median_interval, verdict
-from edgekit.bench.sweep import bench, expand, format_table
+from edgekit.benchmark.compare import compare, format_compare, load_result
+from edgekit.benchmark.stats import latency_stats, measure, median_interval, verdict
+from edgekit.benchmark.sweep import bench, expand, format_table
 from edgekit.machine import machine_info
 
 __all__ = ["bench", "compare", "expand", "format_compare", "format_table", "latency_stats",

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekit.bench.stats import NOISY_CV, ms_text
+from edgekit.benchmark.stats import NOISY_CV, ms_text
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
 from edgekit.table import flagged, table

@@ -1,7 +1,7 @@
 """`edgekit bench`: time artifacts on this machine over batch sizes and thread counts.
 
 For each thread count every artifact is loaded once; for each batch size the artifacts are
-timed in interleaved rounds (edgekit.bench.stats.time_interleaved), so a slow phase of a
+timed in interleaved rounds (edgekit.benchmark.stats.time_interleaved), so a slow phase of a
 shared machine hits all of them alike and their ratios stay honest. Each result carries the
 machine facts (`edgekit.machine.machine_info()`); under qemu-user emulation `machine.emulated`
 is true and the times are not ARM timings.
@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__, formats
-from edgekit.bench.efficiency import (
+from edgekit.benchmark.efficiency import (
     artifact_macs,
     efficiency,
     efficiency_cells,
     peak_lines,
     peaks,
 )
-from edgekit.bench.stats import (
+from edgekit.benchmark.stats import (
     NOISY_CV,
     ROUNDS,
     latency_stats,

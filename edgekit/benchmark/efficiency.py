@@ -4,7 +4,7 @@
     row.update(efficiency(macs, row["precision"], row["batch"], row["p50_ms"], peak))
 
 An int8 artifact is measured against the int8 GEMM peak, an fp32 one against the fp32 peak
-(edgekit.bench.peak); fp16 and unknown precisions have no matching peak. A share of the peak
+(edgekit.benchmark.peak); fp16 and unknown precisions have no matching peak. A share of the peak
 says how much headroom is left on this CPU, which a multiple of torch eager cannot: eager may
 itself be near the limit or far from it.
 """
@@ -50,7 +50,7 @@ def efficiency(macs: int | None, precision: str, batch: int, latency_ms: float,
         precision: the artifact's ("int8", "fp32", ...), which picks the peak.
         batch: inputs per call.
         latency_ms: one call's latency (the bench uses its median).
-        peak: edgekit.bench.peak.gemm_peak() at the result's thread count, or None.
+        peak: edgekit.benchmark.peak.gemm_peak() at the result's thread count, or None.
 
     Returns:
         {"macs_per_input", "gmacs": MACs * batch / latency (G per second), "peak_gmacs",
@@ -73,7 +73,7 @@ def peaks(threads: list[int], needed: bool) -> dict[int, dict | None]:
 
     if not needed or machine_info()["emulated"]:
         return {t: None for t in threads}
-    from edgekit.bench.peak import gemm_peak
+    from edgekit.benchmark.peak import gemm_peak
 
     return {t: gemm_peak(t) for t in threads}
 

@@ -110,7 +110,7 @@ def measure_gemm(precision: str, threads: int, size: int = SIZE,
     """
     import onnxruntime as ort
 
-    from edgekit.bench.stats import measure
+    from edgekit.benchmark.stats import measure
 
     what = KERNELS[precision][-1]
     opts = ort.SessionOptions()

@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
-from edgekit.bench.loadtest import load_test
+from edgekit.benchmark.loadtest import load_test
 from edgekit.errors import EdgekitError
 
 BIG = 16 * 1024 * 1024

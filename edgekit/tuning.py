@@ -10,8 +10,9 @@ artifacts, with the host's outputs of each on samples.npz (references.npz). On t
    INT8_MIN_AGREEMENT of the samples. A kernel that miscomputes on this CPU is refused (one line
    naming the file and how far off it was), never timed, never picked;
 2. times the ones that passed against each other in interleaved rounds with the `edgekit bench`
-   harness (edgekit.bench.stats.time_interleaved), batch 1;
-3. chooses by the one rule for "faster" (edgekit.bench.stats.pick; RULE below), writes tuned.json
+   harness (edgekit.benchmark.stats.time_interleaved), batch 1;
+3. chooses by the one rule for "faster" (edgekit.benchmark.stats.pick; RULE below), writes
+   tuned.json
    (edgekit.tuned: machine facts, the full table, the choice, checksums).
 
 This module imports neither torch nor onnx: .ts and .pte files are skipped, and said why, on a
@@ -27,7 +28,7 @@ import numpy as np
 
 from edgekit import formats
 from edgekit import manifest as mf
-from edgekit.bench.stats import ROUNDS, threads_text
+from edgekit.benchmark.stats import ROUNDS, threads_text
 from edgekit.errors import EdgekitError
 from edgekit.machine import check_threads, load_average
 from edgekit.manifest import FILE as MANIFEST
@@ -193,7 +194,7 @@ def tune(export: str | Path, threads: list[int] | None = None,
 def _rows_at(files: list[Shipped], threads: int, refs: dict, x: np.ndarray, task,
              seconds: float) -> list[dict]:
     """One row per file at `threads`: its output check, and its timing if it passed."""
-    from edgekit.bench.stats import NOISY_CV, latency_stats, time_interleaved
+    from edgekit.benchmark.stats import NOISY_CV, latency_stats, time_interleaved
     from edgekit.runtime import load
 
     rows, passing = [], []
@@ -226,7 +227,7 @@ def choose(rows: list[dict]) -> tuple[dict, str]:
     Raises:
         EdgekitError: no row passed its output check (naming why each was refused).
     """
-    from edgekit.bench.stats import pick
+    from edgekit.benchmark.stats import pick
 
     timed = [{**r, "name": f"{r['file']} @ {threads_text(r['threads'])}"} for r in rows
              if "p50_ms" in r]
@@ -245,8 +246,8 @@ def choose(rows: list[dict]) -> tuple[dict, str]:
 
 
 def _add_efficiency(rows: list[dict], paths: dict, counts: list[int]) -> None:
-    """GMAC/s and % of this machine's GEMM peak per timed row (edgekit.bench.efficiency)."""
-    from edgekit.bench.efficiency import artifact_macs, efficiency, peaks
+    """GMAC/s and % of this machine's GEMM peak per timed row (edgekit.benchmark.efficiency)."""
+    from edgekit.benchmark.efficiency import artifact_macs, efficiency, peaks
 
     macs = {name: artifact_macs(path) for name, path in paths.items()}
     peak = peaks(counts, needed=any(macs.values()))
@@ -258,7 +259,7 @@ def _add_efficiency(rows: list[dict], paths: dict, counts: list[int]) -> None:
 
 def format_table(doc: dict) -> str:
     """tuned.json for people: machine line, one row per file and thread count, the choice."""
-    from edgekit.bench.stats import ms_text
+    from edgekit.benchmark.stats import ms_text
     from edgekit.table import table
 
     m = doc["machine"]
@@ -269,7 +270,7 @@ def format_table(doc: dict) -> str:
             + (f"; load average {doc['settings']['load_average_before'][0]:g} before, "
                f"{doc['settings']['load_average_after'][0]:g} after"
                if doc["settings"].get("load_average_after") else ""))
-    from edgekit.bench.efficiency import efficiency_cells
+    from edgekit.benchmark.efficiency import efficiency_cells
 
     out = [("file", "precision", "layout", "threads", "output check", "p50 ms", "95% CI",
             "CV", "GMAC/s", "% peak", "chosen")]

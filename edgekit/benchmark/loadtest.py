@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from edgekit.bench import latency_stats
+from edgekit.benchmark import latency_stats
 from edgekit.errors import EdgekitError
 
 
