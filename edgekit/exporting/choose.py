@@ -1,8 +1,8 @@
 """Time the checked artifacts on this machine and choose which candidate each format publishes.
 
 One rule for "faster", the one `edgekit bench` and `edgekit tune` use
-(edgekit.benchmark.stats.pick): the lowest median wins only when its 95% interval of the median overlaps no other's; within the
-noise of it, the target's documented order decides. So the target's documented layout (its
+(edgekit.benchmark.stats.pick): the lowest median wins only when its 95% interval of the median
+overlaps no other's; within the noise of it, the target's documented order decides. So the target's documented layout (its
 first candidate) stays unless another is faster beyond the noise.
 """
 
