@@ -2,8 +2,9 @@
 
 One rule for "faster", the one `edgekit bench` and `edgekit tune` use
 (edgekit.benchmark.stats.pick): the lowest median wins only when its 95% interval of the median
-overlaps no other's; within the noise of it, the target's documented order decides. So the target's documented layout (its
-first candidate) stays unless another is faster beyond the noise.
+overlaps no other's; within the noise of it, the target's documented order decides. So the
+target's documented layout (its first candidate) stays unless another is faster beyond the
+noise.
 """
 
 from __future__ import annotations
