@@ -152,6 +152,25 @@ def select(families_on: list[str], precisions_on: list[str]) -> list[str]:
     return [f.name for f in formats() if f.format in families_on and f.precision in wanted]
 
 
+def ordered(names: list[str]) -> list:
+    """The catalog's formats for `names`, each after the formats it is made from.
+
+    Raises:
+        EdgekitError: nothing asked for, a format without the one it is made from, or one
+            whose libraries this machine lacks (naming the extra that installs them).
+    """
+    if not names:
+        raise EdgekitError("nothing to export: pass " + " and/or ".join(
+            f"--{f}" for f in families()) + " (with --int8, --fp16)")
+    for name in names:
+        for need in get(name).needs:
+            if need not in names:
+                raise EdgekitError(f"export format {name!r} is made from {need!r}: add it")
+        if get(name).missing():
+            raise EdgekitError(f"--{get(name).format}: {get(name).install_hint()}")
+    return [f for f in formats() if f.name in names]
+
+
 ONNX_RUNNER = "edgekit.runtime.onnx:OnnxRunner"
 TS_RUNNER = "edgekit.runtime.torchscript:TorchScriptRunner"
 PTE_RUNNER = "edgekit.runtime.pte:PteRunner"

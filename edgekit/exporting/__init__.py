@@ -46,6 +46,7 @@ from edgekit.exporting.int8 import mixed
 from edgekit.exporting.prepare import Options, Prepared, prepare
 from edgekit.exporting.previous import keep_previous, notes
 from edgekit.exporting.report import build_report, manifest_entry, report_markdown
+from edgekit.exporting.timing import Laps
 from edgekit.fileio import atomic_dir, atomic_path, exclusive, write_json, write_text
 from edgekit.rundir import REPORT, REPORT_MD, RunDir
 
@@ -96,7 +97,7 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
     started = time.perf_counter()
     lap = Laps()
     opts = Options(**options)
-    prep = prepare(run, _ordered(formats), opts)
+    prep = prepare(run, catalog.ordered(formats), opts)
     lap("prepare")
     out = RunDir(run).export
     fast = fastpath.apply(prep)  # before any artifact embeds the manifest
@@ -139,19 +140,6 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
     return report
 
 
-class Laps:
-    """Wall seconds of each export stage, in order: `lap(name)` closes the stage `name`."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self.last = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        now = time.perf_counter()
-        self.seconds[name] = round(now - self.last, 2)
-        self.last = now
-
-
 def write_candidates(prep: Prepared, ctx: ExportContext) -> tuple[list[Candidate], list[str]]:
     """Every asked format's exporter writes its file(s) into the stage, in catalog order.
 
@@ -192,25 +180,6 @@ def publish(stage: Path, prep: Prepared, final: list[Candidate], report: dict,
     report["export_cpu_seconds"] = round(time.process_time(), 2)  # this process, all threads
     write_json(stage / REPORT, report)
     write_text(stage / REPORT_MD, report_markdown(report))
-
-
-def _ordered(names: list[str]) -> list:
-    """The catalog's formats for `names`, each after the formats it is made from.
-
-    Raises:
-        EdgekitError: nothing asked for, a format without the one it is made from, or one
-            whose libraries this machine lacks (naming the extra that installs them).
-    """
-    if not names:
-        raise EdgekitError("nothing to export: pass " + " and/or ".join(
-            f"--{f}" for f in catalog.families()) + " (with --int8, --fp16)")
-    for name in names:
-        for need in catalog.get(name).needs:
-            if need not in names:
-                raise EdgekitError(f"export format {name!r} is made from {need!r}: add it")
-        if catalog.get(name).missing():
-            raise EdgekitError(f"--{catalog.get(name).format}: {catalog.get(name).install_hint()}")
-    return [f for f in catalog.formats() if f.name in names]
 
 
 def _fail_fast(prep: Prepared, cands: list[Candidate], allow_degraded: bool) -> None:
