@@ -146,3 +146,12 @@ def test_time_interleaved_rotates_sets_threads_and_splits_the_runs(clock):
     # round 1: a (1 warm-up + 2), b (1 + 1); round 2 starts at b: b (1 + 1), a (1 + 2)
     assert [name for name, _, _ in log] == list("aaabbbbaaa")
     assert {(name, t, x) for name, t, x in log} == {("a", 3, "xa"), ("b", 3, "xb")}
+
+
+def test_a_tie_between_results_named_by_number():
+    """export's choice names candidates by their index: a tie must not crash the verdict."""
+    rows = [{"index": 0, "p50_ms": 1.0, "ci95_ms": [0.9, 1.1]},
+            {"index": 1, "p50_ms": 1.05, "ci95_ms": [0.95, 1.2]}]
+    tie = stats.verdict(rows, name="index")
+    assert tie["fastest"] is None and tie["tied"] == [0, 1]
+    assert tie["text"].startswith("no clear winner: 0, 1 are within noise")
