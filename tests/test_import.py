@@ -265,7 +265,7 @@ def run_cli(*args) -> tuple[int, str]:
     ("wrong-weights", "does not fit Net: "),
     ("rgb", "the model rejects input of shape 3x32x32"),
     ("labels", "3 labels in --labels, but the model gives 10 outputs"),
-    ("empty", "holds no images and no class folders"),
+    ("empty", "holds no images, .npy files or class folders"),
     ("no-size", "give --image-size N"),
     ("exists", "already exists"),
 ])
