@@ -27,6 +27,7 @@ class Candidate:
     how: dict  # how it was made ({} for fp32; the int8 layout)
     check: Check | None = None
     kept: bool = False  # from the previous export, not rebuilt
+    learned: bool = False  # int8 ranges learned in QAT (edgekit.exporting.int8.qat), not calibrated
     chosen: bool = False
 
     @property
