@@ -3,9 +3,14 @@
 A dataset hands out model-ready numpy arrays prepared by `edgekit.runtime.preprocess`, plus the
 preprocessing spec itself, so training and the runtime prepare inputs identically.
 
-    digits         scikit-learn's 8x8 digits, shipped inside the package: the offline default
-    mnist, fashion-mnist, cifar10   torchvision's, from data.root or downloaded
-    imagefolder    a folder of class folders at data.root
+    splits.py     the contract: the registry, DataSplits, DataUnavailable
+    images.py     image datasets made model-ready by the runtime's own preprocessing
+    digits.py     scikit-learn's 8x8 digits, shipped inside the package: the offline default
+    vision.py     torchvision's mnist, fashion-mnist, cifar10, from data.root or downloaded
+    folder.py     imagefolder: a folder of class folders at data.root
+    uci.py        UCI tabular files named with data.path
+    text.py       character sequences
+    generated.py  the handbooks' generated data: a noisy line, a spiral, sin -> cos
 
 A builder whose data are neither on disk nor downloadable raises DataUnavailable; when the
 recipe names a `data.fallback`, `build_dataset` builds that instead and says why in
