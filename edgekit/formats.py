@@ -13,6 +13,9 @@ One entry says everything the rest of edgekit needs to know about a format:
     extra       the pip extra that installs them ("" when the base install runs it)
     best_effort a model the format cannot take is reported, not an export failure
     deprecated  why the path is deprecated upstream and what replaces it ("" if it is not)
+    search      module whose `variants`/`table` make the int8 accuracy search's Variants
+                (edgekit.exporting.int8.mixed); "" for a format without a search
+    chart       the file of that search's per-layer sensitivity chart
 
 `edgekit export`'s flags, the export order, `edgekit.runtime.load` by suffix, the manifest's
 list of model files and `edgekit bench` all read this table; the module strings keep the
@@ -50,6 +53,8 @@ class Format:
     best_effort: bool = False
     deprecated: str = ""
     help: str = ""  # what the CLI flag writes (fp32 entries) or adds (other precisions)
+    search: str = ""
+    chart: str = ""
 
     @property
     def suffix(self) -> str:
@@ -178,7 +183,8 @@ register(Format("onnx", "model.onnx", "onnx", "ONNX", "fp32", "edgekit.exporting
                 ONNX_RUNNER, help="Write model.onnx (fp32)."))
 register(Format("onnx-int8", "model.int8.onnx", "onnx", "ONNX", "int8",
                 "edgekit.exporting.formats.onnx_int8", ONNX_RUNNER, needs=("onnx",),
-                help="model.int8.onnx (onnxruntime)"))
+                help="model.int8.onnx (onnxruntime)",
+                search="edgekit.exporting.int8.mixed_onnx", chart="sensitivity.png"))
 register(Format("onnx-fp16", "model.fp16.onnx", "onnx", "ONNX", "fp16",
                 "edgekit.exporting.formats.onnx_fp16", ONNX_RUNNER, needs=("onnx",),
                 help="model.fp16.onnx (for GPU hosts)"))
@@ -191,6 +197,8 @@ register(Format("torchscript", "model.ts", "torchscript", "TorchScript", "fp32",
 register(Format("torchscript-int8", "model.int8.ts", "torchscript", "TorchScript", "int8",
                 "edgekit.exporting.formats.torchscript_int8", TS_RUNNER, requires=("torch",),
                 extra="train", help="model.int8.ts (torch.ao)",
+                search="edgekit.exporting.int8.mixed_torch",
+                chart="sensitivity.torchscript-int8.png",
                 deprecated="TorchScript and torch.ao.quantization (and the quantized dtypes it "
                            "stores, pytorch#184982) are deprecated upstream; the replacement is "
                            "torch.export -> PT2E int8 -> ExecuTorch (--pte --int8)"))
@@ -200,4 +208,5 @@ register(Format("pte", "model.pte", "pte", "ExecuTorch", "fp32",
                 help="Write model.pte (ExecuTorch, lowered to XNNPACK; needs edgekit[pte])."))
 register(Format("pte-int8", "model.int8.pte", "pte", "ExecuTorch", "int8",
                 "edgekit.exporting.formats.pte_int8", PTE_RUNNER, requires=("torch", "executorch"),
-                extra="pte", best_effort=True, help="model.int8.pte (PT2E, XNNPACK)"))
+                extra="pte", best_effort=True, help="model.int8.pte (PT2E, XNNPACK)",
+                search="edgekit.exporting.int8.mixed_torch", chart="sensitivity.pte-int8.png"))

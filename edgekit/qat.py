@@ -72,7 +72,7 @@ def check_supported(model, recipe) -> None:
     Raises:
         EdgekitError: a stateful model, or one that int8 quantizes dynamically.
     """
-    from edgekit.exporting.int8.plan import choose_method
+    from edgekit.int8_method import choose_method
 
     method, _ = choose_method(model, recipe.export.int8_method)
     if getattr(model, "stateful", False) or method != "static":
@@ -203,13 +203,19 @@ def load(run: Path, model, example):
     return prepared.eval()
 
 
-def convert(prepared):
-    """The int8 graph (quantize/dequantize around int8 ops) of a fake-quantized model."""
+def convert(prepared, fold_quantize: bool = True):
+    """The int8 graph (quantize/dequantize around int8 ops) of a fake-quantized model, which
+    is copied, not changed.
+
+    Args:
+        fold_quantize: store the weights as int8 (True), or keep them fp32 behind
+            quantize -> dequantize (False: what a per-layer error analysis reads).
+    """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return convert_pt2e(_copy(prepared).eval())
+        return convert_pt2e(_copy(prepared).eval(), fold_quantize=fold_quantize)
 
 
 def _quantizer():

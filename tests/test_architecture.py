@@ -124,6 +124,85 @@ def test_the_export_face_is_short():
 
 def test_no_submodule_shadows_a_public_api_name():
     """`import edgekit.X` sets the package attribute X: a submodule named like an API function
-    (edgekit.export, edgekit.train, ...) would replace the function as soon as it is imported."""
+    (edgekit.export, edgekit.training, ...) would replace the function as soon as it is imported."""
     clash = [n for n in edgekit.__all__ if (ROOT / f"{n}.py").exists() or (ROOT / n).is_dir()]
     assert clash == []
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph as Python runs it: importing a.b.c first runs a.b's __init__ (and
+    a's), so an edge to a.b.c is also an edge to each package above it, except the packages
+    the importer itself sits in (those are already running)."""
+    out = {}
+    for name, deps in graph.items():
+        edges = set(deps)
+        for dep in deps:
+            parts = dep.split(".")
+            for i in range(2, len(parts)):
+                package = ".".join(parts[:i])
+                if package in graph and not (name + ".").startswith(package + "."):
+                    edges.add(package)
+        out[name] = edges - {name}
+    return out
+
+
+def test_the_package_graph_counts_the_packages_an_import_runs():
+    graph = {"edgekit.a": {"edgekit.b.c"}, "edgekit.b": {"edgekit.b.d"}, "edgekit.b.c": set(),
+             "edgekit.b.d": {"edgekit.a"}}
+    assert find_cycle(graph) is None  # module by module there is none ...
+    assert find_cycle(package_graph(graph)) == ["edgekit.a", "edgekit.b", "edgekit.b.d",
+                                                "edgekit.a"]  # ... but importing b runs d
+
+
+def test_edgekit_has_no_package_level_import_cycle():
+    assert find_cycle(package_graph(import_graph())) is None
+
+
+def test_no_module_is_longer_than_500_lines():
+    long = {name: n for name, path in sources().items()
+            if (n := path.read_text(encoding="utf-8").count("\n")) > 500}
+    assert long == {}
+
+
+def test_the_export_pipeline_has_at_most_10_modules_at_its_top():
+    top = [p.name for p in (ROOT / "exporting").iterdir()
+           if p.suffix == ".py" and p.name != "__init__.py" or (p / "__init__.py").is_file()]
+    assert len(top) <= 10, sorted(top)
+
+
+def private_imports(name: str, path: Path, known: set[str]) -> list[str]:
+    """`from m import _x` and `m._x` (m an imported edgekit module) in one module."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    aliases, found = {}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    found.append(f"{name}: from {node.module} import {a.name}")
+                elif f"{node.module}.{a.name}" in known:
+                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name in known and a.asname:
+                    aliases[a.asname] = a.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in aliases and node.attr.startswith("_")
+                and not node.attr.startswith("__")):
+            found.append(f"{name}: {aliases[node.value.id]}.{node.attr}")
+    return sorted(found)
+
+
+def test_private_imports_are_seen(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("from edgekit.a import _hidden, shown\nfrom edgekit import b\n"
+                    "import edgekit.c as c\nb._x(); c._y; shown._z\n")
+    known = {"edgekit.a", "edgekit.b", "edgekit.c"}
+    assert private_imports("m", path, known) == [
+        "m: edgekit.b._x", "m: edgekit.c._y", "m: from edgekit.a import _hidden"]
+
+
+def test_no_module_imports_a_private_name_from_another():
+    mods = sources()
+    assert [line for name, path in mods.items()
+            for line in private_imports(name, path, set(mods))] == []

@@ -91,3 +91,21 @@ def test_scheme_names_say_what_they_are():
                   reduce_range=True).name == "qop-u8s8-rr"
     assert Scheme(mode="dynamic", weights="uint8").name == "dyn-u8u8-pc"
     assert Scheme().to_dict()["name"] == "qdq-s8s8-pc"
+
+
+def test_the_documented_layout_stays_unless_another_is_faster_beyond_the_noise(tmp_path):
+    """export's choice goes through bench's one rule (edgekit.benchmark.stats.pick)."""
+    from types import SimpleNamespace
+
+    from edgekit import formats
+    from edgekit.exporting.choose import Candidate, choose
+
+    def cand(name, ms, low, high):
+        check = SimpleNamespace(passed=True, latency_ms=ms, timing={"ci95_ms": [low, high]})
+        return Candidate(formats.get("onnx-int8"), tmp_path / name, {"name": name}, check)
+
+    documented, faster = cand("a.onnx", 2.0, 1.9, 2.1), cand("b.onnx", 1.0, 0.9, 1.1)
+    assert choose([documented, faster]) is faster
+    within = cand("c.onnx", 1.95, 1.8, 2.0)
+    assert choose([documented, within]) is documented
+    assert choose([documented, within, cand("d.onnx", 5.0, 4.9, 5.1)]) is documented

@@ -27,6 +27,33 @@ def test_the_catalog_lists_every_builtin_format_in_export_order():
     assert formats.by_file("model.int8.ts").name == "torchscript-int8"
 
 
+
+def protocol_members(protocol) -> set[str]:
+    return {n for n in vars(protocol) if not n.startswith("_")} | set(
+        vars(protocol).get("__annotations__", {}))
+
+
+def test_every_exporter_and_search_satisfies_its_protocol():
+    """The interfaces export and the int8 search rely on are typing.Protocols that every
+    implementation the catalog names has, member for member."""
+    import dataclasses
+    import importlib
+
+    from edgekit.exporting.formats import Exporter
+    from edgekit.exporting.int8.mixed import Variants
+
+    for f in formats.formats():
+        assert isinstance(importlib.import_module(f.exporter), Exporter), f.exporter
+    searches = {f.search for f in formats.formats() if f.search}
+    assert searches == {"edgekit.exporting.int8.mixed_onnx", "edgekit.exporting.int8.mixed_torch"}
+    for module in searches:
+        impl = importlib.import_module(module).Variants
+        have = set(dir(impl)) | {f.name for f in dataclasses.fields(impl)}
+        assert protocol_members(Variants) - have == set(), module
+    assert protocol_members(Variants) >= {"fmt", "done", "layout", "methods", "get", "sqnr"}
+    assert all(f.chart for f in formats.formats() if f.search)
+
+
 def test_flags_select_formats_and_refuse_a_precision_without_its_family():
     assert formats.select(["onnx"], ["int8"]) == ["onnx", "onnx-int8"]
     assert formats.select(["onnx", "torchscript"], ["int8", "fp16"]) == [

@@ -110,7 +110,6 @@ def test_plain_int8_fails_the_gate(outlier_run, name):
 @pytest.mark.parametrize("name", list(FAMILY))
 def test_fallback_passes_with_layers_kept_fp32(outlier_run, name):
     from edgekit.exporting import export
-    from edgekit.exporting.int8 import mixed
     fmt = int8_format(name)
     report = export(outlier_run, [FAMILY[name], name], target="x86")
     row = {r["file"]: r for r in report["artifacts"]}[fmt.file]
@@ -132,7 +131,7 @@ def test_fallback_passes_with_layers_kept_fp32(outlier_run, name):
     assert fix["full_int8"]["bytes"] < fix["bytes"] < fix["fp32_bytes"]
     assert row["layout"] == f"{fix['layout']}+fp32x{len(kept)}"
     export_dir = outlier_run / "export"
-    chart = mixed.CHARTS.get(name, f"sensitivity.{name}.png")
+    chart = fmt.chart
     assert report["int8_accuracy"][name]["chart"] == chart
     assert (export_dir / chart).read_bytes()[:4] == b"\x89PNG"
     text = (export_dir / "report.md").read_text()

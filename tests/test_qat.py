@@ -62,6 +62,9 @@ def test_export_of_a_qat_run_uses_the_learned_ranges(qat_run):
     assert all(a["passed"] for a in rows.values()), rows
     assert rows["model.int8.onnx"]["layout"].startswith("qat-")
     assert rows["model.int8.pte"]["layout"] == "pt2e-xnnpack-qat-pc"
+    # Each int8 candidate carries whether its ranges were learned (Candidate.learned).
+    assert {r["file"]: r["ranges"] for r in report["qat"]["int8"]} == {
+        "model.int8.onnx": "learned", "model.int8.pte": "learned"}
     for fmt in ("onnx-int8", "pte-int8"):  # ranked by SQNR; nothing re-calibrated
         table = report["int8_accuracy"][fmt]
         assert table["top_k"] == 0 and table["fallback"] is None, table

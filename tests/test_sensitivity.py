@@ -344,7 +344,7 @@ def test_a_qat_artifact_is_not_searched(harmful):
 
     failed = Candidate(catalog.get("onnx-int8"), harmful.int8, {"name": "qat-u8s8-pc"},
                        Check("model.int8.onnx", "onnx", "int8", 1, False, score=0.5,
-                             drop_points=5.0))
+                             drop_points=5.0), learned=True)
     checker = SimpleNamespace(held=SimpleNamespace(task=SimpleNamespace(metric="accuracy")),
                               of=lambda f: lambda p: pytest.fail("nothing is checked"))
     assert mixed.rescue(SimpleNamespace(qat=object()), [failed], checker, 0) == ([], {})

@@ -3,10 +3,16 @@
 A dataset hands out model-ready numpy arrays prepared by `edgekit.runtime.preprocess`, plus the
 preprocessing spec itself, so training and the runtime prepare inputs identically.
 
-    digits         scikit-learn's 8x8 digits, shipped inside the package: the offline default
-    mnist, fashion-mnist, cifar10   torchvision's, from data.root or downloaded
-    imagefolder    a folder of class folders at data.root (imagefiles: a flat, unlabeled one)
-    arrayfolder    .npy inputs at data.root (noise: random inputs, no data at all)
+    splits.py     the contract: the registry, DataSplits, DataUnavailable
+    images.py     image datasets made model-ready by the runtime's own preprocessing
+    digits.py     scikit-learn's 8x8 digits, shipped inside the package: the offline default
+    vision.py     torchvision's mnist, fashion-mnist, cifar10, from data.root or downloaded
+    folder.py     imagefolder: a folder of class folders at data.root (imagefiles: a flat,
+                  unlabeled one)
+    arrays.py     arrayfolder: .npy inputs at data.root; noise: no data at all (an import)
+    uci.py        UCI tabular files named with data.path
+    text.py       character sequences
+    generated.py  the handbooks' generated data: a noisy line, a spiral, sin -> cos
 
 An installed package adds its own datasets under the `edgekit.datasets` entry-point group (the
 entry point is a builder); a recipe names them like any other.

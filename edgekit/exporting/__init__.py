@@ -1,5 +1,11 @@
 """`edgekit export`: write each artifact, check it against the PyTorch model, then publish.
 
+The export pipeline. Its stages sit at its top: prepare.py, check.py, timing.py (time
+artifacts against each other), choose.py, report.py, previous.py (what a re-export keeps),
+ship.py (--keep-candidates); formats/ holds one exporter per format, int8/ the int8 scheme,
+targets, accuracy search, sensitivity and QAT export. What an export ships to the device, and
+its names, is edgekit.manifest.
+
 Five stages, each a short function: prepare (edgekit.exporting.prepare) -> write the candidates
 (each format's exporter module, from the format catalog edgekit.formats) -> check them
 (edgekit.exporting.check) -> time and choose (edgekit.exporting.choose) -> publish (manifest,
@@ -43,6 +49,7 @@ from edgekit.exporting.choose import (
     time_candidates,
 )
 from edgekit.exporting.int8 import mixed
+from edgekit.exporting.int8.qat import LEARNED
 from edgekit.exporting.prepare import Options, Prepared, prepare
 from edgekit.exporting.previous import keep_previous, notes
 from edgekit.exporting.report import build_report, manifest_entry, report_markdown
@@ -159,7 +166,8 @@ def write_candidates(prep: Prepared, ctx: ExportContext) -> tuple[list[Candidate
                 raise
             skipped.append(f"{fmt.file} was not written: {e}")
             continue
-        cands += [Candidate(fmt, Path(f), how) for f, how in written]
+        cands += [Candidate(fmt, Path(f), how, learned=how.get("ranges") == LEARNED)
+                  for f, how in written]
     return cands, skipped
 
 

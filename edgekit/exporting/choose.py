@@ -28,6 +28,7 @@ class Candidate:
     how: dict  # how it was made ({} for fp32; the int8 layout)
     check: Check | None = None
     kept: bool = False  # from the previous export, not rebuilt
+    learned: bool = False  # int8 ranges learned in QAT (edgekit.exporting.int8.qat), not calibrated
     chosen: bool = False
 
     @property
@@ -89,10 +90,10 @@ def choose(cands: list[Candidate]) -> Candidate:
         return best
     if passing[0].ms is None or not any(c.ms is not None for c in passing):
         return passing[0]
-    rows = [{"index": i, "p50_ms": c.ms,
+    rows = [{"file": str(c.path), "index": i, "p50_ms": c.ms,
              "ci95_ms": (c.check.timing or {}).get("ci95_ms", [c.ms, c.ms])}
             for i, c in enumerate(passing) if c.ms is not None]
-    best, _ = pick(rows, prefer=lambda r: r["index"], name="index")
+    best, _ = pick(rows, prefer=lambda r: r["index"])
     return passing[best["index"]]
 
 

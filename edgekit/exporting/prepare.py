@@ -65,7 +65,7 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
     from edgekit.data import build_dataset
     from edgekit.exporting.check import reference_outputs
     from edgekit.exporting.int8 import targets
-    from edgekit.exporting.int8.plan import METHODS
+    from edgekit.int8_method import METHODS
     from edgekit.tasks import get_task
     from edgekit.training import load_run
 
@@ -165,7 +165,8 @@ def _state_spec(model) -> dict:
 
 
 def _int8_plan(model, fmts: list, cfg, method: str | None, exclude: tuple[str, ...]):
-    from edgekit.exporting.int8.plan import Int8Plan, check_exclude, choose_method
+    from edgekit.exporting.int8.plan import Int8Plan, check_exclude
+    from edgekit.int8_method import choose_method
 
     if not any(f.precision == "int8" for f in fmts):
         if exclude:

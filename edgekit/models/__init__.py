@@ -13,6 +13,12 @@ edgekit.models.zoo, with input channels and size adapted. A name that says where
 `prepare_model` is what training and `load_run` call: the model, plus a recipe's pretrained
 weights and frozen backbone, and the names of the head's parameters (the last Linear layer,
 or the last convolution of an all-convolutional classifier), which a new task replaces.
+
+    registry.py   register_model, the builders' registry
+    lenet.py      LeNet-5;  handbook.py  the classic PyTorch handbooks' small vision models
+    mlp.py        models over a feature vector;  recurrent.py  RNN/LSTM/GRU, one output a step
+    zoo.py        torchvision classification models by name, adapted to the recipe's images
+    weights.py    pretrained weights from a local .safetensors or .pth file
 """
 
 from __future__ import annotations

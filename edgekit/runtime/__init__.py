@@ -6,7 +6,14 @@
 
 `predict` takes raw input of the manifest's preprocess kind (for images: a path, encoded bytes
 or a PIL image) and returns the JSON-able result of the manifest's task; `edgekit predict` and
-`edgekit serve` both go through it.
+`edgekit serve` both go through it. What a Pi runs; nothing here imports training or export.
+
+    runner.py      the Runner: one loaded artifact, whatever its backend
+    onnx.py, torchscript.py, pte.py   one runner per backend (the format catalog names them)
+    preprocess/    the preprocess kinds (image, tabular, text, array): raw input -> model input
+    batch.py       `edgekit predict` over many inputs, streamed in order;  rows.py  big tables
+    serve.py       `edgekit serve`: one artifact behind HTTP
+    throughput.py  counts and times of a prediction run
 """
 
 from __future__ import annotations

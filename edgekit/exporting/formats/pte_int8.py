@@ -27,9 +27,10 @@ def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
     plan = ctx.int8
     if getattr(ctx, "qat", None) is not None and not plan.fp32_modules:  # a QAT run's ranges
         from edgekit import qat
+        from edgekit.exporting.int8.qat import LEARNED
 
         how = {"name": "pt2e-xnnpack-qat-pc", "method": "static", "quantizer":
-               "XNNPACKQuantizer", "per_channel": True, "ranges": "learned in QAT"}
+               "XNNPACKQuantizer", "per_channel": True, "ranges": LEARNED}
         converted = qat.convert(ctx.qat)
     else:
         pc = per_channel(ctx)

@@ -12,19 +12,16 @@ torchscript-int8 and pte-int8):
                   passing prefix of the ranking, then each of its layers dropped again if the
                   model still passes without it
 
-A `Variants` has: `fmt` (the catalog Format), `layout` (name for the report), `methods` (the
-calibrations to try), `fp32_model` (the fp32 artifact of the family, or None), `done` (key ->
-(path, row) of what it made), `get(method, fp32) -> (path, row)` (a real artifact written by
-the format's own exporter with the layers `fp32` kept fp32, checked by export's own check on
-the held-out split), `info(method, fp32) -> layout dict`, `sqnr(method, path) -> rows` and
-`unranked(rows) -> names` (what else can be kept fp32, tried after the ranked layers).
-The search chooses on the same held-out split the gate reads: the report says so.
+The `Variants` protocol below is what the search needs of a format; the catalog names each
+int8 format's module (edgekit.formats: `search`, `chart`). The search chooses on the same
+held-out split the gate reads: the report says so.
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -42,14 +39,43 @@ CHEAP_VARIANTS = ("onnx-int8",)
 SKIPPED = ("not measured: each layer would be a whole re-export of the model; the layers are "
            "ranked by SQNR")
 SQNR_SAMPLES = 64  # calibration inputs the SQNR pass reads
-# The int8 formats with a search, and the module whose `variants(...)` makes their Variants.
-SEARCHES = {"onnx-int8": "edgekit.exporting.int8.mixed_onnx",
-            "torchscript-int8": "edgekit.exporting.int8.mixed_torch",
-            "pte-int8": "edgekit.exporting.int8.mixed_torch"}
-CHARTS = {"onnx-int8": "sensitivity.png"}  # others: sensitivity.<format>.png
 
 
-def fallback(ctx, v, start: str, first: tuple[Path, dict], budget: float = 0.0):
+@runtime_checkable
+class Variants(Protocol):
+    """How the search makes and checks variants of one format's int8 artifact
+    (edgekit.exporting.int8.mixed_onnx.Variants, edgekit.exporting.int8.mixed_torch.Variants)."""
+
+    fmt: Any  # the catalog Format
+    fp32_model: Path | None  # the fp32 artifact of the family, or None
+    done: dict  # (method, fp32 layers) -> (path, check row) of what it made
+
+    @property
+    def layout(self) -> str:
+        """The layout's name, for the report."""
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The calibrations to try."""
+
+    def get(self, method: str, fp32: tuple[str, ...] = ()) -> tuple[Path, dict]:
+        """A real artifact written by the format's own exporter with the layers `fp32` kept
+        fp32, checked by export's own check on the held-out split: (path, check row)."""
+
+    def info(self, method: str, fp32: tuple[str, ...]) -> dict:
+        """The layout dict of that variant."""
+
+    def mixed(self, path: Path) -> bool:
+        """Whether `path` keeps layers fp32 (its ranking is read from its full int8 twin)."""
+
+    def sqnr(self, method: str, int8: Path) -> list[dict]:
+        """Every quantized layer's SQNR against fp32, one row each."""
+
+    def unranked(self, layers: list[dict]) -> list[str]:
+        """What else can be kept fp32, tried after the ranked layers."""
+
+
+def fallback(ctx, v: Variants, start: str, first: tuple[Path, dict], budget: float = 0.0):
     """Make an int8 model that passes the gate from a candidate that did not.
 
     Args:
@@ -129,10 +155,9 @@ def sensitivity(ctx, v, method: str, path: Path, fixed: dict | None = None) -> d
             return {**out, "layers": [], "error": f"{type(e).__name__}: {e}"[:300]}
     out["layers"] = layers
     if layers:
-        name = CHARTS.get(v.fmt.name, f"sensitivity.{v.fmt.name}.png")
         chart(layers, [n["node"] for n in (fixed or {}).get("fp32_layers") or []],
-              ctx.stage / name, v.fmt.file)
-        out["chart"] = name
+              ctx.stage / v.fmt.chart, v.fmt.file)
+        out["chart"] = v.fmt.chart
     return out
 
 
@@ -237,12 +262,6 @@ def _latency(ctx, paths: dict[str, Path], budget: float) -> dict | None:
     return {k: round(times[p]["ms"], 4) for k, p in paths.items()}
 
 
-def _learned(c) -> bool:
-    """Whether candidate `c` took a QAT run's learned ranges (edgekit.exporting.int8.qat): the
-    search and the per-layer accuracy re-calibrate, so they would describe another model."""
-    return "qat" in c.how.get("name", "")
-
-
 class Checker:
     """(format, path) -> the report row of export's own check (the same gate), keeping each
     Check for the candidate it becomes."""
@@ -268,20 +287,22 @@ def rescue(ctx, cands: list, checker: Checker, budget: float) -> tuple[list, dic
     Returns:
         (new edgekit.exporting.choose.Candidate list, {format name: report section}).
     """
+    from edgekit import formats as catalog
     from edgekit.exporting.choose import Candidate
 
     made, fixed = [], {}
-    for name, module in SEARCHES.items():
-        mine = [c for c in cands if c.fmt.name == name]
-        if not mine or any(_learned(c) or c.check.passed for c in mine) or all(
+    for fmt in (f for f in catalog.formats() if f.search):
+        mine = [c for c in cands if c.fmt.name == fmt.name]
+        # A QAT run's learned ranges: the search re-calibrates, so it would make another model.
+        if not mine or any(c.learned or c.check.passed for c in mine) or all(
                 c.check.score is None for c in mine):  # passed, or did not run at all
             continue
-        search = importlib.import_module(module)
+        search = importlib.import_module(fmt.search)
         found = search.variants(ctx, mine, checker.of(mine[0].fmt), checker.held.task.metric)
         if found is None:  # a layout without a search (dynamic int8 ONNX)
             continue
         v, start, first = found
-        out, fixed[name] = fallback(ctx, v, start, first, budget)
+        out, fixed[fmt.name] = fallback(ctx, v, start, first, budget)
         made += [Candidate(v.fmt, p, info, checker.checks[p]) for p, info, _ in out]
     return made, fixed
 
@@ -290,15 +311,14 @@ def table(ctx, chosen: list, checker: Checker, fixed: dict) -> dict | None:
     """Export's hook: each published int8 artifact's per-layer table and chart, by format."""
     out = {}
     for c in chosen:
-        if c.fmt.name not in SEARCHES or c.kept:
+        if not c.fmt.search or c.kept:
             continue
-        if _learned(c):  # a QAT run's ranges: ranked by SQNR, nothing re-calibrated
+        if c.learned:  # a QAT run's ranges: ranked by SQNR, nothing re-calibrated
             from edgekit.exporting.int8.qat import layer_table
 
-            out[c.fmt.name] = layer_table(ctx, c, CHARTS.get(
-                c.fmt.name, f"sensitivity.{c.fmt.name}.png"), SQNR_SAMPLES)
+            out[c.fmt.name] = layer_table(ctx, c, c.fmt.chart, SQNR_SAMPLES)
             continue
-        search = importlib.import_module(SEARCHES[c.fmt.name])
+        search = importlib.import_module(c.fmt.search)
         out[c.fmt.name] = search.table(ctx, c, checker.of(c.fmt), checker.held.task.metric,
                                        fixed.get(c.fmt.name))
     return {k: v for k, v in out.items() if v} or None

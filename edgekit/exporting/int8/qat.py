@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-LAYOUT = {"method": "static", "ranges": "learned in quantization-aware training",
+LEARNED = "learned in quantization-aware training"  # a layout's "ranges": Candidate.learned
+LAYOUT = {"method": "static", "ranges": LEARNED,
           "weights": "int8", "symmetric": True, "per_channel": True, "form": "qdq"}
 
 
@@ -138,7 +139,7 @@ def report_entry(prep, chosen: list, metric: str) -> dict | None:
     rows = [{"file": c.path.name, metric: c.check.score, "drop_vs_base_points":
              round(task.worse_by(base, c.check.score), 4)
              if base is not None and task.higher_is_better else None,
-             "ranges": "learned" if "qat" in c.check.details.get("layout", "") else "calibrated"}
+             "ranges": "learned" if c.learned else "calibrated"}
             for c in chosen if c.fmt.precision == "int8" and c.check.score is not None]
     return {"base": record.get("base"), f"base_{metric}": base, "epochs": record.get("epochs"),
             "ranges": "learned in training (ONNX, .pte; TorchScript int8 is calibrated: torch.ao "
@@ -179,11 +180,9 @@ def layer_table(ctx, c, chart_name: str, samples: int) -> dict:
     """
     import warnings
 
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-
+    from edgekit import qat
     from edgekit.exporting.int8 import torch_sensitivity as ts
     from edgekit.exporting.int8.report import chart
-    from edgekit.qat import _copy
 
     out = {"format": c.fmt.name, "layout": c.how.get("name", ""),
            "calibration_method": "learned-range (QAT)", "top_k": 0, "fallback": None,
@@ -191,7 +190,7 @@ def layer_table(ctx, c, chart_name: str, samples: int) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            converted = convert_pt2e(_copy(ctx.qat).eval(), fold_quantize=False)
+            converted = qat.convert(ctx.qat, fold_quantize=False)
             layers = ts.pt2e_layer_sqnr(converted, ts.batches(ctx.example, ctx.calibration,
                                                               samples))
     except Exception as e:  # noqa: BLE001 - the artifact passed its gate: say why no table
