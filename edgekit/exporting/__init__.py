@@ -14,10 +14,9 @@ nothing) in place:
     RUN/export/sensitivity*.png                    int8 error per layer (a chart per format)
     RUN/export/candidates/, references.npz         with --keep-candidates, for `edgekit tune`
 
-Re-exporting rebuilds only the formats asked for: every other file of the previous export is
-kept, and the manifest and report describe every artifact present. An int8 format writes one
-candidate per layout its target lists (edgekit.exporting.int8.targets); for this machine (`--target
-local`) the candidates are timed and the fastest one that passes its check is published.
+Re-exporting rebuilds only the formats asked for; every other file of the previous export is
+kept. An int8 format writes one candidate per layout its target lists (exporting.int8.targets);
+for `--target local` the candidates are timed and the fastest that passes is published.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ import numpy as np
 
 from edgekit import formats as catalog
 from edgekit.errors import EdgekitError
-from edgekit.exporting import fastpath, ship
+from edgekit.exporting import ship
 from edgekit.exporting.check import check_artifact
 from edgekit.exporting.choose import (
     Candidate,
@@ -44,6 +43,7 @@ from edgekit.exporting.int8 import mixed
 from edgekit.exporting.prepare import Options, Prepared, prepare
 from edgekit.exporting.previous import keep_previous, notes
 from edgekit.exporting.report import build_report, manifest_entry, report_markdown
+from edgekit.exporting.timing import Laps
 from edgekit.fileio import atomic_dir, atomic_path, write_json, write_text
 from edgekit.rundir import MANIFEST, REPORT, REPORT_MD, SAMPLES, RunDir
 
@@ -92,10 +92,8 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
     lap = Laps()
     opts = Options(**options)
     prep = prepare(run, _ordered(formats), opts)
-    lap("prepare")
+    lap("prepare")  # with the fast image path's check (edgekit.exporting.fastpath)
     out = RunDir(run).export
-    fast = fastpath.apply(prep)  # before any artifact embeds the manifest
-    lap("fast preprocessing check")
     rebuilt = {f.file for f in prep.formats}
     with atomic_dir(out) as stage:
         kept_files = keep_previous(out, stage, rebuilt)
@@ -125,25 +123,11 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
         final = sorted(chosen + kept, key=lambda c: catalog.formats().index(c.fmt))
         report = build_report(prep, final, cands, tuning, kept_files,
                               skipped + notes(stage, rebuilt, kept))
-        report["int8_accuracy"] = int8_accuracy
-        report["fast_preprocessing"] = fast
-        report["stage_seconds"] = lap.seconds
+        report.update(int8_accuracy=int8_accuracy, fast_preprocessing=prep.fast,
+                      stage_seconds=lap.seconds)
         publish(stage, prep, final, report, started)
         ship.record(stage, final, shipped, opts.keep_candidates)  # references, manifest
     return report
-
-
-class Laps:
-    """Wall seconds of each export stage, in order: `lap(name)` closes the stage `name`."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self.last = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        now = time.perf_counter()
-        self.seconds[name] = round(now - self.last, 2)
-        self.last = now
 
 
 def write_candidates(prep: Prepared, ctx: ExportContext) -> tuple[list[Candidate], list[str]]:

@@ -52,6 +52,7 @@ class Prepared:
     samples: tuple[np.ndarray, np.ndarray]  # held-out (x, y) shipped as samples.npz
     qat: Any = None  # a QAT run's fake-quantized model (edgekit.qat), for static int8
     held_images: Any = None  # the held-out split's PIL images (image datasets), else None
+    fast: dict | None = None  # the fast image path's verdict (edgekit.exporting.fastpath)
 
 
 def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
@@ -105,12 +106,16 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
         fake_quant = qat.load(run, model, example)
         held.int8_reference = reference_outputs(fake_quant, data.test.x, batch)
         held.base_score = metrics.get("qat", {}).get(f"base_test_{task.metric}")
-    return Prepared(
+    prep = Prepared(
         Path(run), recipe, cfg, model, fmts, data.task, _manifest(recipe, model, metrics, data),
         held, gate, data.train.x[pick[:cfg.calibration_samples]], example, tgt, plan,
         cfg.tune_seconds if opts.tune_seconds is None else opts.tune_seconds,
         (data.test.x[:cfg.samples], data.test.y[:cfg.samples]), fake_quant,
         getattr(data.test, "images", None))
+    from edgekit.exporting import fastpath
+
+    prep.fast = fastpath.apply(prep)  # before any artifact embeds the manifest
+    return prep
 
 
 def _manifest(recipe, model, metrics: dict, data) -> dict:

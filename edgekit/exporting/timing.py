@@ -9,6 +9,7 @@ Each artifact gets a time budget, so tuning a large model stays bounded.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,16 @@ def time_artifacts(paths: list[Path], x: np.ndarray, threads: int, budget_s: flo
                   "runs_per_round": n,
                   "ci95_ms": latency_stats(np.concatenate(per_round))["ci95_ms"]}
     return out
+
+
+class Laps:
+    """Wall seconds of each export stage, in order: `lap(name)` closes the stage `name`."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self.last, 2)
+        self.last = now
