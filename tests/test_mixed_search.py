@@ -22,15 +22,17 @@ class FakeVariants:
         return [{"node": n, "sqnr_db": db} for n, db in (("a", 5.0), ("b", 9.0), ("c", 20.0))]
 
 
-def test_cheap_formats_prune_the_passing_prefix_and_costly_ones_stop_there():
+def test_cheap_formats_prune_the_passing_prefix_and_costly_ones_only_a_short_one():
     v = FakeVariants()
     assert fewest_fp32_layers(v, "m", list("abcde"))[0] == ("b",)  # [a, b] passed, a pruned
     pruned = set(v.made)  # distinct variants: Variants.get writes each once
     v = FakeVariants()
-    kept, steps = fewest_fp32_layers(v, "m", list("abcde"), prune=False)
+    kept, steps = fewest_fp32_layers(v, "m", list("abcde"), prune_max=1)  # 2 found: kept
     assert kept == ("a", "b") and set(v.made) == {("a",), ("a", "b")} < pruned
     assert all(s["passed"] for s in steps[1:]) and not steps[0]["passed"]
     assert "onnx-int8" in CHEAP_VARIANTS and "pte-int8" not in CHEAP_VARIANTS
+    v = FakeVariants()
+    assert fewest_fp32_layers(v, "m", list("abcde"), prune_max=2)[0] == ("b",)  # short: pruned
 
 
 def test_ranking_by_sqnr_alone_exports_nothing():

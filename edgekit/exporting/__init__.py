@@ -20,12 +20,10 @@ nothing) in place:
     RUN/export/sensitivity*.png                    int8 error per layer (a chart per format)
     RUN/export/candidates/, references.npz         with --keep-candidates, for `edgekit tune`
 
-Re-exporting rebuilds only the formats asked for: every other file of the previous export is
-kept, and the manifest and report describe every artifact present. Exports of one run are
-serialized by RUN/.export.lock: a second one waits (saying so) for the first to publish, then
-keeps its artifacts. An int8 format writes one
-candidate per layout its target lists (edgekit.exporting.int8.targets); for this machine (`--target
-local`) the candidates are timed and the fastest one that passes its check is published.
+Re-exporting rebuilds only the formats asked for; every other file of the previous export is
+kept. Exports of one run are serialized by RUN/.export.lock (a second waits for the first). An
+int8 format writes one candidate per layout its target lists (exporting.int8.targets); for
+`--target local` the candidates are timed and the fastest that passes is published.
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ import numpy as np
 
 from edgekit import formats as catalog
 from edgekit.errors import EdgekitError
-from edgekit.exporting import fastpath, ship
+from edgekit.exporting import ship
 from edgekit.exporting.check import check_artifact
 from edgekit.exporting.choose import (
     Candidate,
@@ -105,10 +103,8 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
     lap = Laps()
     opts = Options(**options)
     prep = prepare(run, catalog.ordered(formats), opts)
-    lap("prepare")
+    lap("prepare")  # with the fast image path's check (edgekit.exporting.fastpath)
     out = RunDir(run).export
-    fast = fastpath.apply(prep)  # before any artifact embeds the manifest
-    lap("fast preprocessing check")
     rebuilt = {f.file for f in prep.formats}
     # One export of a run at a time: each builds on the files of the export before it, so a
     # second one staged meanwhile would publish without the first one's artifacts.
@@ -140,9 +136,8 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
         final = sorted(chosen + kept, key=lambda c: catalog.formats().index(c.fmt))
         report = build_report(prep, final, cands, tuning, kept_files,
                               skipped + notes(stage, rebuilt, kept))
-        report["int8_accuracy"] = int8_accuracy
-        report["fast_preprocessing"] = fast
-        report["stage_seconds"] = lap.seconds
+        report.update(int8_accuracy=int8_accuracy, fast_preprocessing=prep.fast,
+                      stage_seconds=lap.seconds)
         publish(stage, prep, final, report, started, shipped, opts.keep_candidates)
     return report
 

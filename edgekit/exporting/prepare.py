@@ -52,6 +52,7 @@ class Prepared:
     samples: tuple[np.ndarray, np.ndarray]  # held-out (x, y) shipped as samples.npz
     qat: Any = None  # a QAT run's fake-quantized model (edgekit.qat), for static int8
     held_images: Any = None  # the held-out split's PIL images (image datasets), else None
+    fast: dict | None = None  # the fast image path's verdict (edgekit.exporting.fastpath)
     source: Path | None = None  # an imported ONNX file, when `model` is None
 
 
@@ -94,20 +95,7 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
             "was trained and tested on (split, preprocessing or labels changed); retrain")
     task = get_task(metrics["task"])
     batch = data.test.stream or 256  # a stream's windows in order, its state carried
-    if model is None:  # the source ONNX in onnxruntime stands for PyTorch
-        from edgekit.onnxsource import OnnxSource
-
-        source = OnnxSource(RunDir(run).onnx_source, metrics["input_shape"])
-        reference = batched(lambda xb: next(iter(source.run(xb).values())), data.test.x, batch)
-    else:
-        reference = reference_outputs(model, data.test.x, batch)  # (N, ...) PyTorch fp32
-    # Unlabeled data (an imported model's, and raw outputs): scored against fp32 itself.
-    labeled = metrics.get("labeled", True) and metrics["task"] != "raw"
-    y = data.test.y if labeled else task.pseudo_targets(reference)
-    held = Heldout(data.test.x, y, reference, task.score(reference, y), task, batch)
-    held.labeled = labeled
-    if model is None:
-        held.against = "the imported ONNX in onnxruntime"
+    held = _heldout(run, model, metrics, data, task, batch)
     gate = Gate(cfg.parity_atol, cfg.fp16_atol,
                 cfg.max_int8_drop if opts.max_int8_drop is None else opts.max_int8_drop)
     pick = np.random.default_rng(recipe.data.split_seed).permutation(len(data.train))
@@ -126,13 +114,40 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
         fake_quant = qat.load(run, model, example)
         held.int8_reference = reference_outputs(fake_quant, data.test.x, batch)
         held.base_score = metrics.get("qat", {}).get(f"base_test_{task.metric}")
-    return Prepared(
+    prep = Prepared(
         Path(run), recipe, cfg, model, fmts, metrics["task"],
         _manifest(recipe, model, metrics, data),
         held, gate, data.train.x[pick[:cfg.calibration_samples]], example, tgt, plan,
         cfg.tune_seconds if opts.tune_seconds is None else opts.tune_seconds,
-        (data.test.x[:cfg.samples], y[:cfg.samples]), fake_quant,
-        getattr(data.test, "images", None), RunDir(run).onnx_source if model is None else None)
+        (data.test.x[:cfg.samples], held.y[:cfg.samples]), fake_quant,
+        getattr(data.test, "images", None),
+        source=RunDir(run).onnx_source if model is None else None)
+    from edgekit.exporting import fastpath
+
+    prep.fast = fastpath.apply(prep)  # before any artifact embeds the manifest
+    return prep
+
+
+def _heldout(run, model, metrics: dict, data, task, batch: int) -> Heldout:
+    """The held-out split with the fp32 reference: PyTorch's outputs, or onnxruntime's on an
+    imported ONNX file. Unlabeled data (an imported model's, and raw outputs) are scored
+    against fp32 itself (tasks.Task.pseudo_targets)."""
+    from edgekit.exporting.check import reference_outputs
+
+    if model is None:
+        from edgekit.onnxsource import OnnxSource
+
+        source = OnnxSource(RunDir(run).onnx_source, metrics["input_shape"])
+        reference = batched(lambda xb: next(iter(source.run(xb).values())), data.test.x, batch)
+    else:
+        reference = reference_outputs(model, data.test.x, batch)  # (N, ...) PyTorch fp32
+    labeled = metrics.get("labeled", True) and metrics["task"] != "raw"
+    y = data.test.y if labeled else task.pseudo_targets(reference)
+    held = Heldout(data.test.x, y, reference, task.score(reference, y), task, batch,
+                   labeled=labeled)
+    if model is None:
+        held.against = "the imported ONNX in onnxruntime"
+    return held
 
 
 def _manifest(recipe, model, metrics: dict, data) -> dict:

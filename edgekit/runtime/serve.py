@@ -95,6 +95,7 @@ def create_app(runner: Runner, limits: Limits = Limits()):
     workers = Workers(limits.workers)  # work past its deadline keeps at most these threads
     counters = Counters()
     batcher = batcher_for(runner, limits)
+    metrics = metrics_endpoint(counters, batcher)
     runner.check_finite = False  # warnings.warn is process-global; serve reports per request
 
     async def predict(request: Request) -> Response:
@@ -110,10 +111,7 @@ def create_app(runner: Runner, limits: Limits = Limits()):
                     return _error(415, f"POST /predict takes {', '.join(accepts)} for "
                                       f"{runner.path.name} ({kind.name} input); got "
                                       f"{excerpt(media_type, quote=False)}")
-                if batcher is None:
-                    result = await workers.run(None, work, runner, body, media_type, k)
-                else:  # decoded in a worker, run in a batch with requests decoded meanwhile
-                    result = await batched(batcher, runner, body, media_type, k, workers)
+                result = await batched(batcher, runner, body, media_type, k, workers)
             if isinstance(result, bytes):
                 return Response(result, media_type="application/json")
             return JSONResponse(result)
@@ -135,10 +133,6 @@ def create_app(runner: Runner, limits: Limits = Limits()):
                              "uptime_s": round(time.monotonic() - counters.started, 3),
                              "requests": counters.requests, "errors": counters.errors,
                              "in_progress": counters.in_progress})
-
-    async def metrics(request: Request) -> Response:
-        return JSONResponse({"requests": counters.requests, "errors": counters.errors,
-                             "batching": batcher.metrics() if batcher else None})
 
     async def metadata(request: Request) -> Response:
         return JSONResponse({**manifest, "serving": {
@@ -224,6 +218,17 @@ def prepare_body(runner: Runner, body: bytes, media_type: str | None):
         raise BadInput(str(e)) from None
 
 
+def metrics_endpoint(counters: Counters, batcher):
+    """GET /metrics: request counts and the batcher's batch sizes and times."""
+    from starlette.responses import JSONResponse
+
+    async def metrics(request) -> object:
+        return JSONResponse({"requests": counters.requests, "errors": counters.errors,
+                             "batching": batcher.metrics() if batcher else None})
+
+    return metrics
+
+
 def batcher_for(runner: Runner, limits: Limits):
     """The dynamic batcher for `runner`, or None where requests cannot share a model call
     (max_batch 1, a stateful model, inputs of varying shape)."""
@@ -239,7 +244,10 @@ async def batched(batcher, runner: Runner, body: bytes, media_type: str | None, 
                   workers) -> dict | bytes:
     """Decode in a worker thread (edgekit.runtime.connections.Workers), then run in the
     batcher's next model call (a body of many inputs, a table's rows, runs on its own in the
-    worker)."""
+    worker; without a batcher, `work`)."""
+
+    if batcher is None:
+        return await workers.run(None, work, runner, body, media_type, k)
 
     def prepare():
         t0 = time.perf_counter()

@@ -33,9 +33,11 @@ TABLE_TOP_K = {"onnx-int8": TOP_K}
 # Formats whose variant is cheap (a re-quantization): their search measures the TOP_K drops
 # and prunes the passing prefix layer by layer. The others (a whole re-export each: resnet18's
 # .pte ~30 s) rank by SQNR alone, computed on the quantization made once in this process, and
-# stop at the shortest passing prefix (doubling, then bisection): a handful of exports instead
-# of ~45 (resnet18 .pte at 224 px: 54 min of export before).
+# prune the shortest passing prefix (doubling, then bisection) only when it has at most
+# COSTLY_PRUNE_MAX layers (one export each); a longer one is kept as found (resnet18 .pte at
+# 224 px: 45 exports and 54 min before).
 CHEAP_VARIANTS = ("onnx-int8",)
+COSTLY_PRUNE_MAX = 8
 SKIPPED = ("not measured: each layer would be a whole re-export of the model; the layers are "
            "ranked by SQNR")
 SQNR_SAMPLES = 64  # calibration inputs the SQNR pass reads
@@ -112,7 +114,8 @@ def fallback(ctx, v: Variants, start: str, first: tuple[Path, dict], budget: flo
         # layers in model order instead, and say why there is no ranking
         layers, section["error"] = [], f"{type(e).__name__}: {e}"[:300]
     section["layers"] = layers
-    fp32, steps = fewest_fp32_layers(v, best, _order(layers) + v.unranked(layers), prune=cheap)
+    fp32, steps = fewest_fp32_layers(v, best, _order(layers) + v.unranked(layers),
+                                     prune_max=None if cheap else COSTLY_PRUNE_MAX)
     section["steps"] = steps
     section["models_tried"] = len(v.done)
     if fp32 is None:
@@ -180,12 +183,12 @@ def ranked_layers(v, method: str, int8: Path, top_k: int = TOP_K) -> list[dict]:
     return rows
 
 
-def fewest_fp32_layers(v, method: str, order: list[str], prune: bool = True):
+def fewest_fp32_layers(v, method: str, order: list[str], prune_max: int | None = None):
     """The fewest layers of `order` (most sensitive first) to keep fp32 so the model passes.
 
     The shortest passing prefix (doubling, then bisection: each probe is one artifact and
-    check), then (with `prune`) each layer of it removed again, least sensitive first, if the
-    model still passes without it.
+    check), then each layer of it removed again, least sensitive first, if the model still
+    passes without it (only for a prefix of at most `prune_max` layers; None: any).
 
     Args:
         v: the Variants to write and check models with.
@@ -217,6 +220,7 @@ def fewest_fp32_layers(v, method: str, order: list[str], prune: bool = True):
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if passes(order[:mid]) else (mid, hi)
     kept = list(order[:hi])
+    prune = prune_max is None or hi <= prune_max
     for node in reversed(order[:hi]) if prune else ():
         if len(kept) > 1 and passes([k for k in kept if k != node]):
             kept.remove(node)
