@@ -222,7 +222,7 @@ def data_config(data: Path | None, inputs: Inputs, shape: tuple | None) -> dict:
         raise EdgekitError(f"--data {str(data)!r} is not a folder; expected a folder of class "
                            "folders (DIR/cat/*.jpg), or of unlabeled images or .npy arrays")
     imaging = inputs.mode or inputs.image_size or inputs.resize or (
-        shape is not None and len(shape) == 3 and shape[0] in (1, 3) and shape[1] == shape[2])
+        shape is not None and len(shape) == 3 and shape[0] in (1, 3))
     if data is None:  # fp32 parity on noise only; export refuses int8
         base = {"name": "noise", "test_fraction": IMPORT_TEST_FRACTION}
         if imaging:
@@ -244,17 +244,17 @@ def data_config(data: Path | None, inputs: Inputs, shape: tuple | None) -> dict:
 
 
 def _image_section(inputs: Inputs, shape: tuple | None) -> dict:
-    channels, size = None, inputs.image_size
+    channels, size = None, (inputs.image_size, inputs.image_size)
     if shape is not None:
-        if len(shape) != 3 or shape[0] not in (1, 3) or shape[1] != shape[2]:
+        if len(shape) != 3 or shape[0] not in (1, 3):
             raise EdgekitError(f"input shape {'x'.join(map(str, shape))}: image data need "
-                               "CxNxN with C 1 or 3 (give --input-shape, e.g. 3x224x224)")
-        channels, size = shape[0], size or shape[1]
+                               "CxHxW with C 1 or 3 (e.g. --input-shape 3x224x224)")
+        channels, size = shape[0], (shape[1], shape[2])
         if inputs.image_size and inputs.image_size != shape[1]:
             raise EdgekitError(f"--image-size {inputs.image_size} differs from the model's input "
                                f"{'x'.join(map(str, shape))}")
-    if not size:
-        raise EdgekitError("give --image-size N (or --input-shape CxNxN): the model's input "
+    if not size[0]:
+        raise EdgekitError("give --image-size N (or --input-shape CxHxW): the model's input "
                            "size is not in the source")
     mode = inputs.mode or ("L" if channels == 1 else "RGB")
     if mode not in ("RGB", "L"):
@@ -262,8 +262,12 @@ def _image_section(inputs: Inputs, shape: tuple | None) -> dict:
     if channels is not None and (mode == "L") != (channels == 1):
         raise EdgekitError(f"--mode {mode} gives {1 if mode == 'L' else 3} channel(s), but the "
                            f"model takes {channels}")
-    return {"image_size": size, "resize": inputs.resize, "channels": 1 if mode == "L" else 3,
-            "normalize": inputs.normalize}
+    c = 1 if mode == "L" else 3
+    section = {"image_size": size[0], "resize": inputs.resize, "channels": c,
+               "normalize": inputs.normalize}
+    if size[0] != size[1]:  # H != W: the data's own shape says it
+        section["shape"] = f"{c}x{size[0]}x{size[1]}"
+    return section
 
 
 def _write_run(kind, model, stage: Path, name: str, data: Path, labels, inputs: Inputs,

@@ -491,3 +491,32 @@ def test_the_readme_api_example_runs(user, tmp_path):
     assert lines[0].startswith("run: runs/mine (source/my_net.py:Net, input 1x32x32")
     assert "'model.int8.pte': True" in lines[1] and "False" not in lines[1]
     assert lines[-1] == "3"
+
+
+def test_an_onnx_model_of_non_square_images(tmp_path):
+    """A text-line model (3 x 16 x 48) imports with its own shape; images are resized to it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from PIL import Image
+
+    weight = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(3, 2), "w")
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["image"], ["p"]),
+         helper.make_node("Flatten", ["p"], ["f"]),
+         helper.make_node("MatMul", ["f", "w"], ["logits"])], "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 16, 48])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], [weight])
+    model = tmp_path / "lines.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    photos = tmp_path / "lines"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (20, 60, 3), dtype=np.uint8)).save(
+            photos / f"{i}.png")
+    code, output = run_cli("import", model, "--data", photos, "--labels", "up,down",
+                           "--out", tmp_path / "R")
+    assert code == 0, output
+    assert "input 3x16x48, 2 classes" in output
+    spec = json.loads((tmp_path / "R" / "metrics.json").read_text())["preprocess"]
+    assert spec["size"] == [16, 48] and spec["mode"] == "RGB"

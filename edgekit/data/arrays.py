@@ -2,8 +2,8 @@
 
     arrayfolder   data.root/CLASS/*.npy (labeled) or data.root/*.npy (unlabeled): one input
                   per file, of the model's input shape; split by data.test_fraction
-    noise         no data at all (`edgekit import` without --data): random inputs of
-                  data.shape (or random images of data.image_size), enough to check fp32
+    noise         no data at all (`edgekit import` without --data): random arrays of
+                  data.shape, or random images (data.channels set), enough to check fp32
                   artifacts against the model; export refuses int8 on them, since ranges
                   calibrated on noise are how int8 silently breaks
 
@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.data.splits import ArraySplit, DataSplits, DataUnavailable, register_dataset
-from edgekit.errors import EdgekitError
 from edgekit.runtime.preprocess.array import array_spec, read, to_batch
 
 NOISE_SAMPLES = 64  # inputs of each split of `noise`
@@ -62,21 +61,21 @@ def _one(path: Path) -> np.ndarray:
 @register_dataset("noise")
 def noise(cfg):
     rng = np.random.default_rng(cfg.split_seed)
-    if cfg.shape:
+    if not cfg.channels:  # not images: arrays of data.shape
         shape = tuple(int(d) for d in cfg.shape.split("x"))
         x = rng.standard_normal((2 * NOISE_SAMPLES, *shape)).astype(np.float32)
         y = np.zeros(len(x), dtype=np.int64)
         return DataSplits(ArraySplit(x[:NOISE_SAMPLES], y[:NOISE_SAMPLES]),
                           ArraySplit(x[NOISE_SAMPLES:], y[NOISE_SAMPLES:]), labels=["input"],
                           preprocess=array_spec(shape))
-    if not cfg.image_size:
-        raise EdgekitError("no data: give the input's shape (--input-shape) or --image-size")
     from PIL import Image
 
     from edgekit.data.images import image_splits
 
-    size = cfg.image_size
-    images = [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    h = w = cfg.image_size
+    if cfg.shape.count("x") == 2:
+        h, w = (int(d) for d in cfg.shape.split("x")[1:])
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
               for _ in range(2 * NOISE_SAMPLES)]
     y = np.zeros(len(images), dtype=np.int64)
     return image_splits((images[:NOISE_SAMPLES], y[:NOISE_SAMPLES]),

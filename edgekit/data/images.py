@@ -139,6 +139,8 @@ def image_splits(train: tuple[Sequence, np.ndarray], test: tuple[Sequence, np.nd
         images, y = subset(images, y, keep)
     mode = {0: native_mode, 1: "L", 3: "RGB"}[cfg.channels]
     size = (cfg.image_size, cfg.image_size)
+    if cfg.shape and cfg.shape.count("x") == 2:  # a model of non-square input: CxHxW
+        size = tuple(int(d) for d in cfg.shape.split("x")[1:])
     channels = 1 if mode == "L" else 3
     given = normalization(cfg.normalize, channels)
     if given is not None:
