@@ -165,6 +165,10 @@ def _fit(recipe, data, progress: bool = True, run: Path | None = None,
     r.bar.close()
     if keeps_best(recipe) and p.best and "state" in p.best:
         r.model.load_state_dict(p.best["state"])
+        if recipe.qat.epochs:  # the kept state's observers as the schedule left them at the
+            from edgekit import qat  # end (frozen), not as they were at the kept epoch
+
+            qat.freeze(r.model, cfg.epochs + 1, recipe.qat)
     return Fit(model=r.model, history=p.history, amp=_dtype_name(r.amp_dtype),
                best_epoch=p.best["epoch"] if p.best else p.epoch, stopped_early=p.stopped_early,
                seconds=p.seconds, device=str(r.device), start=p.start)
