@@ -44,6 +44,7 @@ class Fit:
     stopped_early: bool
     seconds: float
     device: str
+    start: dict | None = None  # QAT: {"epoch": 0, "test_<metric>": ...} of the calibrated start
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Progress:
     seconds: float = 0.0
     world: int = 1  # processes that trained (a mid-epoch resume needs the same number)
     stopped_early: bool = False  # early stopping ended training (a resume has nothing to do)
+    start: dict | None = None  # QAT: the calibrated start's held-out metric (epoch 0)
 
 
 def fit(recipe, data, progress: bool = True, run: Path | None = None,
@@ -148,6 +150,8 @@ def _fit(recipe, data, progress: bool = True, run: Path | None = None,
     r.bar = tqdm(total=cfg.epochs * r.steps, initial=p.epoch * r.steps + p.step,
                  desc=f"train {recipe.name}", unit="step", dynamic_ncols=True, mininterval=0.5,
                  disable=not (progress and r.world.main and sys.stderr.isatty()))
+    if recipe.qat.epochs and checkpoint is None:
+        qat_start(r)
     with _StopOnSignal(quiet=not r.world.main) as stop:
         for epoch in range(p.epoch + 1, 0 if p.stopped_early else cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -159,11 +163,36 @@ def _fit(recipe, data, progress: bool = True, run: Path | None = None,
             if p.stopped_early:
                 break
     r.bar.close()
-    if cfg.early_stop and p.best and "state" in p.best:
+    if keeps_best(recipe) and p.best and "state" in p.best:
         r.model.load_state_dict(p.best["state"])
+        if recipe.qat.epochs:  # the kept state's observers as the schedule left them at the
+            from edgekit import qat  # end (frozen), not as they were at the kept epoch
+
+            qat.freeze(r.model, cfg.epochs + 1, recipe.qat)
     return Fit(model=r.model, history=p.history, amp=_dtype_name(r.amp_dtype),
                best_epoch=p.best["epoch"] if p.best else p.epoch, stopped_early=p.stopped_early,
-               seconds=p.seconds, device=str(r.device))
+               seconds=p.seconds, device=str(r.device), start=p.start)
+
+
+def keeps_best(recipe) -> bool:
+    """Whether the run ends with its best epoch's weights, not its last: with early stopping,
+    and always in QAT (a fine-tune that makes the int8 model worse is not what is kept)."""
+    return bool(recipe.training.early_stop or recipe.qat.epochs)
+
+
+def qat_start(r: _Run) -> None:
+    """QAT's epoch 0: the int8 ranges calibrated on training inputs, the held-out metric of
+    that (simulated plain int8 of the base run) recorded as the best so far, with its state."""
+    from edgekit import checkpoint as ckpt
+    from edgekit import qat
+
+    p, metric = r.progress, r.task.metric
+    qat.calibrate(r.model, r.data.train.x[:r.recipe.export.calibration_samples], r.per_rank,
+                  r.device)
+    test = evaluate(r.model, r.data.test, r.per_rank, r.task, r.loss_fn, r.device, r.world)
+    p.start = {"epoch": 0, "test_loss": test["loss"], f"test_{metric}": test[metric]}
+    p.best = {"epoch": 0, "metric": test[metric], "state": ckpt.to_cpu(
+        {k: v.clone() for k, v in r.model.state_dict().items()})}
 
 
 def _setup(recipe, data, run: Path | None, checkpoint: dict | None, world: World) -> _Run:
@@ -333,7 +362,7 @@ def end_of_epoch(r: _Run, epoch: int, test: dict, seconds: float, progress: bool
     metric = test[metric_name]
     if r.task.better(metric, p.best and p.best["metric"]):
         p.best = {"epoch": epoch, "metric": metric}
-        if cfg.early_stop:  # the weights to return if training stops early
+        if keeps_best(r.recipe):  # the weights to return at the end
             p.best["state"] = ckpt.to_cpu(
                 {k: v.clone() for k, v in r.model.state_dict().items()})
     elif cfg.early_stop and epoch - p.best["epoch"] >= cfg.early_stop:

@@ -171,6 +171,21 @@ def freeze(prepared, epoch: int, cfg) -> None:
                 module.disable_observer()
 
 
+def calibrate(prepared, x, batch_size: int, device) -> None:
+    """Set the int8 ranges from training inputs `x` (N, ...) before any QAT epoch: the
+    observers see them in eval mode (BatchNorm on its running statistics, no dropout, no
+    gradient), so the graph simulates plain int8 of the base run. That is QAT's epoch 0:
+    the point a fine-tune must beat to be kept (edgekit.loop keeps the best epoch)."""
+    import numpy as np
+    import torch
+
+    prepared.eval()
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            prepared(torch.from_numpy(np.asarray(x[i:i + batch_size])).to(device))
+    prepared.train()
+
+
 def bn_epochs(cfg) -> int:
     """Epochs with BatchNorm statistics updating: freeze_bn, or 2/3 of them (rounded up)."""
     return cfg.freeze_bn if cfg.freeze_bn >= 0 else math.ceil(cfg.epochs * 2 / 3)

@@ -38,6 +38,8 @@ def summarize(run: str | Path) -> str:
                      f"{a['bytes'] / 1024:.1f}", f"{ms:.3f}" if ms is not None else "-"))
     lines = [f"{metrics['recipe']}: {metrics['model']} on {metrics['dataset']}, "
              f"{report['test_samples']} held-out samples", table(rows)]
+    if (metrics.get("qat") or {}).get("why_kept"):  # which QAT epoch, against plain int8
+        lines.append(f"QAT: {metrics['qat']['why_kept']}")
     if bench:
         m = bench["machine"]
         lines.append(f"latency: batch {batch}, {threads} threads on {m['arch']} {m['cpu']}"

@@ -242,15 +242,16 @@ def _finish(run: Path, recipe: Recipe, data, result, world) -> Path | None:
     """Write the finished run's files, metrics.json last, then drop the checkpoint."""
     import torch
 
-    from edgekit.loop import log_line
+    from edgekit.loop import keeps_best, log_line
     from edgekit.tasks import get_task
 
     if not world.main:
         world.barrier()
         return None
     task = get_task(data.task)
-    best = next(h for h in result.history if h["epoch"] == result.best_epoch)
-    final = best if recipe.train.early_stop else result.history[-1]
+    rows = [result.start, *result.history] if result.start else result.history
+    best = next(h for h in rows if h["epoch"] == result.best_epoch)
+    final = best if keeps_best(recipe) else result.history[-1]
     metrics = {
         "recipe": recipe.name,
         "model": recipe.model.name,
@@ -278,7 +279,7 @@ def _finish(run: Path, recipe: Recipe, data, result, world) -> Path | None:
         "history": result.history,
     }
     if recipe.qat.epochs:  # the metric above is the fake-quantized (simulated int8) model's
-        metrics["qat"] = _qat_record(recipe, data)
+        metrics["qat"] = {**_qat_record(recipe, data), **kept_epoch(result, task.metric)}
     if len(data.test) and data.test.image(0) is not None:  # a held-out image to predict on
         metrics["sample"] = {"file": "sample.png", "label": data.labels[int(data.test.y[0])]}
         data.test.image(0).save(run / "sample.png")
@@ -289,6 +290,22 @@ def _finish(run: Path, recipe: Recipe, data, result, world) -> Path | None:
     RunDir(run).checkpoint.unlink(missing_ok=True)
     world.barrier()
     return run
+
+
+def kept_epoch(result, metric: str) -> dict:
+    """QAT's kept epoch against its calibrated start (epoch 0: plain int8 of the base run,
+    simulated): {"kept_epoch", "start_test_<metric>", "kept_test_<metric>", "why"}."""
+    start = result.start or {}
+    kept = next((h for h in result.history if h["epoch"] == result.best_epoch), start)
+    name = f"test_{metric}"
+    if result.best_epoch == 0:
+        why = (f"no QAT epoch beat the calibrated start (plain int8, simulated: "
+               f"{start.get(name)}); the start was kept")
+    else:
+        why = (f"epoch {result.best_epoch} of {len(result.history)} had the best held-out int8 "
+               f"{metric} ({kept.get(name)}, the calibrated start: {start.get(name)})")
+    return {"kept_epoch": result.best_epoch, f"start_{name}": start.get(name),
+            f"kept_{name}": kept.get(name), "why_kept": why}
 
 
 def _qat_record(recipe: Recipe, data) -> dict:

@@ -94,12 +94,15 @@ def read(export: str | Path) -> dict:
         ok = doc.get("kind") == KIND and doc.get("sha256") == digest(doc)
         choice = doc["choice"]
         file, threads = str(choice["file"]), choice["threads"]
-        ok = ok and isinstance(doc.get("machine", {}), dict)
     except (ValueError, KeyError, TypeError, AttributeError):
         ok = False
     if not ok:
         raise EdgekitError(f"{str(path)!r} was edited or is damaged (its checksum does not "
                            f"match its content); {redo}")
+    if not isinstance(doc.get("machine", {}), dict):
+        raise EdgekitError(f"{str(path)!r} names the machine it was tuned on as "
+                           f"{excerpt(doc['machine'])}; expected the object `edgekit tune` "
+                           f"writes; {redo}")
     if Path(file).name != file or file in (".", ".."):  # tune names files in the export only
         raise EdgekitError(f"{str(path)!r} chooses {excerpt(file)}, a path, not a file of "
                            f"{str(export)!r}; {redo}")

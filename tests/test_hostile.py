@@ -883,7 +883,7 @@ def retuned(folder: Path, **choice) -> None:
     ({"file": "../x.onnx"}, "chooses '../x.onnx', a path, not a file of"),
     ({"file": "/etc/passwd"}, "chooses '/etc/passwd', a path, not a file of"),
     ({"threads": 3000}, "chooses 3000 threads; this machine has 2 usable core(s)"),
-    ({"machine": "x"}, "was edited or is damaged")])
+    ({"machine": "x"}, "names the machine it was tuned on as 'x'; expected the object")])
 def test_a_rehashed_tuned_json_is_still_refused(shipped, monkeypatch, change, says):
     from edgekit import machine
 
@@ -930,3 +930,43 @@ def test_a_slow_machines_gemm_peak_keeps_its_relation(monkeypatch):
     k = peak.measure_gemm("fp32", 1, size=32)
     assert k["best_ms"] == 8.63331 and k["ms"] == 9.1
     assert k["gmacs"] == 32 ** 3 / 8.63331 / 1e6
+
+
+# -- issue 24: a QAT run never ends worse than its calibrated start ----------------------------
+
+def test_a_qat_run_that_only_gets_worse_keeps_its_calibrated_start(tiny_run, tmp_path):
+    """qat.lr=50 wrecks the weights in one epoch: the run keeps epoch 0 (the base's ranges
+    calibrated: plain int8, simulated), says so, and its metric is that of epoch 0."""
+    pytest.importorskip("executorch")  # the XNNPACK quantizer QAT prepares with
+    from edgekit.summary import summarize
+
+    run = tmp_path / "qat"
+    code, _, err = run_cli("train", "lenet5", "--set", "qat.epochs=1", "--set", "qat.lr=50",
+                           "--set", f"qat.base={tiny_run}", "--set", "train.threads=1",
+                           "--out", run, "--no-progress")
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    qat = metrics["qat"]
+    assert metrics["history"][0]["test_accuracy"] < qat["start_test_accuracy"]  # wrecked
+    assert qat["kept_epoch"] == 0 and metrics["epoch"] == 0
+    assert metrics["test_accuracy"] == qat["start_test_accuracy"] == qat["kept_test_accuracy"]
+    assert qat["why_kept"].startswith("no QAT epoch beat the calibrated start")
+    (run / "export").mkdir()
+    (run / "export" / "report.json").write_text(json.dumps(
+        {"task": "classification", "pytorch": {"score": 1.0}, "artifacts": [],
+         "test_samples": 1}))
+    assert "QAT: no QAT epoch beat the calibrated start" in summarize(run)
+
+
+def test_the_export_report_says_which_qat_epoch_was_kept():
+    from edgekit.exporting.int8.qat import markdown
+    from edgekit.tasks import get_task
+
+    task = get_task("classification")
+    entry = {"base": "runs/demo", "base_accuracy": 1.0, "epochs": 3, "ranges": "learned",
+             "int8": [], "kept_epoch": 2, "start_test_accuracy": 0.98,
+             "kept_test_accuracy": 0.995}
+    line = markdown(entry, task)[1]
+    assert "Kept epoch 2: 99.50% held out, simulated int8, against 98.00% for plain int8" in line
+    line = markdown({**entry, "kept_epoch": 0, "kept_test_accuracy": 0.98}, task)[1]
+    assert "No QAT epoch beat plain int8 of that run (98.00%, simulated)" in line

@@ -142,6 +142,10 @@ def report_entry(prep, chosen: list, metric: str) -> dict | None:
              "ranges": "learned" if c.learned else "calibrated"}
             for c in chosen if c.fmt.precision == "int8" and c.check.score is not None]
     return {"base": record.get("base"), f"base_{metric}": base, "epochs": record.get("epochs"),
+            # which epoch the run kept, against its epoch 0 (plain int8 of the base, simulated)
+            "kept_epoch": record.get("kept_epoch"),
+            f"start_test_{metric}": record.get(f"start_test_{metric}"),
+            f"kept_test_{metric}": record.get(f"kept_test_{metric}"),
             "ranges": "learned in training (ONNX, .pte; TorchScript int8 is calibrated: torch.ao "
             "cannot read PT2E's ranges)" if prep.qat is not None else
             "calibrated: the int8 plan is not static int8 of every layer (dynamic, or "
@@ -161,8 +165,18 @@ def markdown(entry: dict | None, task) -> list[str]:
 
     drops = "; ".join(f"{r['file']} ({r['ranges']} ranges) {task.format(r[task.metric])}"
                       f"{against(r['drop_vs_base_points'])}" for r in entry["int8"])
+    start, kept = (entry.get(f"{k}_test_{task.metric}") for k in ("start", "kept"))
+    epoch = entry.get("kept_epoch")
+    if epoch is None or start is None or kept is None:
+        chose = ""
+    elif epoch == 0:
+        chose = (f" No QAT epoch beat plain int8 of that run ({task.format(start)}, simulated):"
+                 " the calibrated start (epoch 0) was kept.")
+    else:
+        chose = (f" Kept epoch {epoch}: {task.format(kept)} held out, simulated int8, against "
+                 f"{task.format(start)} for plain int8 of that run (epoch 0).")
     return ["", f"Quantization-aware training: {entry['epochs']} epochs from run "
-                f"{entry['base']}{shown}; int8 ranges {entry['ranges']}."
+                f"{entry['base']}{shown}; int8 ranges {entry['ranges']}." + chose
                 + (f" int8 against the run QAT started from: {drops}." if drops else "")]
 
 
