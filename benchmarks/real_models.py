@@ -144,8 +144,9 @@ DEFAULT_MODELS = ("crepe-tiny", "ocr-direction")
 # -- scoring ----------------------------------------------------------------------------------
 
 def pitch_hz(activation: np.ndarray) -> np.ndarray:
-    """(N, 360) CREPE activations -> (N,) Hz, torchcrepe's weighted_argmax decoder: the
-    activation-weighted mean of the cents of the 9 bins around the most active one."""
+    """(N, 360) CREPE activations -> (N,) Hz: the activation-weighted mean of the cents of
+    the 9 bins around the most active one (CREPE's `to_local_average_cents`; torchcrepe's
+    `weighted_argmax` is the same window, weighted by a second sigmoid of the activations)."""
     best = activation.argmax(axis=1)
     bins = np.clip(best[:, None] + np.arange(-4, 5)[None], 0, activation.shape[1] - 1)  # (N, 9)
     weights = np.take_along_axis(activation, bins, axis=1)
