@@ -28,7 +28,7 @@ DTYPES = ("float32", "int64")  # model input dtypes the runtime feeds (int64: to
 
 def make_manifest(*, recipe: str, model: str, task: str, input_name: str, input_shape: list,
                   preprocess: dict, labels: list[str], input_dtype: str = "float32",
-                  state: dict | None = None) -> dict:
+                  state: dict | None = None, outputs: list | None = None) -> dict:
     """Build the embedded part of a manifest (everything but the per-file checksums).
 
     Args:
@@ -38,6 +38,7 @@ def make_manifest(*, recipe: str, model: str, task: str, input_name: str, input_
         state: a stateful model's hidden state, {"input": name, "output": name, "shape":
             [L, None, H]}: a second input and output the runtime carries between calls.
         preprocess: how raw input becomes the model's input (see runtime/preprocess/).
+        outputs: named outputs packed into one row, [{"name", "shape"}] (task "raw").
     """
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -51,6 +52,8 @@ def make_manifest(*, recipe: str, model: str, task: str, input_name: str, input_
     }
     if state is not None:
         manifest["state"] = state
+    if outputs is not None:
+        manifest["outputs"] = outputs
     validate(manifest, source="new manifest")
     return manifest
 

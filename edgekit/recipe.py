@@ -47,7 +47,9 @@ class DataConfig:
     image_size: int = 32  # models see image_size x image_size inputs
     resize: int = 0  # > 0: resize the shorter side to this, then center-crop image_size
     channels: int = 0  # 1 (grayscale) or 3 (RGB); 0 keeps the dataset's own
-    normalize: str = "dataset"  # mean/std of the training images, or "imagenet"'s
+    # mean/std of the training images ("dataset"), ImageNet's ("imagenet"), none (pixels in
+    # [0, 1]), or given as "MEAN,MEAN,MEAN/STD,STD,STD" (one value each for grayscale)
+    normalize: str = "dataset"
     test_fraction: float = 0.2  # held out for test accuracy where a dataset has no test split
     split_seed: int = 0
     max_train_samples: int = 0  # > 0: train on a fixed random subset of this many
@@ -146,7 +148,6 @@ CHOICES = {
     "data.download": ("auto", "never"),
     "data.fallback": ("", "digits"),
     "data.channels": (0, 1, 3),
-    "data.normalize": ("dataset", "imagenet"),
     "data.encoding": ("onehot", "index"),
     "model.activation": ("", "relu", "tanh", "sigmoid", "none"),
     "train.optimizer": tuple(OPTIMIZERS),
@@ -170,6 +171,8 @@ RANGES = {"data.test_fraction": (1e-9, 1.0), "data.workers": (-1, 1025),
           "export.opset": (17, 24), "qat.freeze_bn": (-1, 10**6),
           "qat.freeze_ranges": (-1, 10**6)}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+NORMALIZE = re.compile(rf"dataset|imagenet|none|{_NUM}(?:,{_NUM}){{0,2}}/{_NUM}(?:,{_NUM}){{0,2}}")
 
 
 def recipes_dir() -> Path:
@@ -306,6 +309,9 @@ def _check_values(recipe: Recipe) -> None:
         if not low <= flat[key] < high:
             what = "a fraction between 0 and 1" if low == 1e-9 else f"{low} <= value < {high}"
             raise EdgekitError(f"{key}: expected {what}, got {flat[key]!r}")
+    if not NORMALIZE.fullmatch(recipe.data.normalize):
+        raise EdgekitError(f"data.normalize: expected dataset, imagenet, none or MEAN/STD values "
+                           f"like 0.5,0.5,0.5/0.25,0.25,0.25, got {recipe.data.normalize!r}")
     if recipe.data.resize and recipe.data.resize < recipe.data.image_size:
         raise EdgekitError(f"data.resize: expected 0 or >= data.image_size "
                            f"({recipe.data.image_size}), got {recipe.data.resize}")

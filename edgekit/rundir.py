@@ -5,6 +5,8 @@
     RUN/metrics.json         held-out metric, history, input contract (a finished run has it)
     RUN/checkpoint.pt        the last checkpoint (weights_only-loadable), for --resume
     RUN/train.log, curves.png, sample.png
+    RUN/source/              what `edgekit import` keeps of a model edgekit did not train: the
+                             user's .py file, a .pt2, or the ONNX file (then no weights file)
     RUN/export/              what `edgekit export` publishes: manifest.json, report.json,
                              report.md, samples.npz, bench.json and the artifacts
 """
@@ -21,6 +23,8 @@ EXPORT = "export"
 ROOT = Path("runs")  # where `edgekit train` puts runs by default (relative to the cwd)
 MANIFEST, REPORT, REPORT_MD = "manifest.json", "report.json", "report.md"
 SAMPLES, BENCH = "samples.npz", "bench.json"
+SOURCE = "source"
+ONNX_SOURCE = f"{SOURCE}/model.onnx"
 
 
 class RunDir:
@@ -34,14 +38,18 @@ class RunDir:
         self.checkpoint = self.root / CHECKPOINT
         self.log = self.root / LOG
         self.curves = self.root / CURVES
+        self.source = self.root / SOURCE
+        self.onnx_source = self.root / ONNX_SOURCE
         self.export = self.root / EXPORT
         self.report = self.export / REPORT
         self.bench = self.export / BENCH
 
     def finished(self) -> bool:
-        """True when training wrote its result: the recipe, the weights and metrics.json (last).
-        A run stopped mid-training holds a checkpoint instead."""
-        return all(p.is_file() for p in (self.recipe, self.weights, self.metrics))
+        """True when training (or `edgekit import`) wrote its result: the recipe, the weights
+        (or an imported ONNX file) and metrics.json (last). A run stopped mid-training holds a
+        checkpoint instead."""
+        return self.recipe.is_file() and self.metrics.is_file() and (
+            self.weights.is_file() or self.onnx_source.is_file())
 
 
 def latest_run(root: str | Path = ROOT) -> Path:

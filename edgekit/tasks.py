@@ -15,8 +15,13 @@ Methods that only reshape (`loss_view`) work on numpy arrays and torch tensors a
 training loop can call them on tensors without this module importing torch.
 
 Each task is a subclass registered with `@register_task("name")`: classification,
-sequence_classification (one class per step: character models), regression and
-sequence_regression (one value per step).
+sequence_classification (one class per step: character models), regression,
+sequence_regression (one value per step) and raw (named output arrays of a model edgekit did
+not train: embeddings, a detector's boxes and scores).
+
+Without labels (an unlabeled data folder) a task is scored against the fp32 model itself:
+`task.pseudo_targets(reference)` stands in for the targets, so classification's accuracy
+becomes top-1 agreement with fp32, and raw's error is measured against fp32's outputs.
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ class Task:
     def decode(self, outputs: np.ndarray) -> np.ndarray:
         """Raw model outputs -> predictions; identity by default."""
         return outputs
+
+    def pseudo_targets(self, reference: np.ndarray) -> np.ndarray:
+        """Targets for unlabeled data: what the fp32 model predicts (scores become agreement)."""
+        return self.decode(reference)
 
     def better(self, new: float, old: float | None) -> bool:
         """True if metric value `new` improves on `old` (None: nothing to beat yet)."""
@@ -259,6 +268,78 @@ class SequenceRegression(Regression):
     """Real values per step: outputs (B, T, D) against targets (B, T, D), e.g. sin -> cos."""
 
     name = "sequence_regression"
+
+
+@register_task("raw")
+class Raw(Task):
+    """Named output arrays, not class scores: (B, D), every output of the model flattened and
+    packed side by side, split again by the manifest's `outputs` ([{"name", "shape"}], the
+    shape of one input's output). The metric is the relative error (L2 norm of the
+    difference over the L2 norm of the targets, fp32's outputs); int8's budget is in percent
+    of it.
+    """
+
+    name = "raw"
+    loss = "mse"
+    metric = "relative_error"
+    higher_is_better = False
+
+    def score(self, outputs: np.ndarray, targets: np.ndarray) -> float:
+        t = np.asarray(targets, np.float64).reshape(len(targets), -1)
+        diff = np.asarray(outputs, np.float64).reshape(t.shape) - t
+        return float(np.linalg.norm(diff) / max(float(np.linalg.norm(t)), 1e-12))
+
+    def drop_points(self, reference: np.ndarray, outputs: np.ndarray,
+                    targets: np.ndarray) -> float:
+        return 100 * (self.score(outputs, targets) - self.score(reference, targets))
+
+    def pseudo_targets(self, reference: np.ndarray) -> np.ndarray:
+        return reference
+
+    def format(self, value: float) -> str:
+        return f"{value:.3%}"
+
+    def validate(self, manifest: dict, source: str) -> None:
+        outputs = manifest.get("outputs")
+        ok = isinstance(outputs, list) and outputs and all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) and isinstance(
+                o.get("shape"), list) and all(type(d) is int and d > 0 for d in o["shape"])
+            for o in outputs)
+        if not ok:
+            raise EdgekitError(f"{source}: manifest outputs must be a non-empty list of "
+                               '{"name": str, "shape": [positive ints]}')
+
+    def check_output(self, shape: list, manifest: dict, source: str) -> None:
+        width = shape[-1] if len(shape) == 2 else None
+        need = sum(int(np.prod(o["shape"])) for o in manifest["outputs"])
+        if isinstance(width, int) and width != need:
+            raise EdgekitError(f"{source} gives {width} values per input but its manifest's "
+                               f"outputs need {need}")
+
+    def results(self, outputs: np.ndarray, manifest: dict, k: int = 5) -> list[dict]:
+        """(B, D) -> per row {"outputs": {name: nested lists of the output's own shape}}."""
+        return [{"outputs": {name: _json_values(part) for name, part in
+                             split_outputs(row, manifest["outputs"]).items()}}
+                for row in np.asarray(outputs, np.float64)]
+
+    def line(self, result: dict) -> str:
+        parts = []
+        for name, value in result["outputs"].items():
+            flat = np.asarray(value, dtype=np.float64).reshape(-1)
+            shown = ", ".join(_number_text(v) for v in flat[:4]) + (", ..." if flat.size > 4
+                                                                    else "")
+            parts.append(f"{name} {list(np.shape(value))} [{shown}]")
+        return "; ".join(parts)
+
+
+def split_outputs(row: np.ndarray, outputs: list[dict]) -> dict[str, np.ndarray]:
+    """One packed (D,) row -> {name: array of the output's shape}, in manifest order."""
+    out, start = {}, 0
+    for o in outputs:
+        size = int(np.prod(o["shape"]))
+        out[o["name"]] = row[start:start + size].reshape(o["shape"])
+        start += size
+    return out
 
 
 def get_task(name: str) -> Task:

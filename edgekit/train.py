@@ -151,18 +151,21 @@ def resumable(run: Path) -> dict:
 def load_run(run: str | Path):
     """Load a finished run directory: (recipe, model in eval mode on CPU, metrics).
 
+    A run `edgekit import` made from an ONNX file has no PyTorch model: its model is None (and
+    nothing of torch is imported). A model that lives in the run's own source/ folder (a user's
+    .py file, a .pt2) is built from there; one with several or non-class outputs comes wrapped
+    so that it gives them packed into one (B, D) tensor (edgekit.tasks.Raw).
+
     Raises:
         EdgekitError: the directory is missing, unfinished, or not a complete run.
     """
     import yaml
-    from safetensors.torch import load_file
-
-    from edgekit.models import prepare_model
 
     run = Path(run)
     if not run.is_dir():
         raise EdgekitError(f"run directory {str(run)!r} does not exist")
-    missing = [f for f in (RECIPE, WEIGHTS, METRICS) if not (run / f).is_file()]
+    missing = [f for f in (RECIPE, WEIGHTS, METRICS) if not (run / f).is_file()
+               and not (f == WEIGHTS and RunDir(run).onnx_source.is_file())]
     if missing and RunDir(run).checkpoint.is_file():
         raise EdgekitError(f"run {str(run)!r} is unfinished; continue it with "
                            f"`edgekit train --resume {run}`")
@@ -171,18 +174,36 @@ def load_run(run: str | Path):
     try:
         recipe = from_dict(yaml.safe_load(RunDir(run).recipe.read_text(encoding="utf-8")))
         metrics = json.loads(RunDir(run).metrics.read_text(encoding="utf-8"))
-        model, _ = prepare_model(recipe.model, metrics["input_shape"], len(metrics["labels"]),
-                                 load_weights=False, preprocess=metrics["preprocess"])
-        state = load_file(run / WEIGHTS)
-        if recipe.qat.epochs:  # the fake-quantized graph's state: its fp32 part
-            state = {k: state[k] for k in model.state_dict()}
-        model.load_state_dict(state)
+        if metrics.get("source", {}).get("kind") == "onnx":
+            return recipe, None, metrics
+        model = _build_run_model(run, recipe, metrics)
     except EdgekitError as e:
         raise EdgekitError(f"run {str(run)!r}: {e}") from None
     except Exception as e:  # corrupt YAML/JSON/safetensors, or weights of another model
         msg = one_line(e)
         raise EdgekitError(f"run {str(run)!r} is damaged: {type(e).__name__}: {msg}") from None
     return recipe, model.eval(), metrics
+
+
+def _build_run_model(run: Path, recipe: Recipe, metrics: dict):
+    from safetensors.torch import load_file
+
+    from edgekit.models import prepare_model
+    from edgekit.models.external import pack_outputs
+    from edgekit.rundir import SOURCE
+
+    cfg = recipe.model
+    if cfg.name.startswith(SOURCE + "/"):  # the run's own copy of the user's code or program
+        cfg = dataclasses.replace(cfg, name=str(run.resolve() / cfg.name))
+    model, _ = prepare_model(cfg, metrics["input_shape"], len(metrics["labels"]),
+                             load_weights=False, preprocess=metrics["preprocess"])
+    state = load_file(run / WEIGHTS)
+    if recipe.qat.epochs:  # the fake-quantized graph's state: its fp32 part
+        state = {k: state[k] for k in model.state_dict()}
+    model.load_state_dict(state)
+    if metrics.get("outputs"):  # named outputs, packed into one row (tasks.Raw)
+        model = pack_outputs(model, [o["name"] for o in metrics["outputs"]])
+    return model
 
 
 def _qat_base(recipe: Recipe, data) -> Recipe:

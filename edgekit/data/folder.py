@@ -4,6 +4,10 @@
                                                               data.test_fraction (stratified)
     data.root/train/cat/..., data.root/val/cat/... (or test/)  the split the folders give
 
+`imagefiles` reads a flat folder of unlabeled images (what a user has for a model trained
+elsewhere): every image gets label 0 of one label, and export checks int8 by agreement with
+the fp32 model instead of accuracy (`edgekit import`). Neither builder imports torch.
+
 Images are read lazily from disk. `data.resize` + `data.image_size` give torchvision's
 Resize(resize) + CenterCrop(image_size), recorded in the preprocess spec so the runtime
 prepares a photo the same way; `data.normalize: imagenet` matches pretrained backbones.
@@ -11,6 +15,7 @@ prepares a photo the same way; `data.normalize: imagenet` matches pretrained bac
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,19 +50,58 @@ def imagefolder(cfg):
                         labels, cfg, native_mode="RGB")
 
 
-def _scan(folder: Path) -> tuple[list[str], np.ndarray, list[str]]:
-    """(image files, class indices, class names) of a folder of class folders."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+@register_dataset("imagefiles")
+def imagefiles(cfg):
+    root = Path(cfg.root)
+    files = image_files(root)
+    if not files:
+        raise DataUnavailable(f"no images in {str(root)!r}; expected a folder of image files "
+                              f"({', '.join(IMG_EXTENSIONS)}) or of class folders")
+    y = np.zeros(len(files), dtype=np.int64)
+    order = np.random.default_rng(cfg.split_seed).permutation(len(files))
+    n_test = min(len(files) - 1, max(1, round(len(files) * cfg.test_fraction)))
+    if n_test < 1:
+        raise EdgekitError(f"{str(root)!r} holds 1 image; expected at least 2 (one to "
+                           "calibrate int8 on, one to check it on)")
+    train_idx, test_idx = np.sort(order[n_test:]), np.sort(order[:n_test])
+    return image_splits((_images([files[i] for i in train_idx]), y[train_idx]),
+                        (_images([files[i] for i in test_idx]), y[test_idx]),
+                        ["image"], cfg, native_mode="RGB")
 
-    try:
-        labels, index = find_classes(str(folder))
-        samples = make_dataset(str(folder), index, extensions=IMG_EXTENSIONS)
-    except FileNotFoundError as e:  # no class folders, or a class folder without images
-        raise DataUnavailable(f"{str(folder)!r}: {' '.join(str(e).split())}; {HOW}") from None
+
+# The suffixes torchvision's ImageFolder reads (torchvision.datasets.folder.IMG_EXTENSIONS).
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def image_files(folder: Path) -> list[str]:
+    """The image files directly in `folder`, sorted (hidden files left out)."""
+    return sorted(str(p) for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in IMG_EXTENSIONS) if folder.is_dir() else []
+
+
+def class_folders(folder: Path) -> list[str]:
+    """The class folders of an ImageFolder root, sorted (torchvision's find_classes order)."""
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir()) if folder.is_dir() else []
+
+
+def _scan(folder: Path) -> tuple[list[str], np.ndarray, list[str]]:
+    """(image files, class indices, class names) of a folder of class folders, in
+    torchvision's order (classes sorted, each class's files walked in sorted order)."""
+    labels = class_folders(folder)
+    if not labels:
+        raise DataUnavailable(f"{str(folder)!r}: no class folders; {HOW}")
+    files, y = [], []
+    for index, name in enumerate(labels):
+        found = [str(Path(d) / f) for d, _, fs in sorted(os.walk(folder / name, followlinks=True))
+                 for f in sorted(fs) if f.lower().endswith(IMG_EXTENSIONS)]
+        if not found:
+            raise DataUnavailable(f"{str(folder / name)!r}: no images (expected "
+                                  f"{', '.join(IMG_EXTENSIONS)}); {HOW}")
+        files += found
+        y += [index] * len(found)
     if len(labels) < 2:
         raise EdgekitError(f"{str(folder)!r} has {len(labels)} class folder; expected at least 2")
-    files = [path for path, _ in samples]
-    return files, np.array([c for _, c in samples], dtype=np.int64), labels
+    return files, np.array(y, dtype=np.int64), labels
 
 
 def _split(y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:

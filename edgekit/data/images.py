@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from edgekit.data.splits import DataSplits
+from edgekit.errors import EdgekitError
 from edgekit.runtime.preprocess.image import image_spec, image_to_array
 
 MEMORY_LIMIT = 1 << 30  # bytes of float32 per split kept in memory
@@ -96,6 +97,31 @@ def subset(images: Sequence, y: np.ndarray, idx: np.ndarray) -> tuple[Images, np
     return Images(len(idx), lambda i: images[int(idx[i])]), np.asarray(y)[idx]
 
 
+def normalization(text: str, channels: int) -> tuple[list, list] | None:
+    """The (mean, std) a recipe's data.normalize names, or None for "dataset" (measured).
+
+    Raises:
+        EdgekitError: values whose count is not 1 or `channels`, or a std that is not > 0.
+    """
+    if text == "dataset":
+        return None
+    if text == "imagenet":
+        if channels == 3:
+            return list(IMAGENET_MEAN), list(IMAGENET_STD)
+        return [round(float(np.mean(IMAGENET_MEAN)), 4)], [round(float(np.mean(IMAGENET_STD)), 4)]
+    if text == "none":
+        return [0.0] * channels, [1.0] * channels
+    mean, std = ([float(v) for v in part.split(",")] for part in text.split("/"))
+    for values in (mean, std):
+        if len(values) not in (1, channels):
+            raise EdgekitError(f"data.normalize {text!r}: expected 1 or {channels} values for "
+                               f"{channels}-channel images on each side of '/'")
+    if not all(s > 0 for s in std):
+        raise EdgekitError(f"data.normalize {text!r}: expected std values > 0")
+    return (mean * channels)[:channels] if len(mean) == 1 else mean, \
+        (std * channels)[:channels] if len(std) == 1 else std
+
+
 def image_splits(train: tuple[Sequence, np.ndarray], test: tuple[Sequence, np.ndarray],
                  labels: list[str], cfg, native_mode: str) -> DataSplits:
     """Model-ready splits from PIL images and integer labels, with the preprocessing spec.
@@ -114,9 +140,9 @@ def image_splits(train: tuple[Sequence, np.ndarray], test: tuple[Sequence, np.nd
     mode = {0: native_mode, 1: "L", 3: "RGB"}[cfg.channels]
     size = (cfg.image_size, cfg.image_size)
     channels = 1 if mode == "L" else 3
-    if cfg.normalize == "imagenet":
-        mean = IMAGENET_MEAN if channels == 3 else (round(float(np.mean(IMAGENET_MEAN)), 4),)
-        std = IMAGENET_STD if channels == 3 else (round(float(np.mean(IMAGENET_STD)), 4),)
+    given = normalization(cfg.normalize, channels)
+    if given is not None:
+        mean, std = given
     else:  # mean/std of (a fixed sample of) the training images after resizing and scaling
         plain = image_spec(mode, size, mean=[0.0] * channels, std=[1.0] * channels,
                            resize=cfg.resize)

@@ -63,6 +63,7 @@ class ExportContext:
     int8: Any  # edgekit.exporting.int8.plan.Int8Plan, or None when no int8 format is asked for
     candidates: Path  # scratch folder for candidate files, removed before publishing
     qat: Any = None  # a QAT run's fake-quantized model: int8 takes its learned ranges
+    source: Path | None = None  # an imported ONNX file, when model is None (no PyTorch)
 
 
 def export(run: str | Path, formats: list[str], **options) -> dict:
@@ -96,7 +97,7 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
     with atomic_dir(out) as stage:
         kept_files = keep_previous(out, stage, rebuilt)
         ctx = ExportContext(prep.model, prep.example, prep.cfg, prep.calibration, stage,
-                            prep.target, prep.plan, stage / ".candidates", prep.qat)
+                            prep.target, prep.plan, stage / ".candidates", prep.qat, prep.source)
         cands, skipped = write_candidates(prep, ctx)
         kept = [Candidate(catalog.by_file(f), stage / f, {}, kept=True) for f in kept_files
                 if catalog.by_file(f)]

@@ -46,6 +46,10 @@ class Heldout:
     # also stay within the gate of the fp32 run QAT started from.
     int8_reference: np.ndarray | None = None
     base_score: float | None = None
+    # False: no labels (an imported model's unlabeled data): `y` is what fp32 predicts, so
+    # the score is agreement with fp32 (tasks.Task.pseudo_targets).
+    labeled: bool = True
+    against: str = "PyTorch"  # whose fp32 outputs the reference is, as the gate's line says
 
 
 @dataclass
@@ -129,12 +133,16 @@ def check_artifact(path: Path, fmt, held: Heldout, gate: Gate) -> Check:
 def _gate(c: Check, precision: str, held: Heldout, gate: Gate, scale: float) -> tuple[bool, str]:
     if precision in ("fp32", "fp16"):
         atol = (gate.parity_atol if precision == "fp32" else gate.fp16_atol) * scale
-        return c.max_abs_diff <= atol, (f"{c.file} differs from PyTorch by "
+        return c.max_abs_diff <= atol, (f"{c.file} differs from {held.against} by "
                                         f"{c.max_abs_diff:.3g} (allowed {atol:.3g})")
     task = held.task
     what = "accuracy points" if task.higher_is_better else (
         f"R² points ({task.metric} {task.format(held.score)} -> {task.format(c.score)})")
-    against = "PyTorch fp32" if held.int8_reference is None else "PyTorch (QAT, int8 simulated)"
+    against = f"{held.against} fp32" if held.int8_reference is None \
+        else "PyTorch (QAT, int8 simulated)"
+    if not held.labeled:
+        what = ("points of top-1 agreement" if task.higher_is_better
+                else f"percent {task.metric.replace('_', ' ')}")
     if c.drop_points > gate.max_int8_drop:
         return False, (f"{c.file} loses {c.drop_points:.2f} {what} against {against} "
                        f"(allowed {gate.max_int8_drop})")

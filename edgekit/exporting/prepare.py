@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.exporting.check import Gate, Heldout
+from edgekit.exporting.check import Gate, Heldout, batched
 from edgekit.rundir import RunDir
 
 
@@ -51,6 +51,7 @@ class Prepared:
     budget: float  # timing seconds per artifact for a local target
     samples: tuple[np.ndarray, np.ndarray]  # held-out (x, y) shipped as samples.npz
     qat: Any = None  # a QAT run's fake-quantized model (edgekit.qat), for static int8
+    source: Path | None = None  # an imported ONNX file, when `model` is None
 
 
 def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
@@ -60,8 +61,6 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
         EdgekitError: a bad option, a missing or damaged run, or data that no longer match
             the ones the run was trained and tested on.
     """
-    import torch
-
     from edgekit.data import build_dataset
     from edgekit.exporting.check import reference_outputs
     from edgekit.exporting.int8 import targets
@@ -77,24 +76,42 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
     if opts.int8_method not in (None, *METHODS):  # checked before any work
         raise EdgekitError(f"--int8-method {opts.int8_method!r}; expected one of: "
                            f"{', '.join(METHODS)}")
-    recipe, model, metrics = load_run(run)
+    recipe, model, metrics = load_run(run)  # model None: an imported ONNX file, no torch
+    if model is None:
+        _onnx_only(run, fmts)
     cfg = recipe.export
-    plan = _int8_plan(model, fmts, cfg, opts.int8_method, tuple(opts.exclude))
+    plan = _int8_plan(model if model is not None else RunDir(run).onnx_source, fmts, cfg,
+                      opts.int8_method, tuple(opts.exclude))
     data = build_dataset(recipe.data)
     if data.fingerprint() != metrics.get("data_fingerprint"):
         raise EdgekitError(
             f"the data built from {str(RunDir(run).recipe)!r} differ from those the run "
             "was trained and tested on (split, preprocessing or labels changed); retrain")
-    task = get_task(data.task)
+    task = get_task(metrics["task"])
     batch = data.test.stream or 256  # a stream's windows in order, its state carried
-    reference = reference_outputs(model, data.test.x, batch)  # (N, ...) PyTorch fp32
-    held = Heldout(data.test.x, data.test.y, reference, task.score(reference, data.test.y),
-                   task, batch)
+    if model is None:  # the source ONNX in onnxruntime stands for PyTorch
+        from edgekit.onnxsource import OnnxSource
+
+        source = OnnxSource(RunDir(run).onnx_source, metrics["input_shape"])
+        reference = batched(lambda xb: next(iter(source.run(xb).values())), data.test.x, batch)
+    else:
+        reference = reference_outputs(model, data.test.x, batch)  # (N, ...) PyTorch fp32
+    # Unlabeled data (an imported model's, and raw outputs): scored against fp32 itself.
+    labeled = metrics.get("labeled", True) and metrics["task"] != "raw"
+    y = data.test.y if labeled else task.pseudo_targets(reference)
+    held = Heldout(data.test.x, y, reference, task.score(reference, y), task, batch)
+    held.labeled = labeled
+    if model is None:
+        held.against = "the imported ONNX in onnxruntime"
     gate = Gate(cfg.parity_atol, cfg.fp16_atol,
                 cfg.max_int8_drop if opts.max_int8_drop is None else opts.max_int8_drop)
     pick = np.random.default_rng(recipe.data.split_seed).permutation(len(data.train))
     # A batch of 2 to trace: with 1, torch.export specializes RNN/LSTM/GRU batches to 1.
-    example = torch.from_numpy(np.repeat(data.train.x[:1], 2, axis=0))
+    example = None
+    if model is not None:
+        import torch
+
+        example = torch.from_numpy(np.repeat(data.train.x[:1], 2, axis=0))
     if getattr(model, "stateful", False):
         example = (example, model.initial_state(2))
     fake_quant = None  # a QAT run's int8 artifacts take the ranges it learned
@@ -105,22 +122,33 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
         held.int8_reference = reference_outputs(fake_quant, data.test.x, batch)
         held.base_score = metrics.get("qat", {}).get(f"base_test_{task.metric}")
     return Prepared(
-        Path(run), recipe, cfg, model, fmts, data.task, _manifest(recipe, model, metrics, data),
+        Path(run), recipe, cfg, model, fmts, metrics["task"],
+        _manifest(recipe, model, metrics, data),
         held, gate, data.train.x[pick[:cfg.calibration_samples]], example, tgt, plan,
         cfg.tune_seconds if opts.tune_seconds is None else opts.tune_seconds,
-        (data.test.x[:cfg.samples], data.test.y[:cfg.samples]), fake_quant)
+        (data.test.x[:cfg.samples], y[:cfg.samples]), fake_quant,
+        RunDir(run).onnx_source if model is None else None)
 
 
 def _manifest(recipe, model, metrics: dict, data) -> dict:
     """The contract is what training recorded, not what today's data code would say."""
-    from edgekit.exporting.formats.onnx import INPUT_NAME
     from edgekit.manifest import make_manifest
+    from edgekit.onnxsource import INPUT as INPUT_NAME
 
     return make_manifest(
-        recipe=recipe.name, model=recipe.model.name, task=data.task, input_name=INPUT_NAME,
+        recipe=recipe.name, model=recipe.model.name, task=metrics["task"], input_name=INPUT_NAME,
         input_shape=[None, *metrics["input_shape"]], preprocess=metrics["preprocess"],
         labels=metrics["labels"], input_dtype=metrics.get("input_dtype", "float32"),
-        state=_state_spec(model) if getattr(model, "stateful", False) else None)
+        state=_state_spec(model) if getattr(model, "stateful", False) else None,
+        outputs=metrics.get("outputs"))
+
+
+def _onnx_only(run, fmts: list) -> None:
+    """A run imported from an ONNX file has no PyTorch model for the other formats."""
+    other = [f for f in fmts if f.format != "onnx"]
+    if other:
+        raise EdgekitError(f"--{other[0].format} needs a PyTorch source; {str(run)!r} was "
+                           "imported from an ONNX file: export it with --onnx (and --int8)")
 
 
 def _state_spec(model) -> dict:

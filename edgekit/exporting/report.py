@@ -22,6 +22,8 @@ def build_report(prep, chosen: list[Candidate], cands: list[Candidate], tuning: 
         "test_samples": len(prep.held.y),
         "task": prep.task_name, "metric": metric,
         "pytorch": {"score": prep.held.score, metric: prep.held.score},
+        "reference": "onnxruntime on the imported ONNX" if prep.model is None else "PyTorch",
+        "labeled": prep.held.labeled,
         "thresholds": prep.gate.to_dict(),
         "onnx_opset": prep.cfg.opset,
         "calibration": {"samples": len(prep.calibration),
@@ -78,11 +80,16 @@ def report_markdown(report: dict) -> str:
     from edgekit.tasks import get_task
 
     task = get_task(report.get("task", "classification"))
-    lines = [
-        f"# Export report: {report['recipe']} ({report['model']})", "",
-        f"Held-out samples: {report['test_samples']}; PyTorch fp32 {task.metric} "
-        f"{task.format(report['pytorch']['score'])}.", "",
-    ]
+    lines = [f"# Export report: {report['recipe']} ({report['model']})", ""]
+    reference = report.get("reference", "PyTorch")
+    if report.get("labeled", True):
+        lines += [f"Held-out samples: {report['test_samples']}; {reference} fp32 {task.metric} "
+                  f"{task.format(report['pytorch']['score'])}.", ""]
+    else:
+        lines += [f"Held-out samples: {report['test_samples']}, unlabeled: every artifact is "
+                  f"checked against {reference} fp32's own outputs ("
+                  + ("top-1 agreement" if task.higher_is_better else task.metric.replace("_", " "))
+                  + ").", ""]
     target = report.get("target") or {}
     if target:
         lines += [f"Target: {target['name']} ({target['description']}); torch quantized engine "

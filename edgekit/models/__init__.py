@@ -6,7 +6,9 @@ EdgekitError for an input shape it cannot take. Builders with sizes to choose al
 of OPTIONS (the recipe's model.hidden, model.layers, ...); a recipe that sets an option its
 model does not take is an error, not silently ignored. Names that are not registered but are
 torchvision classification models (alexnet, vgg16, googlenet, inception_v3, ...) are built by
-edgekit.models.zoo, with input channels and size adapted.
+edgekit.models.zoo, with input channels and size adapted. A name that says where a model lives
+(`my_net.py:Net`, `package.module:build`, `torchvision:NAME`, `timm:NAME`, `model.pt2`, an
+`edgekit.models` entry point) is built by edgekit.models.external, the user's own code.
 
 `prepare_model` is what training and `load_run` call: the model, plus a recipe's pretrained
 weights and frozen backbone, and the names of the head's parameters (the last Linear layer,
@@ -37,6 +39,11 @@ def build_model(name: str, *, input_shape: tuple[int, ...], num_outputs: int,
         EdgekitError: an unknown name (listing the valid ones), an input it can't take, or an
             option the model does not have.
     """
+    from edgekit.models.external import build_external, is_external
+
+    if name not in MODELS and is_external(name):
+        return build_external(name, input_shape=input_shape, num_outputs=num_outputs,
+                              dropout=dropout)
     check_model_name(name)
     if name in MODELS:
         builder = MODELS.get(name)
@@ -69,15 +76,19 @@ def model_options(model_cfg, preprocess: dict) -> dict:
 
 
 def check_model_name(name: str) -> None:
-    """Raise EdgekitError unless `name` is registered or a torchvision classification model."""
-    if name in MODELS:
+    """Raise EdgekitError unless `name` is registered, a torchvision classification model, or
+    a location edgekit.models.external builds (checked when built)."""
+    from edgekit.models.external import is_external
+
+    if name in MODELS or is_external(name):
         return
     from edgekit.models.zoo import torchvision_names
 
     if name not in torchvision_names():
         raise EdgekitError(f"unknown model {name!r}; expected one of: {', '.join(list_models())} "
                            "or a torchvision classification model (alexnet, vgg16, googlenet, "
-                           "inception_v3, resnet50, efficientnet_b0, ...)")
+                           "inception_v3, resnet50, efficientnet_b0, ...), or your own as "
+                           "FILE.py:NAME or package.module:NAME")
 
 
 def prepare_model(cfg, input_shape, num_outputs: int, load_weights: bool = True,
@@ -98,6 +109,10 @@ def prepare_model(cfg, input_shape, num_outputs: int, load_weights: bool = True,
     """
     model = build_model(cfg.name, input_shape=input_shape, num_outputs=num_outputs,
                         dropout=cfg.dropout, **model_options(cfg, preprocess or {}))
+    from edgekit.models.external import is_external
+
+    if is_external(cfg.name) and not (cfg.freeze or cfg.pretrained):
+        return model, set()  # the user's own model: no head to replace
     head = head_module(model)
     head_params = {f"{head}.{n}" for n, _ in model.get_submodule(head).named_parameters()}
     if cfg.pretrained and load_weights:

@@ -16,7 +16,10 @@ STATE_OUT_NAME = "state_out"
 
 
 def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
-    """Format hook for edgekit.exporting: fp32 ONNX of ctx.model."""
+    """Format hook for edgekit.exporting: fp32 ONNX of ctx.model (or of the imported ONNX
+    file, ctx.source, for a run without a PyTorch model)."""
+    if ctx.model is None:
+        return [(copy_onnx(ctx.source, path, manifest), {})]
     return [(export_onnx(ctx.model, ctx.example, path, ctx.cfg.opset, manifest), {})]
 
 
@@ -55,6 +58,17 @@ def export_onnx(model, example, path: Path, opset: int, manifest: dict) -> Path:
     if got != opset:
         raise EdgekitError(f"export.opset: torch.onnx wrote opset {got}, not {opset}; "
                            "choose an opset between 17 and 23")
+    embed(proto, manifest)
+    check(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def copy_onnx(source: Path, path: Path, manifest: dict) -> Path:
+    """An imported ONNX file (edgekit.onnxsource) as model.onnx: the manifest embedded, checked."""
+    import onnx
+
+    proto = onnx.load(str(source))
     embed(proto, manifest)
     check(proto)
     onnx.save(proto, str(path))

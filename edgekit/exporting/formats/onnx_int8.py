@@ -161,7 +161,7 @@ def nodes_of(model: Path, modules: tuple[str, ...]) -> list[str]:
         params = [i for i in node.input if i in weights]
         scopes = _name_scopes(node)
         for m in modules:
-            if any(p.startswith(m + ".") for p in params) or m in scopes:
+            if any(p.startswith(m + ".") for p in params) or m in scopes or node.name == m:
                 found[m].append(node.name)
     empty = [m for m, nodes in found.items() if not nodes]
     if empty:

@@ -11,6 +11,7 @@ CPU provider, so `auto` never picks it for a model with convolutions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgekit.errors import EdgekitError
 
@@ -56,12 +57,14 @@ def choose_method(model, requested: str = "auto") -> tuple[str, str]:
     Raises:
         EdgekitError: `requested` is not one of METHODS.
     """
-    from torch import nn
-
     if requested not in METHODS:
         raise EdgekitError(f"--int8-method {requested!r}; expected one of: {', '.join(METHODS)}")
     if requested != "auto":
         return requested, f"{requested} (asked for)"
+    if isinstance(model, Path):  # an imported ONNX file: the same rule over its operators
+        return _onnx_method(model)
+    from torch import nn
+
     kinds = {type(m).__name__ for m in model.modules()}
     convs = sorted(k for k in kinds if k.startswith(("Conv", "LazyConv")))
     if convs:
@@ -74,12 +77,38 @@ def choose_method(model, requested: str = "auto") -> tuple[str, str]:
     return "static", "static (auto: no convolution, linear or recurrent layers found)"
 
 
+def _onnx_method(path: Path) -> tuple[str, str]:
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    convs = sorted(ops & {"Conv", "ConvTranspose"})
+    if convs:
+        return "static", f"static (auto: the ONNX graph has {', '.join(convs)} operators)"
+    seq = sorted(ops & {"MatMul", "Gemm", "LSTM", "GRU", "RNN", "Gather"})
+    if seq:
+        return "dynamic", (f"dynamic (auto: no convolutions; made of {', '.join(seq)} "
+                           "operators, whose activations dynamic quantization measures at run "
+                           "time)")
+    return "static", "static (auto: no convolution, linear or recurrent operators found)"
+
+
 def check_exclude(model, names: tuple[str, ...]) -> tuple[str, ...]:
     """Validate `--int8-exclude` names against the model's module names.
 
     Raises:
         EdgekitError: a name that is not a module of the model, listing the valid ones.
     """
+    if isinstance(model, Path):  # an imported ONNX file: its node names
+        import onnx
+
+        nodes = [n.name for n in onnx.load(str(model), load_external_data=False).graph.node]
+        for name in names:
+            if not any(n == name or n.startswith(name + "/") or f"/{name}/" in n
+                       for n in nodes):
+                shown = ", ".join(nodes[:12]) + (", ..." if len(nodes) > 12 else "")
+                raise EdgekitError(f"--int8-exclude {name!r} is not a node of the ONNX "
+                                   f"model; expected a node name such as: {shown}")
+        return tuple(dict.fromkeys(names))
     modules = dict(model.named_modules())
     for name in names:
         if name not in modules or name == "":
