@@ -12,10 +12,10 @@ __all__ = ["Export", "Run", "bench", "export", "import_model", "load", "train", 
 
 
 def __getattr__(name: str):
-    if name in __all__:
-        from edgekit import api
+    if name in __all__:  # by module string: the package itself depends on nothing below it
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module("edgekit.api"), name)
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
 
 

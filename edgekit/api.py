@@ -171,16 +171,15 @@ def train(recipe: str, out: str | Path | None = None, overrides: tuple[str, ...]
     return Run.open(run)
 
 
-def export(run: Run | str | Path, *, onnx: bool = False, torchscript: bool = False,
-           pte: bool = False, int8: bool = False, fp16: bool = False, target: str = "local",
-           **options) -> Export:
+def export(run: Run | str | Path, *, target: str = "local", **options) -> Export:
     """Export a run's model and check every artifact (edgekit.exporting.export).
 
     Args:
-        onnx, torchscript, pte: the families; int8, fp16: also those precisions of each.
         target: "local" (this CPU: int8 layouts timed, the fastest kept), x86, pi4, pi5, arm64.
-        options: int8_method, exclude, allow_degraded, max_int8_drop, tune_seconds,
-            int8_fallback, keep_candidates (see edgekit.exporting.prepare.Options).
+        options: the formats, one keyword per family and precision of the format catalog
+            (onnx=True, torchscript=True, pte=True; int8=True, fp16=True: also those
+            precisions of each), then int8_method, exclude, allow_degraded, max_int8_drop,
+            tune_seconds, int8_fallback, keep_candidates (edgekit.exporting.prepare.Options).
 
     Raises:
         EdgekitError: nothing asked for, a format the source cannot take, or a failed check.
@@ -189,9 +188,10 @@ def export(run: Run | str | Path, *, onnx: bool = False, torchscript: bool = Fal
     from edgekit.exporting import export as run_export
 
     path = run.path if isinstance(run, Run) else Path(run)
-    on = {"onnx": onnx, "torchscript": torchscript, "pte": pte}
-    names = catalog.select([f for f in catalog.families() if on.get(f)],
-                           [p for p, v in (("int8", int8), ("fp16", fp16)) if v])
+    flags = {k: bool(options.pop(k, False)) for k in (*catalog.families(),
+                                                       *catalog.precisions())}
+    names = catalog.select([f for f in catalog.families() if flags[f]],
+                           [p for p in catalog.precisions() if flags[p]])
     report = run_export(path, names, target=target, **options)
     return Export(RunDir(path).export, report)
 

@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun: who this process is, and the few collectives needed.
+"""Data-parallel training under torchrun: who this process is, its device, the few collectives.
 
     torchrun --nproc_per_node=2 -m edgekit train lenet5
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+
+from edgekit.errors import EdgekitError
 
 
 @dataclass
@@ -97,3 +99,30 @@ def shutdown(world: World) -> None:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def select_device(name: str, world: World | None = None):
+    """"auto" is CUDA when present, else the CPU; under torchrun each rank takes its own GPU.
+
+    Raises:
+        EdgekitError: "cuda" was asked for and there is none.
+    """
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EdgekitError("train.device: 'cuda' requested but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", world.local_rank if world else 0)
+    return torch.device(name)
+
+
+def select_amp(device, enabled: bool):
+    """The autocast dtype: on CUDA bf16 where the GPU supports it, else fp16 (which needs a
+    GradScaler); None (full fp32) on the CPU or with train.amp off."""
+    import torch
+
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

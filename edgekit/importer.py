@@ -7,8 +7,9 @@
     model.pt2                    source/model.pt2, model.safetensors  torch.export.load
     model.onnx                   source/model.onnx                    (no PyTorch at all)
 
-The user's data (`--data`: a folder of class folders, or a flat folder of unlabeled images)
-become the run's splits: half calibrates int8, half checks it. With labels the int8 gate is in
+The user's data (`--data`: a folder of class folders, or a flat folder of unlabeled images,
+or the same of .npy arrays) become the run's splits: half calibrates int8, half checks it;
+without data, noise checks the fp32 artifacts and int8 is refused. With labels the int8 gate is in
 accuracy points as for a recipe; without, in agreement with the fp32 model (top-1 for
 classifiers, relative error for raw outputs). Outputs that are not one (B, K) tensor of class
 scores are raw: named arrays packed into one row (edgekit.tasks.Raw). Everything is written in
@@ -73,15 +74,13 @@ def import_model(source, out: str | Path, *, weights: str | Path | None = None,
     inputs = inputs or Inputs()
     if task not in (None, "classification", "raw"):
         raise EdgekitError(f"--task {task!r}; expected classification or raw")
-    if data is None:
-        raise EdgekitError("--data DIR is needed: a folder of class folders or of unlabeled "
-                           "images, to check the model (and calibrate int8) on")
     kind, spec = source_kind(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model = _stage_source(kind, spec, source, stage, weights, inputs)
-        _write_run(kind, model, stage, out.name, Path(data), labels, inputs, task)
+        _write_run(kind, model, stage, out.name, None if data is None else Path(data), labels,
+                   inputs, task)
         os.replace(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -141,7 +140,7 @@ def _stage_source(kind: str, spec: str, source, stage: Path, weights, inputs: In
             spec = f"{SOURCE}/{Path(where).name}:{spec.rpartition(':')[2]}"
     if weights is not None:
         load_weights(model, weights)
-    model.eval()
+    model.eval()  # (a .pt2's wrapper keeps the mode the program was exported in)
     _save_state(model, stage / WEIGHTS)
     model.edgekit_name = spec  # recorded in recipe.yaml as model.name
     torch.set_grad_enabled(False)
@@ -214,21 +213,42 @@ def _save_state(model, path: Path) -> None:
     path.write_bytes(save(state, metadata={"format": "pt", "edgekit": __version__}))
 
 
-def data_config(data: Path, inputs: Inputs, shape: tuple | None) -> dict:
-    """The recipe's data section for the user's folder (image models)."""
+def data_config(data: Path | None, inputs: Inputs, shape: tuple | None) -> dict:
+    """The recipe's data section: the user's images or .npy arrays, or noise without data."""
+    from edgekit.data.arrays import array_files
     from edgekit.data.folder import class_folders, image_files
 
-    if not data.is_dir():
+    if data is not None and not data.is_dir():
         raise EdgekitError(f"--data {str(data)!r} is not a folder; expected a folder of class "
-                           "folders (DIR/cat/*.jpg) or of unlabeled images")
+                           "folders (DIR/cat/*.jpg), or of unlabeled images or .npy arrays")
+    imaging = inputs.mode or inputs.image_size or inputs.resize or (
+        shape is not None and len(shape) == 3 and shape[0] in (1, 3) and shape[1] == shape[2])
+    if data is None:  # fp32 parity on noise only; export refuses int8
+        base = {"name": "noise", "test_fraction": IMPORT_TEST_FRACTION}
+        if imaging:
+            return {**base, **_image_section(inputs, shape)}
+        if shape is None:
+            raise EdgekitError("without --data, give the input's shape: --input-shape "
+                               "(e.g. 1024 or 3x224x224) or --image-size")
+        return {**base, "shape": "x".join(map(str, shape))}
+    files, _, _ = array_files(data)
+    if files and not image_files(data) and not imaging:
+        return {"name": "arrayfolder", "root": str(data.resolve()),
+                "test_fraction": IMPORT_TEST_FRACTION}
     labeled = bool(class_folders(data))
     if not labeled and not image_files(data):
-        raise EdgekitError(f"--data {str(data)!r} holds no images and no class folders")
+        raise EdgekitError(f"--data {str(data)!r} holds no images, .npy files or class folders")
+    return {"name": "imagefolder" if labeled else "imagefiles", "root": str(data.resolve()),
+            "download": "never", "test_fraction": IMPORT_TEST_FRACTION,
+            **_image_section(inputs, shape)}
+
+
+def _image_section(inputs: Inputs, shape: tuple | None) -> dict:
     channels, size = None, inputs.image_size
     if shape is not None:
         if len(shape) != 3 or shape[0] not in (1, 3) or shape[1] != shape[2]:
             raise EdgekitError(f"input shape {'x'.join(map(str, shape))}: image data need "
-                               "Cx N x N with C 1 or 3 (give --input-shape, e.g. 3x224x224)")
+                               "CxNxN with C 1 or 3 (give --input-shape, e.g. 3x224x224)")
         channels, size = shape[0], size or shape[1]
         if inputs.image_size and inputs.image_size != shape[1]:
             raise EdgekitError(f"--image-size {inputs.image_size} differs from the model's input "
@@ -242,10 +262,8 @@ def data_config(data: Path, inputs: Inputs, shape: tuple | None) -> dict:
     if channels is not None and (mode == "L") != (channels == 1):
         raise EdgekitError(f"--mode {mode} gives {1 if mode == 'L' else 3} channel(s), but the "
                            f"model takes {channels}")
-    return {"name": "imagefolder" if labeled else "imagefiles", "root": str(data.resolve()),
-            "download": "never", "image_size": size, "resize": inputs.resize,
-            "channels": 1 if mode == "L" else 3, "normalize": inputs.normalize,
-            "test_fraction": IMPORT_TEST_FRACTION}
+    return {"image_size": size, "resize": inputs.resize, "channels": 1 if mode == "L" else 3,
+            "normalize": inputs.normalize}
 
 
 def _write_run(kind, model, stage: Path, name: str, data: Path, labels, inputs: Inputs,
@@ -254,14 +272,14 @@ def _write_run(kind, model, stage: Path, name: str, data: Path, labels, inputs: 
     from edgekit.recipe import from_dict
     from edgekit.tasks import get_task
 
-    shape = inputs.input_shape or (model.input_shape if kind == "onnx" else None)
+    shape = inputs.input_shape or getattr(model, "edgekit_input_shape", None)
     section = data_config(data, inputs, shape)
     spec = model.edgekit_name
     raw = {"name": _recipe_name(name), "description": f"imported from {spec}",
            "model": {"name": spec}, "data": section}
     recipe = from_dict(raw)
     splits = build_dataset(recipe.data)
-    labeled = section["name"] == "imagefolder"
+    labeled = section["name"] in ("imagefolder", "arrayfolder") and splits.labels != ["input"]
     x = splits.test.x[:]
     outputs = forward(kind, model, x[:2], splits.input_shape)
     names = _output_names(outputs)
@@ -294,7 +312,8 @@ def _write_run(kind, model, stage: Path, name: str, data: Path, labels, inputs: 
     recipe = from_dict({**raw, "export": export})
     write_text(stage / RECIPE, recipe.to_yaml())
     metrics = {
-        "recipe": recipe.name, "model": spec, "dataset": str(data), "task": task_name,
+        "recipe": recipe.name, "model": spec, "task": task_name,
+        "dataset": str(data) if data is not None else "noise (no --data: fp32 checks only)",
         "metric": task.metric, f"test_{task.metric}": task.score(reference, targets),
         "labeled": labeled, "epoch": 0, "stopped_early": False,
         "test_samples": len(splits.test), "train_samples": len(splits.train),
@@ -310,7 +329,7 @@ def _write_run(kind, model, stage: Path, name: str, data: Path, labels, inputs: 
         metrics["outputs"] = spec_out
     if kind != "onnx":
         metrics["parameters"] = sum(p.numel() for p in model.parameters())
-    if labeled and len(splits.test):
+    if labeled and len(splits.test) and splits.test.image(0) is not None:
         metrics["sample"] = {"file": "sample.png", "label": labels_out[int(splits.test.y[0])]}
         splits.test.image(0).save(stage / "sample.png")
     write_json(stage / METRICS, metrics)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.distributed import World
+from edgekit.distributed import World, select_amp, select_device
 from edgekit.errors import EdgekitError, Interrupted
 from edgekit.fileio import write_text
 from edgekit.rundir import RunDir
@@ -426,33 +426,6 @@ def augment(x, shift: int = 0, flip: bool = False):
         mask = torch.rand(b, device=x.device) < 0.5
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x.contiguous()
-
-
-def select_device(name: str, world: World | None = None):
-    """"auto" is CUDA when present, else the CPU; under torchrun each rank takes its own GPU.
-
-    Raises:
-        EdgekitError: "cuda" was asked for and there is none.
-    """
-    import torch
-
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EdgekitError("train.device: 'cuda' requested but no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", world.local_rank if world else 0)
-    return torch.device(name)
-
-
-def select_amp(device, enabled: bool):
-    """The autocast dtype: on CUDA bf16 where the GPU supports it, else fp16 (which needs a
-    GradScaler); None (full fp32) on the CPU or with train.amp off."""
-    import torch
-
-    if not enabled or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def log_line(row: dict) -> str:

@@ -1,13 +1,23 @@
-"""The contract each artifact carries: input spec, preprocessing, labels, provenance, integrity.
+"""The host -> device contract: what an export ships, its file names, the manifest, checksums.
 
-The same manifest is written as `manifest.json` beside the artifacts (with the sha256 and size
-of each file) and embedded in each artifact (ONNX `metadata_props`, TorchScript `_extra_files`),
-so a Pi needs nothing but the model file.
+An export directory holds, beside the artifacts:
+
+    manifest.json    (FILE) input spec, preprocessing, labels, provenance; the size and sha256
+                     of each artifact ("artifacts"), and with --keep-candidates of each shipped
+                     int8 candidate ("candidates") and of the reference outputs ("references")
+    samples.npz      (SAMPLES) held-out inputs x and labels y: `predict --sample`, tune's check
+    candidates/      (CANDIDATES) the int8 candidates shipped for `edgekit tune`
+    references.npz   (REFERENCES) file -> the host's outputs on samples.npz (sample_outputs)
+
+The same manifest, without the per-file checksums, is embedded in each artifact (ONNX
+`metadata_props`, TorchScript `_extra_files`), so a Pi needs nothing but the model file.
+The export writes manifest.json once (`write`); everything that reads it goes through `read`.
 
 The integrity rule: whenever a `manifest.json` beside an artifact lists that artifact, the
 file's sha256 must match the listed one, or loading fails (`verify=False` overrides). A model
 copied alone carries its embedded manifest but no checksum: keep manifest.json beside it to
-detect damage. This module imports neither torch nor onnx.
+detect damage. Every sha256 check says so in one wording (`check_sha256`). This module imports
+neither torch nor onnx.
 """
 
 from __future__ import annotations
@@ -17,11 +27,14 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
-from edgekit.fileio import not_a_file, sha256
+from edgekit.fileio import not_a_file, sha256, write_json
 
 FORMAT_VERSION = 1
 EMBED_KEY = "edgekit.manifest"  # ONNX metadata_props key and TorchScript extra-file name
 FILE = "manifest.json"
+SAMPLES = "samples.npz"  # held-out inputs (x) and labels (y) an export ships
+CANDIDATES = "candidates"  # the folder of shipped int8 candidates (--keep-candidates)
+REFERENCES = "references.npz"  # file -> the host's outputs on SAMPLES (--keep-candidates)
 REQUIRED = ("format_version", "task", "recipe", "model", "input", "preprocess")
 DTYPES = ("float32", "int64")  # model input dtypes the runtime feeds (int64: token ids)
 
@@ -64,8 +77,7 @@ def validate(manifest: dict, source: str) -> dict:
     Raises:
         EdgekitError: naming `source` and the first field that is missing or wrong.
     """
-    from edgekit import tasks
-    from edgekit.runtime import preprocess
+    from edgekit import preprocess_spec, tasks
 
     if not isinstance(manifest, dict):
         raise EdgekitError(f"{source}: manifest must be a JSON object, got "
@@ -98,7 +110,7 @@ def validate(manifest: dict, source: str) -> dict:
         raise EdgekitError(f"{source}: manifest state must give input, output and shape "
                            f"[layers, null, hidden]; got {state!r}")
     tasks.get_task(manifest["task"]).validate(manifest, source)
-    preprocess.validate(manifest["preprocess"], source)
+    preprocess_spec.validate(manifest["preprocess"], source)
     return manifest
 
 
@@ -114,6 +126,54 @@ def with_files(manifest: dict, folder: Path, files: dict[str, dict]) -> dict:
         for name, info in files.items()
     }
     return out
+
+
+def write(folder: Path, manifest: dict) -> Path:
+    """Write FOLDER/manifest.json (whole or not at all); an export calls this once.
+
+    Returns:
+        The path written.
+    """
+    path = Path(folder) / FILE
+    write_json(path, manifest)
+    return path
+
+
+def check_sha256(path: Path, digest: str, listed_in: str = FILE,
+                 then: str = "copy or export it again") -> None:
+    """The one integrity check: `path` exists and its sha256 is `digest`.
+
+    Args:
+        listed_in: the file that lists `digest` (manifest.json, tuned.json), for the message.
+        then: what to do about it, ending the message.
+
+    Raises:
+        EdgekitError: the file is missing, or its sha256 differs (damaged or replaced).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekitError(f"{str(path)!r} is listed in {listed_in} but {not_a_file(path)}; "
+                           "copy the whole export directory again")
+    if sha256(path) != digest:
+        raise EdgekitError(f"{str(path)!r} does not match the sha256 in {listed_in}: the file "
+                           f"is damaged or was replaced; {then}")
+
+
+def sample_outputs(runner, x):
+    """A runner's outputs on `x` (N, ...), the same way on the host (export writes
+    REFERENCES) and on the device (tune checks against them).
+
+    A stateful model reads the rows in order as one stream, as `edgekit predict` does.
+
+    Returns:
+        np.ndarray (N, ...) of the outputs.
+    """
+    import numpy as np
+
+    runner.reset()
+    if runner.stateful:
+        return np.concatenate([runner.run(x[i:i + 1]) for i in range(len(x))])
+    return np.concatenate([runner.run(x[i:i + 256]) for i in range(0, len(x), 256)])
 
 
 def from_json(text: str, source: str) -> dict:
@@ -171,10 +231,9 @@ def beside(artifact: Path, verify: bool = True) -> dict | None:
     entry = manifest["artifacts"].get(artifact.name)
     if entry is None:
         return None
-    if verify and entry["sha256"] != sha256(artifact):
-        raise EdgekitError(f"{str(artifact)!r} does not match the sha256 in {FILE}: the file is "
-                           "damaged or was replaced; copy or export it again (or pass "
-                           "--no-verify to load it anyway)")
+    if verify:
+        check_sha256(artifact, entry["sha256"],
+                     then="copy or export it again (or pass --no-verify to load it anyway)")
     return manifest
 
 

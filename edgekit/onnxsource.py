@@ -24,7 +24,7 @@ class OnnxSource:
     def __init__(self, path: Path, input_shape: tuple[int, ...]):
         import onnxruntime as ort
 
-        self.path, self.input_shape = path, tuple(input_shape)
+        self.path, self.edgekit_input_shape = path, tuple(input_shape)
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.names = [o.name for o in self.session.get_outputs()]
         self.edgekit_name = "source/model.onnx"

@@ -61,6 +61,7 @@ class DataConfig:
     text: str = ""  # character datasets: the input text; "": the dataset's default
     target: str = ""  # character datasets: the text to output, one character per input one
     encoding: str = "onehot"  # character datasets: one-hot vectors, or token indices
+    shape: str = ""  # noise (an import without data): one input's shape, e.g. 1024 or 3x32x32
 
 
 @dataclass
@@ -309,6 +310,8 @@ def _check_values(recipe: Recipe) -> None:
         if not low <= flat[key] < high:
             what = "a fraction between 0 and 1" if low == 1e-9 else f"{low} <= value < {high}"
             raise EdgekitError(f"{key}: expected {what}, got {flat[key]!r}")
+    if recipe.data.shape and not re.fullmatch(r"[1-9]\d*(x[1-9]\d*)*", recipe.data.shape):
+        raise EdgekitError(f"data.shape: expected sizes like 3x32x32, got {recipe.data.shape!r}")
     if not NORMALIZE.fullmatch(recipe.data.normalize):
         raise EdgekitError(f"data.normalize: expected dataset, imagenet, none or MEAN/STD values "
                            f"like 0.5,0.5,0.5/0.25,0.25,0.25, got {recipe.data.normalize!r}")

@@ -7,8 +7,9 @@
     RUN/train.log, curves.png, sample.png
     RUN/source/              what `edgekit import` keeps of a model edgekit did not train: the
                              user's .py file, a .pt2, or the ONNX file (then no weights file)
-    RUN/export/              what `edgekit export` publishes: manifest.json, report.json,
-                             report.md, samples.npz, bench.json and the artifacts
+    RUN/export/              what `edgekit export` publishes: report.json, report.md,
+                             bench.json, and what it ships to the device (edgekit.manifest:
+                             manifest.json, samples.npz, the artifacts)
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ RECIPE, WEIGHTS, METRICS = "recipe.yaml", "model.safetensors", "metrics.json"
 CHECKPOINT, LOG, CURVES = "checkpoint.pt", "train.log", "curves.png"
 EXPORT = "export"
 ROOT = Path("runs")  # where `edgekit train` puts runs by default (relative to the cwd)
-MANIFEST, REPORT, REPORT_MD = "manifest.json", "report.json", "report.md"
-SAMPLES, BENCH = "samples.npz", "bench.json"
+REPORT, REPORT_MD, BENCH = "report.json", "report.md", "bench.json"
 SOURCE = "source"
 ONNX_SOURCE = f"{SOURCE}/model.onnx"
 

@@ -49,12 +49,13 @@ def train(recipe: Recipe, out: str | Path | None = None, progress: bool = True) 
         Interrupted: SIGINT/SIGTERM stopped training after a checkpoint.
     """
     from edgekit import distributed
-    from edgekit.data import DATASETS, build_dataset
-    from edgekit.loop import fit, select_device
+    from edgekit.data import build_dataset, dataset_builder
+    from edgekit.distributed import select_device
+    from edgekit.loop import fit
     from edgekit.models import check_model_name
 
     check_model_name(recipe.model.name)  # fail before any work
-    DATASETS.get(recipe.data.name)
+    dataset_builder(recipe.data.name)
     world = distributed.init(select_device(recipe.train.device).type)
     try:
         data = build_dataset(recipe.data)
@@ -101,7 +102,8 @@ def resume(run: str | Path, progress: bool = True) -> Path | None:
     """
     from edgekit import distributed
     from edgekit.data import build_dataset
-    from edgekit.loop import fit, select_device
+    from edgekit.distributed import select_device
+    from edgekit.loop import fit
 
     run = Path(run)
     content = resumable(run)
@@ -223,6 +225,14 @@ def _claim(run: Path, recipe: Recipe) -> None:
         os.mkdir(run)  # exclusive: another process can't have claimed the name meanwhile
     except FileExistsError:
         raise EdgekitError(f"{str(run)!r} appeared while this ran; not replacing it") from None
+    where, _, attr = recipe.model.name.rpartition(":")
+    if where.endswith(".py") and Path(where).is_file():  # the run keeps the code it trained
+        from edgekit.rundir import SOURCE
+
+        (run / SOURCE).mkdir()
+        shutil.copyfile(where, run / SOURCE / Path(where).name)
+        recipe = dataclasses.replace(recipe, model=dataclasses.replace(
+            recipe.model, name=f"{SOURCE}/{Path(where).name}:{attr}"))
     write_text(RunDir(run).recipe, recipe.to_yaml())
 
 

@@ -10,8 +10,8 @@ artifacts, with the host's outputs of each on samples.npz (references.npz). On t
    INT8_MIN_AGREEMENT of the samples. A kernel that miscomputes on this CPU is refused (one line
    naming the file and how far off it was), never timed, never picked;
 2. times the ones that passed against each other in interleaved rounds with the `edgekit bench`
-   harness (edgekit.bench.stats), batch 1;
-3. chooses by the bench's one rule for "faster" (RULE below) and writes tuned.json
+   harness (edgekit.bench.stats.time_interleaved), batch 1;
+3. chooses by the one rule for "faster" (edgekit.bench.stats.pick; RULE below), writes tuned.json
    (edgekit.tuned: machine facts, the full table, the choice, checksums).
 
 This module imports neither torch nor onnx: .ts and .pte files are skipped, and said why, on a
@@ -27,15 +27,12 @@ import numpy as np
 
 from edgekit import formats
 from edgekit import manifest as mf
-from edgekit.bench.stats import threads_text
+from edgekit.bench.stats import ROUNDS, threads_text
 from edgekit.errors import EdgekitError
-from edgekit.fileio import sha256
 from edgekit.machine import load_average
-from edgekit.rundir import MANIFEST, SAMPLES
+from edgekit.manifest import FILE as MANIFEST
+from edgekit.manifest import REFERENCES, SAMPLES, check_sha256, sample_outputs
 
-CANDIDATES = "candidates"  # the export's folder of shipped int8 candidates
-REFERENCES = "references.npz"  # file -> the host's outputs on samples.npz
-ROUNDS = 5  # interleaved rounds per thread count, as `edgekit bench`
 DEFAULT_SECONDS = 2.0  # timed seconds per file and thread count
 FP32_RTOL = 1e-3  # fp32: largest difference allowed, of the outputs' range (at least 1)
 FP16_RTOL = 1e-2
@@ -75,8 +72,8 @@ def shipped(export: Path) -> tuple[dict, list[Shipped], dict[str, np.ndarray], n
     if not isinstance(refs, dict) or not isinstance(refs.get("sha256"), str):
         raise EdgekitError(f"{str(export)!r} has no reference outputs to check against: "
                            "export it with `edgekit export RUN ... --keep-candidates`")
-    _same(export / REFERENCES, refs["sha256"])
-    _same(export / SAMPLES, refs.get("inputs_sha256", ""))
+    check_sha256(export / REFERENCES, refs["sha256"])
+    check_sha256(export / SAMPLES, refs.get("inputs_sha256", ""))
     with np.load(export / REFERENCES, allow_pickle=False) as z:
         outputs = {k: z[k] for k in z.files}
     with np.load(export / SAMPLES, allow_pickle=False) as z:
@@ -96,30 +93,10 @@ def shipped(export: Path) -> tuple[dict, list[Shipped], dict[str, np.ndarray], n
                 else f"has no reference outputs in {REFERENCES}" if name not in outputs
                 else fmt.install_hint() if fmt.missing() else "")
         if not skip:  # a file left out may be left behind too; one that runs must be intact
-            _same(path, entry["sha256"])
+            check_sha256(path, entry["sha256"])
         files.append(Shipped(name, path, fmt, entry.get("precision", "?"),
                              entry.get("layout", ""), published, entry.get("bytes"), skip))
     return manifest, files, outputs, x
-
-
-def _same(path: Path, digest: str) -> None:
-    if not path.is_file():
-        raise EdgekitError(f"{str(path)!r} is listed in {MANIFEST} but missing; copy the whole "
-                           "export directory again")
-    if sha256(path) != digest:
-        raise EdgekitError(f"{str(path)!r} does not match the sha256 in {MANIFEST}: the file "
-                           "is damaged or was replaced; copy or export it again")
-
-
-def sample_outputs(runner, x: np.ndarray) -> np.ndarray:
-    """A runner's outputs on `x`, the same way on the host (export) and the device (tune).
-
-    A stateful model reads the rows in order as one stream, as `edgekit predict` does.
-    """
-    runner.reset()
-    if runner.stateful:
-        return np.concatenate([runner.run(x[i:i + 1]) for i in range(len(x))])
-    return np.concatenate([runner.run(x[i:i + 256]) for i in range(0, len(x), 256)])
 
 
 def compare(out: np.ndarray, ref: np.ndarray, precision: str, task) -> dict:
@@ -215,7 +192,7 @@ def tune(export: str | Path, threads: list[int] | None = None,
 def _rows_at(files: list[Shipped], threads: int, refs: dict, x: np.ndarray, task,
              seconds: float) -> list[dict]:
     """One row per file at `threads`: its output check, and its timing if it passed."""
-    from edgekit.bench.stats import NOISY_CV, interleaved, latency_stats
+    from edgekit.bench.stats import NOISY_CV, latency_stats, time_interleaved
     from edgekit.runtime import load
 
     rows, passing = [], []
@@ -234,10 +211,8 @@ def _rows_at(files: list[Shipped], threads: int, refs: dict, x: np.ndarray, task
             passing.append((row, runner))
         rows.append(row)
     if passing:
-        one = x[:1]
-        times = interleaved([(r.run, one) for _, r in passing], ROUNDS, runs=lambda i, k: 0,
-                            warmup=lambda i, k: 2 if k == 0 else 1, seconds=seconds,
-                            rotate=True, before=lambda i: passing[i][1].use_threads(threads))
+        times = time_interleaved([r for _, r in passing], [x[:1]] * len(passing), threads,
+                                 seconds=seconds)
         for (row, _), ms in zip(passing, times, strict=True):
             row.update(latency_stats(np.concatenate(ms)))
             row["noisy"] = row["cv"] > NOISY_CV
@@ -250,7 +225,7 @@ def choose(rows: list[dict]) -> tuple[dict, str]:
     Raises:
         EdgekitError: no row passed its output check (naming why each was refused).
     """
-    from edgekit.bench.stats import verdict
+    from edgekit.bench.stats import pick
 
     timed = [{**r, "name": f"{r['file']} @ {threads_text(r['threads'])}"} for r in rows
              if "p50_ms" in r]
@@ -260,14 +235,9 @@ def choose(rows: list[dict]) -> tuple[dict, str]:
     if len(timed) == 1:
         best, line = timed[0], f"only {timed[0]['name']} passed its output check"
     else:
-        v = verdict(timed, name="name")
-        if v["fastest"]:
-            best, line = next(r for r in timed if r["name"] == v["fastest"]), v["text"]
-        else:
-            tied = [r for r in timed if r["name"] in v["tied"]]
-            best = min(tied, key=lambda r: (r["threads"], not r["published"], r["bytes"],
-                                            r["p50_ms"]))
-            line = f"{v['text']}; chose {best['name']} by the tie rule ({RULE.split('; ')[1]})"
+        best, line = pick(timed, prefer=lambda r: (r["threads"], not r["published"], r["bytes"],
+                                                   r["p50_ms"]),
+                          name="name", tie_rule=RULE.split("; ")[1])
     choice = {"file": best["file"], "threads": best["threads"], "p50_ms": best["p50_ms"],
               "ci95_ms": best["ci95_ms"], "why": line}
     return choice, line

@@ -27,9 +27,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgekit import __version__
+from edgekit import manifest as mf
 from edgekit.errors import EdgekitError, EdgekitWarning
 from edgekit.fileio import sha256, write_json
-from edgekit.rundir import MANIFEST, RunDir
+from edgekit.manifest import FILE as MANIFEST
+from edgekit.rundir import RunDir
 
 FILE = "tuned.json"
 KIND = "edgekit-tuned"
@@ -99,13 +101,13 @@ def read(export: str | Path) -> dict:
     if doc.get("manifest_sha256") != sha256(export / MANIFEST):
         raise EdgekitError(f"{str(path)!r} was tuned against another export ({MANIFEST} has "
                            f"changed since); {redo}")
-    manifest = json.loads((export / MANIFEST).read_text(encoding="utf-8"))
-    listed = {**manifest.get("artifacts", {}), **(manifest.get("candidates") or {})}
+    manifest = mf.read(export / MANIFEST)
+    listed = {**manifest["artifacts"], **(manifest.get("candidates") or {})}
     entry = listed.get(file)
-    if not isinstance(entry, dict) or entry.get("sha256") != choice.get("sha256") \
-            or not (export / file).is_file() or sha256(export / file) != choice["sha256"]:
-        raise EdgekitError(f"{str(path)!r} chooses {file}, which is missing, not listed in "
-                           f"{MANIFEST} or not the file it was tuned with; {redo}")
+    if not isinstance(entry, dict) or entry.get("sha256") != choice.get("sha256"):
+        raise EdgekitError(f"{str(path)!r} chooses {file}, which is not listed in {MANIFEST} "
+                           f"with the sha256 it was tuned with; {redo}")
+    mf.check_sha256(export / file, choice["sha256"], listed_in=FILE, then=redo)
     if type(threads) is not int or threads < 1:
         raise EdgekitError(f"{str(path)!r} chooses {threads!r} threads; {redo}")
     return doc

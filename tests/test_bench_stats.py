@@ -111,3 +111,38 @@ def test_noise_warning_above_ten_percent_cv():
     assert stats.noise_warning({"cv": 0.10}, "model.onnx") is None
     line = stats.noise_warning({"cv": 0.137}, "model.onnx (batch 1, 2 threads)")
     assert line.startswith("model.onnx (batch 1, 2 threads): too noisy (CV 14% > 10%)")
+
+
+def test_pick_names_a_clear_winner_and_otherwise_follows_the_preference():
+    rows = [result("documented.onnx", 2.0, 1.9, 2.1), result("other.onnx", 1.0, 0.9, 1.1)]
+    best, line = stats.pick(rows, prefer=rows.index)
+    assert best["file"] == "other.onnx" and line.startswith("fastest: other.onnx")
+    rows = [result("documented.onnx", 1.05, 0.95, 1.2), result("other.onnx", 1.0, 0.9, 1.1)]
+    best, line = stats.pick(rows, prefer=rows.index, tie_rule="documented first")
+    assert best["file"] == "documented.onnx"
+    assert line.endswith("; chose documented.onnx by the tie rule (documented first)")
+    assert stats.pick(rows[:1], prefer=rows.index)[0] is rows[0]
+
+
+class Runner:
+    """A runner that records its calls and the thread count it was set to."""
+
+    def __init__(self, name, log):
+        self.name, self.log, self.threads = name, log, None
+
+    def use_threads(self, threads):
+        self.threads = threads
+
+    def run(self, x):
+        self.log.append((self.name, self.threads, x))
+
+
+def test_time_interleaved_rotates_sets_threads_and_splits_the_runs(clock):
+    log = []
+    runners = [Runner("a", log), Runner("b", log)]
+    times = stats.time_interleaved(runners, ["xa", "xb"], 3, runs=[4, 2], warmup=1, rounds=2)
+    assert [len(r) for r in times] == [2, 2]  # per runner, one array per round
+    assert [len(ms) for ms in times[0]] == [2, 2] and [len(ms) for ms in times[1]] == [1, 1]
+    # round 1: a (1 warm-up + 2), b (1 + 1); round 2 starts at b: b (1 + 1), a (1 + 2)
+    assert [name for name, _, _ in log] == list("aaabbbbaaa")
+    assert {(name, t, x) for name, t, x in log} == {("a", 3, "xa"), ("b", 3, "xb")}

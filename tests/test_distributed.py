@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from edgekit.distributed import World
+from edgekit.distributed import World, select_amp, select_device
 from edgekit.errors import EdgekitError
-from edgekit.loop import epoch_order, select_amp, select_device
+from edgekit.loop import epoch_order
 
 
 def test_a_world_of_one_needs_no_process_group():

@@ -95,7 +95,8 @@ def test_local_export_tunes_every_candidate_and_says_which_is_fastest(tiny_run):
 def test_tuning_stays_within_its_budget(tiny_run):
     import time
 
-    from edgekit.exporting.timing import ROUNDS, time_artifacts
+    from edgekit.bench.stats import ROUNDS
+    from edgekit.exporting.timing import time_artifacts
 
     export = tiny_run / "export"
     with np.load(export / "samples.npz") as z:

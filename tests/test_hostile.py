@@ -309,7 +309,7 @@ def test_a_table_streams_in_bounded_memory(tmp_path, table_model):
 
 
 def test_the_progress_bar_of_a_table_follows_its_bytes(tmp_path, table_model):
-    from edgekit.cli import _progress
+    from edgekit.cli.predict import _progress
     from edgekit.runtime.batch import predict
 
     class Bar:
@@ -515,7 +515,7 @@ class Evil:
 
 
 def test_predict_and_serve_agree_on_the_default_top_k():
-    from edgekit.cli import TOP_K
+    from edgekit.cli.common import TOP_K
     from edgekit.runtime.serve import Limits
 
     defaults = {c.name: {p.name: p.default for p in c.params}

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,6 +54,17 @@ class TwoHeads(nn.Module):
 
 def needs_args(width):
     return Net()
+
+
+class Mlp(nn.Module):
+    """16 numbers in, 4 classes out: a model of array inputs."""
+
+    def __init__(self, num_outputs=4):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, num_outputs))
+
+    def forward(self, x):
+        return self.net(x)
 
 
 NOT_A_MODEL = 3
@@ -111,6 +123,9 @@ def user(tmp_path_factory) -> dict:
         p = torch.softmax(model(x[1400:]), 1).numpy()
     threes = [i for i in range(len(p)) if target[1400 + i] == 3 and p[i].argmax() == 3]
     three = digits / "3" / f"{1400 + max(threes, key=lambda i: p[i, 3])}.png"
+    program = torch.export.export(model, (x[:2],),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(root / "model.pt2"))
     torch.onnx.export(model, (x[:2],), str(root / "model.onnx"), dynamo=True,
                       input_names=["image"], output_names=["logits"],
                       dynamic_shapes=({0: torch.export.Dim("batch")},))
@@ -204,7 +219,7 @@ def test_a_multi_output_model_on_unlabeled_images(user, tmp_path):
                   user["root"] / "two.safetensors", "--data", user["flat"], "--mode", "L",
                   "--image-size", "32", "--out", run).stdout
     assert "embedding [6], scores [3]" in out and "unlabeled" in out
-    edgekit("export", run, "--onnx", "--pte", "--int8")
+    edgekit("export", run, "--onnx", "--int8", "--tune-seconds", "0.3")
     report = json.loads((run / "export" / "report.json").read_text())
     assert report["task"] == "raw" and not report["labeled"]
     assert all(a["passed"] for a in report["artifacts"])
@@ -251,7 +266,6 @@ def run_cli(*args) -> tuple[int, str]:
     ("rgb", "the model rejects input of shape 3x32x32"),
     ("labels", "3 labels in --labels, but the model gives 10 outputs"),
     ("empty", "holds no images and no class folders"),
-    ("no-data", "--data DIR is needed"),
     ("no-size", "give --image-size N"),
     ("exists", "already exists"),
 ])
@@ -270,7 +284,6 @@ def test_bad_input_gets_one_line_and_leaves_nothing(user, tmp_path, case, expect
         "rgb": [net, "--weights", root / "w.pt", "--mode", "RGB"],
         "labels": [net, "--weights", root / "w.pt", "--labels", "a,b,c"],
         "empty": [net, "--data", tmp_path / "empty"],
-        "no-data": [net, "--data", None],
         "no-size": [net, "--image-size", "0"],
         "exists": [net],
     }[case]
@@ -354,3 +367,127 @@ def test_the_api_imports_lazily_and_returns_a_run(user, tmp_path):
     assert isinstance(run, edgekit.Run) and run.task == "classification"
     assert run.source_kind == "python" and run.labels == [str(i) for i in range(10)]
     assert 0.5 < run.score <= 1.0
+
+
+@pytest.mark.slow
+def test_a_torch_export_program_imports_and_exports(user, tmp_path):
+    run = tmp_path / "P"
+    out = edgekit("import", user["root"] / "model.pt2", "--data", user["digits"], "--mode", "L",
+                  "--out", run).stdout
+    assert "input 1x32x32" in out  # read from the program
+    edgekit("export", run, "--onnx", "--int8")
+    report = json.loads((run / "export" / "report.json").read_text())
+    assert all(a["passed"] for a in report["artifacts"])
+    assert report["int8"]["method"] == "static"  # the program's convolutions, seen as operators
+
+
+@pytest.mark.slow
+def test_without_data_fp32_exports_and_int8_is_refused(user, tmp_path):
+    run = tmp_path / "N"
+    edgekit("import", f"{user['root'] / 'my_net.py'}:Net", "--weights",
+            user["root"] / "w.safetensors", "--mode", "L", "--image-size", "32",
+            "--out", run)  # no --data
+    edgekit("export", run, "--onnx")
+    assert (run / "export" / "model.onnx").is_file()
+    int8 = edgekit("export", run, "--onnx", "--int8", check=False)
+    assert int8.returncode == 1 and len(int8.stderr.strip().splitlines()) == 1
+    assert "int8 needs real inputs to calibrate and check on" in int8.stderr
+
+
+@pytest.mark.slow
+def test_array_inputs_in_class_folders(user, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, str(user["root"]))
+    try:
+        import my_net
+    finally:
+        sys.path.remove(str(user["root"]))
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 3, (4, 16))
+    data = tmp_path / "arrays"
+    x, y = [], []
+    for k in range(4):
+        (data / f"c{k}").mkdir(parents=True)
+        for i in range(40):
+            v = (centers[k] + rng.normal(0, 1, 16)).astype(np.float32)
+            np.save(data / f"c{k}" / f"{i}.npy", v)
+            x.append(v)
+            y.append(k)
+    model = my_net.Mlp()
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    xt, yt = torch.tensor(np.array(x)), torch.tensor(y)
+    for _ in range(200):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(xt), yt).backward()
+        opt.step()
+    save_file(model.state_dict(), tmp_path / "mlp.safetensors")
+    run = tmp_path / "A"
+    out = edgekit("import", f"{user['root'] / 'my_net.py'}:Mlp", "--weights",
+                  tmp_path / "mlp.safetensors", "--data", data, "--out", run).stdout
+    assert "input 16, 4 classes" in out
+    assert json.loads((run / "metrics.json").read_text())["labels"] == ["c0", "c1", "c2", "c3"]
+    edgekit("export", run, "--onnx", "--int8")
+    report = json.loads((run / "export" / "report.json").read_text())
+    assert report["int8"]["method"] == "dynamic" and all(a["passed"] for a in report["artifacts"])
+    got = json.loads(edgekit("predict", run / "export" / "model.int8.onnx",
+                             data / "c2" / "0.npy", "--json").stdout)
+    assert got["label"] == "c2"
+
+
+@pytest.mark.slow
+def test_your_architecture_in_a_recipe(user, tmp_path):
+    run = tmp_path / "T"
+    edgekit("train", "lenet5", "--set", f"model.name={user['root'] / 'my_net.py'}:Net",
+            "--set", "train.epochs=1", "--out", run, "--no-progress")
+    recipe = (run / "recipe.yaml").read_text()
+    assert "name: source/my_net.py:Net" in recipe and (run / "source" / "my_net.py").is_file()
+    edgekit("export", run, "--onnx")
+    assert (run / "export" / "model.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_a_torchvision_architecture_with_its_weights(user, tmp_path):
+    import torchvision
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    torch_model = torchvision.models.get_model("mobilenet_v3_small", weights=None)
+    save_file(torch_model.state_dict(), tmp_path / "mnv3.safetensors")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(
+            photos / f"{i}.jpg")
+    run = tmp_path / "V"
+    out = edgekit("import", "torchvision:mobilenet_v3_small", "--weights",
+                  tmp_path / "mnv3.safetensors", "--data", photos, "--resize", "72",
+                  "--image-size", "64", "--normalize", "imagenet", "--out", run).stdout
+    assert "input 3x64x64, 1000 classes" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["preprocess"]["resize"] == 72
+    assert metrics["preprocess"]["mean"] == [0.485, 0.456, 0.406]
+
+
+@pytest.mark.slow
+def test_the_readme_api_example_runs(user, tmp_path):
+    """The README's Python example, run as written in a folder holding the user's files."""
+    import shutil
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    code = text.split("<!-- api-example -->")[1].split("<!-- /api-example -->")[0]
+    code = code.split("```python")[1].split("```")[0]
+    for name in ("my_net.py", "w.safetensors"):
+        shutil.copy(user["root"] / name, tmp_path / name)
+    shutil.copytree(user["digits"], tmp_path / "digits")
+    three = user["three"].relative_to(user["root"]).as_posix()  # a 3 the model calls 3
+    code = code.replace("digits/3/1418.png", three)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("run: runs/mine (source/my_net.py:Net, input 1x32x32")
+    assert "'model.int8.pte': True" in lines[1] and "False" not in lines[1]
+    assert lines[-1] == "3"

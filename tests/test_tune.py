@@ -183,7 +183,7 @@ def test_tune_refuses_a_damaged_shipped_file(export):
     ("threads", "was edited or is damaged"),
     ("choice", "was edited or is damaged"),
     ("not json", "was edited or is damaged"),
-    ("artifact", "not the file it was tuned with"),
+    ("artifact", "does not match the sha256 in tuned.json"),
     ("manifest", "was tuned against another export"),
 ])
 def test_a_tampered_tuned_json_is_refused(export, tiny_png, tamper, says):

@@ -6,7 +6,7 @@
 Latencies are skewed (a preempted call can take 10x the median), so the headline figure is the
 median and its 95% interval is distribution-free (order statistics, no normality assumed).
 Successive calls are not independent on a busy machine, so the interval is a lower bound on
-the real uncertainty: compare artifacts measured in one run, interleaved (see sweep.py).
+the real uncertainty: compare artifacts measured in one run, interleaved (time_interleaved).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import time
 import numpy as np
 
 NOISY_CV = 0.10  # a run whose standard deviation exceeds 10% of its mean is flagged
+ROUNDS = 5  # interleaved rounds: `edgekit bench`, export's timing and `edgekit tune` alike
+REWARM = 2  # untimed calls at the start of each later round (caches were evicted)
 
 
 def measure(fn, *args, runs: int = 200, warmup: int = 20, seconds: float | None = None,
@@ -70,37 +72,58 @@ def _timed_calls(fn, args: tuple, n: int) -> np.ndarray:
     return np.diff(stamps) * 1e3
 
 
-def interleaved(calls: list[tuple], rounds: int, runs, warmup, seconds: float | None = None,
-                rotate: bool = False, before=None) -> list[list[np.ndarray]]:
-    """Time several artifacts against each other in interleaved rounds (A B C, A B C, ...).
+def time_interleaved(runners: list, inputs: list, threads: int, *, runs=200,
+                     seconds: float | None = None, warmup: int = 2,
+                     rounds: int = ROUNDS) -> list[list[np.ndarray]]:
+    """The one way edgekit times artifacts against each other (bench, export, tune).
 
-    A slow phase of a shared machine then hits every artifact alike, so their ratios stay
-    honest; `edgekit bench` and export's tuning both time this way.
+    Interleaved rounds, each starting at the next runner (A B C, B C A, ...); before its
+    turn a runner is set to `threads` (process-wide pools are shared); the first round warms
+    up with `warmup` calls, later rounds re-warm with up to REWARM.
 
     Args:
-        calls: (fn, x) per artifact; each call is fn(x).
-        rounds: how many rounds.
-        runs: (artifact, round) -> timed calls (ignored when `seconds` is given).
-        warmup: (artifact, round) -> untimed calls first: the other artifacts' rounds evicted
-            this one's weights from the caches.
-        seconds: a time budget per artifact, split evenly over the rounds.
-        rotate: start round k at artifact k, so no artifact always runs first.
-        before: called with the artifact's index before its round (e.g. to set threads).
+        runners: edgekit.runtime runners; inputs: one input batch per runner.
+        runs: timed calls per runner in all, split evenly over the rounds (at least one a
+            round): one count, or one per runner. Ignored when `seconds` is given.
+        seconds: a time budget per runner instead, split evenly over the rounds.
 
     Returns:
-        Per artifact, one array of latencies (ms) per round.
+        Per runner, one array of latencies (ms) per round.
     """
-    times: list[list[np.ndarray]] = [[] for _ in calls]
-    n = len(calls)
+    counts = runs if isinstance(runs, list | tuple) else [runs] * len(runners)
+    shares = [[max(1, len(a)) for a in np.array_split(np.arange(n), rounds)] for n in counts]
+    times: list[list[np.ndarray]] = [[] for _ in runners]
+    n = len(runners)
     for k in range(rounds):
-        for i in [(k + j) % n for j in range(n)] if rotate else range(n):
-            if before is not None:
-                before(i)
-            fn, x = calls[i]
-            times[i].append(measure(fn, x, runs=0 if seconds else runs(i, k),
-                                    warmup=warmup(i, k), min_runs=1,
+        for i in [(k + j) % n for j in range(n)]:
+            runners[i].use_threads(threads)
+            times[i].append(measure(runners[i].run, inputs[i],
+                                    runs=0 if seconds else shares[i][k],
+                                    warmup=warmup if k == 0 else min(warmup, REWARM),
+                                    min_runs=1,
                                     seconds=None if seconds is None else seconds / rounds))
     return times
+
+
+def pick(results: list[dict], prefer, name: str = "file",
+         tie_rule: str = "") -> tuple[dict, str]:
+    """The one rule for choosing the faster of several timed results (export, tune).
+
+    The lowest median wins when its 95% interval overlaps no other's (`verdict`); otherwise,
+    among the results within noise of it, the first by `prefer` (a sort key: the documented
+    layout, fewer threads, ...). `tie_rule` says that order in words, for the line.
+
+    Returns:
+        (the chosen result, one line saying why).
+    """
+    if len(results) == 1:
+        return results[0], f"only {results[0][name]} was timed"
+    v = verdict(results, name=name)
+    if v["fastest"]:
+        return next(r for r in results if r[name] == v["fastest"]), v["text"]
+    best = min((r for r in results if r[name] in v["tied"]), key=prefer)
+    return best, f"{v['text']}; chose {best[name]} by the tie rule" + (
+        f" ({tie_rule})" if tie_rule else "")
 
 
 def threads_text(n: int) -> str:

@@ -1,10 +1,10 @@
 """`edgekit bench`: time artifacts on this machine over batch sizes and thread counts.
 
 For each thread count every artifact is loaded once; for each batch size the artifacts are
-timed in interleaved rounds (A B C, A B C, ...), so a slow phase of a shared machine hits all
-of them alike and their ratios stay honest. Each result carries the machine facts
-(`edgekit.machine.machine_info()`); under qemu-user emulation `machine.emulated` is true and
-the times are not ARM timings.
+timed in interleaved rounds (edgekit.bench.stats.time_interleaved), so a slow phase of a
+shared machine hits all of them alike and their ratios stay honest. Each result carries the
+machine facts (`edgekit.machine.machine_info()`); under qemu-user emulation `machine.emulated`
+is true and the times are not ARM timings.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from edgekit.bench.efficiency import (
 )
 from edgekit.bench.stats import (
     NOISY_CV,
-    interleaved,
+    ROUNDS,
     latency_stats,
     ms_text,
     noise_warning,
     threads_text,
+    time_interleaved,
     verdict,
 )
 from edgekit.errors import EdgekitError
@@ -39,7 +40,6 @@ from edgekit.table import flagged, table
 
 KIND = "edgekit-bench"  # the "kind" of the JSON this writes; README "Bench JSON" documents it
 SCHEMA = 2
-ROUNDS = 5  # interleaved rounds per artifact
 
 
 def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
@@ -85,8 +85,9 @@ def bench(paths: list[str | Path], runs: int = 200, warmup: int = 20,
         if t != threads_list[0]:
             runners = [load(p, threads=t) for p in files]
         for b in batches:
-            times = _interleaved(runners, [_input(r, b) for r in runners], t, runs, warmup,
-                                 seconds, rounds)
+            times = [np.concatenate(ms) for ms in time_interleaved(
+                runners, [_input(r, b) for r in runners], t, runs=runs, seconds=seconds,
+                warmup=warmup, rounds=rounds)]
             group = []
             for p, runner, ms in zip(files, runners, times, strict=True):
                 row = {**_describe(runner), "batch": b, "threads": t,
@@ -196,18 +197,6 @@ def format_table(report: dict) -> str:
     for c in report["comparisons"]:
         lines.append(f"{c['model']}, batch {c['batch']}, {threads_text(c['threads'])}: {c['text']}")
     return "\n".join(lines)
-
-
-def _interleaved(runners, inputs, threads, runs, warmup, seconds, rounds) -> list[np.ndarray]:
-    """Per runner, the latencies of `runs` calls (or `seconds`) split over `rounds` rounds."""
-    shares = [len(a) for a in np.array_split(np.arange(runs), rounds)]
-    # The first round warms up fully; later rounds re-warm the caches with a call or two.
-    times = interleaved(list(zip((r.run for r in runners), inputs, strict=True)), rounds,
-                        runs=lambda i, k: shares[k],
-                        warmup=lambda i, k: warmup if k == 0 else min(warmup, 2),
-                        seconds=seconds,
-                        before=lambda i: runners[i].use_threads(threads))
-    return [np.concatenate(t) for t in times]
 
 
 def _describe(runner) -> dict:

@@ -5,7 +5,11 @@ preprocessing spec itself, so training and the runtime prepare inputs identicall
 
     digits         scikit-learn's 8x8 digits, shipped inside the package: the offline default
     mnist, fashion-mnist, cifar10   torchvision's, from data.root or downloaded
-    imagefolder    a folder of class folders at data.root
+    imagefolder    a folder of class folders at data.root (imagefiles: a flat, unlabeled one)
+    arrayfolder    .npy inputs at data.root (noise: random inputs, no data at all)
+
+An installed package adds its own datasets under the `edgekit.datasets` entry-point group (the
+entry point is a builder); a recipe names them like any other.
 
 A builder whose data are neither on disk nor downloadable raises DataUnavailable; when the
 recipe names a `data.fallback`, `build_dataset` builds that instead and says why in
@@ -30,7 +34,7 @@ def build_dataset(cfg) -> DataSplits:
         EdgekitError: unknown name (listing the choices), or data neither on disk nor
             downloadable with no fallback named (DataUnavailable: names where it looked).
     """
-    builder = DATASETS.get(cfg.name)
+    builder = dataset_builder(cfg.name)
     try:
         data = builder(cfg)
     except DataUnavailable as e:
@@ -44,9 +48,21 @@ def build_dataset(cfg) -> DataSplits:
     return data
 
 
+def dataset_builder(name: str):
+    """The registered builder, else an `edgekit.datasets` entry point's; else the registry's
+    error listing the valid names."""
+    if name not in DATASETS:
+        from importlib.metadata import entry_points
+
+        found = {ep.name: ep for ep in entry_points(group="edgekit.datasets")}
+        if name in found:
+            return found[name].load()
+    return DATASETS.get(name)
+
+
 def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
 # Builders register themselves on import.
-from edgekit.data import digits, folder, generated, text, uci, vision  # noqa: E402, F401
+from edgekit.data import arrays, digits, folder, generated, text, uci, vision  # noqa: E402, F401

@@ -45,7 +45,7 @@ from edgekit.exporting.prepare import Options, Prepared, prepare
 from edgekit.exporting.previous import keep_previous, notes
 from edgekit.exporting.report import build_report, manifest_entry, report_markdown
 from edgekit.fileio import atomic_dir, atomic_path, write_json, write_text
-from edgekit.rundir import MANIFEST, REPORT, REPORT_MD, SAMPLES, RunDir
+from edgekit.rundir import REPORT, REPORT_MD, RunDir
 
 __all__ = ["export", "report_markdown", "ExportContext"]
 
@@ -118,8 +118,7 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
         report = build_report(prep, final, cands, tuning, kept_files,
                               skipped + notes(stage, rebuilt, kept))
         report["int8_accuracy"] = int8_accuracy
-        publish(stage, prep, final, report, started)
-        ship.record(stage, final, shipped, opts.keep_candidates)  # references, manifest
+        publish(stage, prep, final, report, started, shipped, opts.keep_candidates)
     return report
 
 
@@ -147,16 +146,18 @@ def write_candidates(prep: Prepared, ctx: ExportContext) -> tuple[list[Candidate
 
 
 def publish(stage: Path, prep: Prepared, final: list[Candidate], report: dict,
-            started: float) -> None:
-    """manifest.json (each artifact's sha256), samples.npz, report.json and report.md."""
+            started: float, shipped: list[Candidate], keep_candidates: bool) -> None:
+    """samples.npz, references.npz (with --keep-candidates: edgekit.exporting.ship), then
+    manifest.json once (each shipped file's sha256), report.json and report.md."""
+    from edgekit import manifest as mf
     from edgekit.macs import macs_entry
-    from edgekit.manifest import with_files
 
-    files = {c.fmt.file: manifest_entry(c) for c in final}
-    write_json(stage / MANIFEST, {**with_files(prep.manifest, stage, files),
-                                  **macs_entry(stage)})  # the model's MACs per input
-    with atomic_path(stage / SAMPLES) as tmp, open(tmp, "wb") as f:
+    with atomic_path(stage / mf.SAMPLES) as tmp, open(tmp, "wb") as f:
         np.savez(f, x=prep.samples[0], y=prep.samples[1])
+    files = {c.fmt.file: manifest_entry(c) for c in final}
+    mf.write(stage, {**mf.with_files(prep.manifest, stage, files),
+                     **macs_entry(stage),  # the model's MACs per input
+                     **ship.record(stage, final, shipped, keep_candidates)})
     report["export_seconds"] = round(time.perf_counter() - started, 2)
     write_json(stage / REPORT, report)
     write_text(stage / REPORT_MD, report_markdown(report))

@@ -1,9 +1,9 @@
 """Time the checked artifacts on this machine and choose which candidate each format publishes.
 
-One rule for "faster", the one `edgekit bench` uses (edgekit.bench.stats.overlap): a candidate
-is faster than another only when its median is lower and their 95% intervals of the median do
-not overlap. So the target's documented layout (its first candidate) stays unless another is
-faster beyond the noise.
+One rule for "faster", the one `edgekit bench` and `edgekit tune` use (edgekit.bench.stats.pick):
+the lowest median wins only when its 95% interval of the median overlaps no other's; within the
+noise of it, the target's documented order decides. So the target's documented layout (its
+first candidate) stays unless another is faster beyond the noise.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def time_candidates(target, budget: float, cands: list[Candidate], x: np.ndarray
     Returns:
         The report's "tuning" entry: whether it timed, and with which settings (or why not).
     """
-    from edgekit.exporting.timing import ROUNDS, time_artifacts
+    from edgekit.bench.stats import ROUNDS
+    from edgekit.exporting.timing import time_artifacts
     from edgekit.machine import usable_cores
 
     if not target.tune:
@@ -78,24 +79,20 @@ def choose(cands: list[Candidate]) -> Candidate:
     the noise; with none passing (only reached with allow_degraded), the most accurate one,
     marked degraded.
     """
-    from edgekit.bench.stats import overlap
+    from edgekit.bench.stats import pick
 
     passing = [c for c in cands if c.check.passed]
     if not passing:
         best = min(cands, key=lambda c: c.check.badness())
         best.check.degraded = True
         return best
-    first, timed = passing[0], [c for c in passing if c.ms is not None]
-    if first.ms is None or not timed:
-        return first
-    best = min(timed, key=lambda c: c.ms)
-    if best is first or overlap(_interval(first), _interval(best)):
-        return first
-    return best
-
-
-def _interval(c: Candidate) -> dict:
-    return {"ci95_ms": (c.check.timing or {}).get("ci95_ms", [c.ms, c.ms])}
+    if passing[0].ms is None or not any(c.ms is not None for c in passing):
+        return passing[0]
+    rows = [{"index": i, "p50_ms": c.ms,
+             "ci95_ms": (c.check.timing or {}).get("ci95_ms", [c.ms, c.ms])}
+            for i, c in enumerate(passing) if c.ms is not None]
+    best, _ = pick(rows, prefer=lambda r: r["index"], name="index")
+    return passing[best["index"]]
 
 
 def speed_line(artifacts: list[Candidate], target, tuning: dict) -> str:

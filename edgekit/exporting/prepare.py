@@ -80,6 +80,10 @@ def prepare(run: str | Path, fmts: list, opts: Options) -> Prepared:
     if model is None:
         _onnx_only(run, fmts)
     cfg = recipe.export
+    if recipe.data.name == "noise" and any(f.precision == "int8" for f in fmts):
+        raise EdgekitError(f"int8 needs real inputs to calibrate and check on: {str(run)!r} was "
+                           "imported without --data (ranges calibrated on noise are how int8 "
+                           "silently breaks); import again with --data DIR, or export fp32 only")
     plan = _int8_plan(model if model is not None else RunDir(run).onnx_source, fmts, cfg,
                       opts.int8_method, tuple(opts.exclude))
     data = build_dataset(recipe.data)

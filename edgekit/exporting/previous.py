@@ -7,7 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-from edgekit.rundir import BENCH, MANIFEST, REPORT, REPORT_MD, SAMPLES
+from edgekit.manifest import FILE as MANIFEST
+from edgekit.manifest import SAMPLES
+from edgekit.rundir import BENCH, REPORT, REPORT_MD
 
 REWRITTEN = (MANIFEST, REPORT, REPORT_MD, SAMPLES,  # by every export
              "sensitivity.png")  # sensitivity*.png: drawn for report.md by each int8 export

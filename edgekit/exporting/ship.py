@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.fileio import atomic_path, sha256, write_json
-from edgekit.rundir import MANIFEST, SAMPLES
-from edgekit.tune import CANDIDATES, REFERENCES
+from edgekit.fileio import atomic_path, sha256
+from edgekit.manifest import CANDIDATES, REFERENCES, SAMPLES, sample_outputs
 from edgekit.tuned import FILE as TUNED
 
 
@@ -73,18 +72,21 @@ def keep(stage: Path, cands: list, on: bool, notes: list[str]) -> list:
     return shipped
 
 
-def record(stage: Path, final: list, shipped: list, on: bool) -> None:
-    """Write references.npz and list it and the candidates in the stage's manifest.json.
+def record(stage: Path, final: list, shipped: list, on: bool) -> dict:
+    """Write references.npz (the host's outputs on samples.npz, already in the stage); return
+    the manifest's "candidates" and "references" entries, which `publish` writes once.
 
     Args:
         final: the published artifacts (Candidate); those that failed their check are left out.
         shipped: what `keep` returned.
+
+    Returns:
+        {"candidates": ..., "references": ...}, or {} when not `on`.
     """
     if not on:
-        return
+        return {}
     from edgekit.exporting.report import manifest_entry
     from edgekit.runtime import load
-    from edgekit.tune import sample_outputs
 
     with np.load(stage / SAMPLES, allow_pickle=False) as z:
         x = z["x"]
@@ -93,19 +95,11 @@ def record(stage: Path, final: list, shipped: list, on: bool) -> None:
     outputs = {name: sample_outputs(load(stage / name), x) for name in files}
     with atomic_path(stage / REFERENCES) as tmp, open(tmp, "wb") as f:
         np.savez(f, **outputs)
-    manifest = _read_json(stage / MANIFEST)
-    manifest["candidates"] = {
+    candidates = {
         name: {**manifest_entry(c), "bytes": (stage / name).stat().st_size,
                "sha256": sha256(stage / name)}
         for name, c in files.items() if name.startswith(f"{CANDIDATES}/")}
-    manifest["references"] = {"file": REFERENCES, "inputs": SAMPLES, "files": list(files),
-                              "bytes": (stage / REFERENCES).stat().st_size,
-                              "sha256": sha256(stage / REFERENCES),
-                              "inputs_sha256": sha256(stage / SAMPLES)}
-    write_json(stage / MANIFEST, manifest)
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8"))
+    references = {"file": REFERENCES, "inputs": SAMPLES, "files": list(files),
+                  "bytes": (stage / REFERENCES).stat().st_size,
+                  "sha256": sha256(stage / REFERENCES), "inputs_sha256": sha256(stage / SAMPLES)}
+    return {"candidates": candidates, "references": references}

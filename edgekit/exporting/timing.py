@@ -3,8 +3,9 @@
 The machine may be shared and noisy, so the artifacts are timed in interleaved rounds (each
 round runs every artifact, starting from a different one) and each artifact's latency is the
 median of its per-round medians: a noisy moment slows one round of every artifact, not all
-rounds of one. The timings come from edgekit.bench.measure, the harness `edgekit bench` uses.
-Each artifact gets a time budget, so tuning a large model stays bounded.
+rounds of one. The timings come from edgekit.bench.stats.time_interleaved, the harness
+`edgekit bench` and `edgekit tune` use. Each artifact gets a time budget, so timing a large
+model stays bounded.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROUNDS = 7
 MAX_RUNS = 200  # per round: enough for a tiny model's median, cheap at 50 us a call
 
 
-def time_artifacts(paths: list[Path], x: np.ndarray, threads: int, budget_s: float,
-                   rounds: int = ROUNDS) -> dict[Path, dict]:
+def time_artifacts(paths: list[Path], x: np.ndarray, threads: int,
+                   budget_s: float) -> dict[Path, dict]:
     """Latency of each artifact on input `x`, timed in interleaved rounds.
 
     Args:
@@ -26,24 +26,22 @@ def time_artifacts(paths: list[Path], x: np.ndarray, threads: int, budget_s: flo
         x: one model input batch (B, ...) float32.
         threads: intra-op threads for every backend.
         budget_s: seconds of timed calls per artifact; an artifact slower than
-            budget_s / rounds still runs once a round (plus 3 sizing calls in all).
+            budget_s / ROUNDS still runs once a round (plus sizing and warm-up calls).
 
     Returns:
         path -> {"ms": median of round medians, "round_ms": [...], "runs_per_round": n,
         "ci95_ms": the 95% interval of the median of every timed call}.
     """
-    from edgekit.bench.stats import interleaved, latency_stats, measure
+    from edgekit.bench.stats import ROUNDS, latency_stats, measure, time_interleaved
     from edgekit.runtime import load
 
     runners = [load(p, threads=threads) for p in paths]
     runs = []
     for runner in runners:  # warm up, and size each round to the budget
         probe = float(measure(runner.run, x, runs=2, warmup=1).min())
-        runs.append(int(np.clip(budget_s * 1e3 / rounds / max(probe, 1e-3), 1, MAX_RUNS)))
-    # One untimed call a round when the round has room: the previous artifact evicted this
-    # one's weights from the caches.
-    times = interleaved([(r.run, x) for r in runners], rounds, runs=lambda i, k: runs[i],
-                        warmup=lambda i, k: 1 if runs[i] >= 4 else 0, rotate=True)
+        runs.append(int(np.clip(budget_s * 1e3 / ROUNDS / max(probe, 1e-3), 1, MAX_RUNS)))
+    times = time_interleaved(runners, [x] * len(runners), threads,
+                             runs=[n * ROUNDS for n in runs], warmup=1)
     out = {}
     for p, n, per_round in zip(paths, runs, times, strict=True):
         medians = [float(np.median(ms)) for ms in per_round]

@@ -50,7 +50,7 @@ def build_external(name: str, *, input_shape=None, num_outputs: int | None = Non
             not found in it, not a Module, or keywords the callable needs that edgekit lacks.
     """
     if name.endswith(".pt2"):
-        return load_program(name).module()
+        return program_module(load_program(name))
     found = locate(name)
     given = {"input_shape": tuple(input_shape) if input_shape is not None else None,
              "num_outputs": num_outputs, "dropout": dropout}
@@ -134,6 +134,39 @@ def load_program(path: str | Path):
                 f"the same or a newer torch)" if saved else "")
         raise EdgekitError(f"{str(path)!r} is not a torch.export program this torch can read"
                            f"{hint}: {type(e).__name__}: {one_line(e, 200)}") from None
+
+
+def program_module(program):
+    """An ExportedProgram as an nn.Module the exporters take. Its graph fixed train/eval mode
+    when it was exported (its module refuses `.eval()`), so the wrapper's mode stays its own."""
+    import torch
+
+    class Program(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.program = program.module()
+            self.edgekit_input_shape = program_input_shape(program)
+
+        def train(self, mode: bool = True):
+            self.training = mode
+            return self
+
+        def forward(self, x):
+            return self.program(x)
+
+    return Program()
+
+
+def program_input_shape(program) -> tuple[int, ...] | None:
+    """One input's shape without the batch, as the program was exported; None where a
+    dimension after the batch is dynamic or the program takes several inputs."""
+    users = set(program.graph_signature.user_inputs)
+    vals = [n.meta.get("val") for n in program.graph.nodes
+            if n.op == "placeholder" and n.name in users]
+    if len(vals) != 1 or vals[0] is None:
+        return None
+    dims = tuple(vals[0].shape[1:])
+    return tuple(int(d) for d in dims) if all(isinstance(d, int) for d in dims) else None
 
 
 def _saved_by(path: Path) -> str:

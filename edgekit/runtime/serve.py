@@ -43,7 +43,7 @@ class Limits:
     timeout: float = 30.0  # seconds from the start of the body to the response; 504 beyond
     max_concurrent: int = 64  # requests in progress at once; 503 beyond
     workers: int = 2  # threads that decode and run inputs at once
-    k: int = 3  # default top-k for classification: as `edgekit predict` (cli.TOP_K)
+    k: int = 3  # default top-k for classification: as `edgekit predict` (cli.common.TOP_K)
     # Declared bytes of request bodies held at once (503 beyond; 0: 4 x max_body): with
     # decoding bounded by the workers and the pixel budget, this bounds the memory that
     # requests take together.

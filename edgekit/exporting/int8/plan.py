@@ -66,12 +66,17 @@ def choose_method(model, requested: str = "auto") -> tuple[str, str]:
     from torch import nn
 
     kinds = {type(m).__name__ for m in model.modules()}
+    # A torch.export program (an imported .pt2) keeps operators, not layer classes.
+    ops = {str(n.target) for m in model.modules() if hasattr(m, "graph")
+           for n in m.graph.nodes if n.op == "call_function"}
+    kinds |= {"Conv2d" for op in ops if "conv" in op} | {"Linear" for op in ops if "linear" in op}
     convs = sorted(k for k in kinds if k.startswith(("Conv", "LazyConv")))
     if convs:
         return "static", f"static (auto: the model has {', '.join(convs)} layers)"
     seq = (nn.Linear, nn.RNNBase, nn.RNNCellBase, nn.Embedding, nn.EmbeddingBag)
-    if any(isinstance(m, seq) for m in model.modules()):
-        found = sorted({type(m).__name__ for m in model.modules() if isinstance(m, seq)})
+    if any(isinstance(m, seq) for m in model.modules()) or "Linear" in kinds:
+        found = sorted({type(m).__name__ for m in model.modules() if isinstance(m, seq)}
+                       | (kinds & {"Linear"}))
         return "dynamic", (f"dynamic (auto: no convolutions; made of {', '.join(found)} layers, "
                            "whose activations dynamic quantization measures at run time)")
     return "static", "static (auto: no convolution, linear or recurrent layers found)"

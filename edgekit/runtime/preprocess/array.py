@@ -15,20 +15,14 @@ import numpy as np
 
 from edgekit.errors import EdgekitError, one_line
 from edgekit.fileio import not_a_file
+from edgekit.preprocess_spec import KEYS as KEYS_OF
 from edgekit.runtime.preprocess.kind import KINDS, Kind
 
-KEYS = ("shape",)
+KEYS = KEYS_OF["array"]
 
 
 def array_spec(shape: tuple[int, ...]) -> dict:
     return {"kind": "array", "shape": [int(d) for d in shape]}
-
-
-def check_spec(spec: dict, source: str) -> None:
-    shape = spec.get("shape")
-    if not (isinstance(shape, list) and all(type(d) is int and d > 0 for d in shape)):
-        raise EdgekitError(f"{source}: manifest preprocess (array) shape must be a list of "
-                           f"positive integers; got {shape!r}")
 
 
 def read(path: str | Path) -> np.ndarray:
@@ -94,10 +88,6 @@ class ArrayKind(Kind):
     keys = KEYS
     suffixes = (".npy", ".json")
     media_types = ("application/json", "application/octet-stream")
-
-    def validate(self, spec: dict, source: str) -> None:
-        super().validate(spec, source)
-        check_spec(spec, source)
 
     def read(self, path: Path, spec: dict) -> np.ndarray:
         return read(path)

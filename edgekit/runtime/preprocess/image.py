@@ -27,10 +27,9 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import not_a_file
+from edgekit.preprocess_spec import KEYS, MODES, RESAMPLE
 from edgekit.runtime.preprocess.kind import KINDS, Kind
 
-RESAMPLE = ("nearest", "bilinear", "bicubic")
-MODES = {"L": 1, "RGB": 3}  # mode -> channels
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
             ".pbm", ".pnm")
 
@@ -186,37 +185,9 @@ def image_to_array(img, spec: dict) -> np.ndarray:
 
 class ImageKind(Kind):
     name = "image"
-    keys = ("mode", "size", "resample", "scale", "mean", "std")
+    keys = KEYS["image"]
     suffixes = SUFFIXES
     media_types = ("image/*", "application/octet-stream")
-
-    def validate(self, spec: dict, source: str) -> None:
-        super().validate(spec, source)
-        where = f"{source}: manifest preprocess"
-        if spec["mode"] not in MODES:
-            raise EdgekitError(f"{where} mode {spec['mode']!r}; expected one of: L, RGB")
-        size = spec["size"]
-        if not (isinstance(size, list) and len(size) == 2
-                and all(type(s) is int and s > 0 for s in size)):
-            raise EdgekitError(f"{where} size {size!r}; expected [height, width], positive ints")
-        if spec["resample"] not in RESAMPLE:
-            raise EdgekitError(f"{where} resample {spec['resample']!r}; expected one of: "
-                               f"{', '.join(RESAMPLE)}")
-        if not (_number(spec["scale"]) and spec["scale"] > 0):
-            raise EdgekitError(f"{where} scale {spec['scale']!r}; expected a positive number")
-        channels = MODES[spec["mode"]]
-        for key in ("mean", "std"):
-            values = spec[key]
-            if not (isinstance(values, list) and len(values) == channels
-                    and all(_number(v) for v in values)):
-                raise EdgekitError(f"{where} {key} {values!r}; expected {channels} numbers for "
-                                   f"mode {spec['mode']}")
-        if not all(s > 0 for s in spec["std"]):
-            raise EdgekitError(f"{where} std {spec['std']!r}; expected positive numbers")
-        resize = spec.get("resize", max(size))
-        if not (type(resize) is int and resize >= max(size)):
-            raise EdgekitError(f"{where} resize {resize!r}; expected an int >= the size "
-                               f"{max(size)} (the shorter side before the center crop)")
 
     def read(self, path: Path, spec: dict):
         return load_image(path, spec)
@@ -243,6 +214,3 @@ class ImageKind(Kind):
 
 KINDS.register("image")(ImageKind())
 
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)

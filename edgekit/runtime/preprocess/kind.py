@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit import preprocess_spec
 from edgekit.errors import EdgekitError, excerpt
 from edgekit.registry import Registry
 
@@ -30,11 +31,9 @@ class Kind:
     media_types: tuple[str, ...] = ()
 
     def validate(self, spec: dict, source: str) -> None:
-        """Raise EdgekitError naming the first missing or ill-typed key of `spec`."""
-        missing = [k for k in self.keys if k not in spec]
-        if missing:
-            raise EdgekitError(f"{source}: manifest preprocess ({self.name}) is missing "
-                               f"{', '.join(missing)}")
+        """Raise EdgekitError naming the first missing or ill-typed key of `spec`: the kind's
+        rules live in edgekit.preprocess_spec, below the manifest that checks them too."""
+        preprocess_spec.check(self.name, spec, source)
 
     def accepts(self, media_type: str | None) -> bool:
         """Whether a body declared as `media_type` (None: not declared) may be decoded."""

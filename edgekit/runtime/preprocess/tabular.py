@@ -26,11 +26,12 @@ import numpy as np
 from edgekit.diskfull import human
 from edgekit.errors import EdgekitError, excerpt
 from edgekit.fileio import not_a_file
+from edgekit.preprocess_spec import KEYS as KEYS_OF
 from edgekit.runtime.preprocess.kind import KINDS, Kind
 
 MISSING = ("?", "")  # how a numeric value is written when it is unknown
 JSON_LIMIT = 64 * 1024 * 1024  # a JSON table is parsed whole; a bigger table must be CSV
-KEYS = ("columns",)
+KEYS = KEYS_OF["tabular"]
 
 
 def numeric_column(name: str, values: np.ndarray) -> dict:
@@ -45,26 +46,6 @@ def category_column(name: str, vocabulary: list[str], codes: np.ndarray) -> dict
     codes = np.asarray(codes, np.float64)
     return {"name": name, "type": "category", "values": list(vocabulary),
             "mean": round(float(codes.mean()), 6), "std": round(float(codes.std()) or 1.0, 6)}
-
-
-def check_spec(spec: dict, source: str) -> None:
-    """Check a tabular spec's columns. Raises EdgekitError naming the first bad column."""
-    cols = spec.get("columns")
-    if not (isinstance(cols, list) and cols):
-        raise EdgekitError(f"{source}: manifest preprocess (tabular) needs a non-empty list of "
-                           "columns")
-    for i, col in enumerate(cols):
-        ok = (isinstance(col, dict) and isinstance(col.get("name"), str)
-              and col.get("type") in ("numeric", "category")
-              and all(isinstance(col.get(k), (int, float)) for k in ("mean", "std"))
-              and col["std"] > 0)
-        if ok and col["type"] == "category":
-            values = col.get("values")
-            ok = isinstance(values, list) and values and all(isinstance(v, str) for v in values)
-        if not ok:
-            raise EdgekitError(f"{source}: manifest preprocess column {i} must give name, type "
-                               "(numeric or category), mean, std > 0 and, for a category, its "
-                               f"values; got {col!r}")
 
 
 def rows_to_array(rows: list[dict], spec: dict) -> np.ndarray:
@@ -301,10 +282,6 @@ class TabularKind(Kind):
     keys = KEYS
     suffixes = (".csv", ".json")
     media_types = ("text/csv", "application/json")
-
-    def validate(self, spec: dict, source: str) -> None:
-        super().validate(spec, source)
-        check_spec(spec, source)
 
     def read(self, path: Path, spec: dict) -> list[dict]:
         return read(path, spec)

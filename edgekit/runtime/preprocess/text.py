@@ -16,10 +16,11 @@ import numpy as np
 
 from edgekit.errors import EdgekitError, excerpt
 from edgekit.fileio import not_a_file
+from edgekit.preprocess_spec import ENCODINGS
+from edgekit.preprocess_spec import KEYS as KEYS_OF
 from edgekit.runtime.preprocess.kind import KINDS, Kind
 
-ENCODINGS = ("onehot", "index")
-KEYS = ("vocab", "length", "encoding")
+KEYS = KEYS_OF["text"]
 
 
 def text_spec(vocab: list[str], length: int, encoding: str = "onehot") -> dict:
@@ -28,22 +29,6 @@ def text_spec(vocab: list[str], length: int, encoding: str = "onehot") -> dict:
         raise EdgekitError(f"data.encoding: expected one of {', '.join(ENCODINGS)}, got "
                            f"{encoding!r}")
     return {"kind": "text", "vocab": list(vocab), "length": int(length), "encoding": encoding}
-
-
-def check_spec(spec: dict, source: str) -> None:
-    """Check a text spec. Raises EdgekitError naming what is wrong."""
-    vocab = spec.get("vocab")
-    if not (isinstance(vocab, list) and vocab and len(set(vocab)) == len(vocab)
-            and all(isinstance(c, str) and len(c) == 1 for c in vocab)):
-        raise EdgekitError(f"{source}: manifest preprocess (text) vocab must be a list of "
-                           f"distinct single characters; got {vocab!r}")
-    length = spec.get("length")
-    if not (type(length) is int and length > 0):
-        raise EdgekitError(f"{source}: manifest preprocess (text) length must be a positive "
-                           f"integer; got {length!r}")
-    if spec.get("encoding") not in ENCODINGS:
-        raise EdgekitError(f"{source}: manifest preprocess (text) encoding must be one of "
-                           f"{', '.join(ENCODINGS)}; got {spec.get('encoding')!r}")
 
 
 def text_to_array(text: str, spec: dict) -> np.ndarray:
@@ -83,10 +68,6 @@ class TextKind(Kind):
     keys = KEYS
     suffixes = (".txt",)
     media_types = ("text/plain",)
-
-    def validate(self, spec: dict, source: str) -> None:
-        super().validate(spec, source)
-        check_spec(spec, source)
 
     def read(self, path: Path, spec: dict) -> str:
         path = Path(path)
