@@ -289,8 +289,10 @@ def outputs(path: Path, files: list[Path]) -> np.ndarray:
                            for i in range(0, len(files), 64)])
 
 
-def run_model(name: str, work: Path) -> dict:
-    """Inputs, import, export, predict, verify, tune, bench and scores for one model."""
+def run_model(name: str, work: Path, export_flags: list[str], timeout: float,
+              onnx_only: bool = False) -> dict:
+    """Inputs, import, export (with `export_flags` too), predict, verify, tune, bench and
+    scores for one model; a command running longer than `timeout` seconds is stopped."""
     spec = MODELS[name]()
     work.mkdir(parents=True, exist_ok=True)
     record: dict = {"model": name, "task": spec["task"], "columns": spec["columns"],
@@ -307,16 +309,28 @@ def run_model(name: str, work: Path) -> dict:
         edgekit(log, "import", *spec["source"](work), "--data", str(work / "inputs" /
                                                                    "calibration"),
                 "--out", str(run))
-        edgekit(log, "export", str(run), *spec["formats"])
+        formats = [f for f in spec["formats"] if f != "--pte" or not onnx_only]
+        # --keep-candidates: the reference outputs `edgekit tune` checks every file against
+        edgekit(log, "export", str(run), *formats, "--keep-candidates", *export_flags,
+                timeout=timeout)
         export = run / "export"
-        edgekit(log, "predict", str(export / "model.int8.onnx"), str(files[0]))
-        edgekit(log, "verify", str(export))
-        edgekit(log, "tune", str(export), "--seconds", "1")
+        for step in (["predict", str(export / "model.int8.onnx"), str(files[0])],
+                     ["verify", str(export)], ["tune", str(export), "--seconds", "1"]):
+            try:  # recorded; the scores below do not depend on these
+                edgekit(log, *step)
+            except RuntimeError as e:
+                record.setdefault("step_failures", []).append(str(e))
         present = [export / a for a in ARTIFACTS if (export / a).is_file()]
         bench = work / "bench.json"
         edgekit(log, "bench", *map(str, present), "--threads", str(THREADS), "--batch", "1",
                 "--seconds", "3", "--out", str(bench))
-    except (RuntimeError, subprocess.TimeoutExpired) as e:
+    except subprocess.TimeoutExpired as e:
+        log.append({"command": " ".join(map(str, e.cmd)), "exit": None, "seconds": timeout,
+                    "stdout": (e.stdout or b"")[-6000:].decode(errors="replace"),
+                    "stderr": (e.stderr or b"")[-3000:].decode(errors="replace")})
+        record["failed"] = f"{log[-1]['command']}: stopped after {timeout:g} s"
+        return record
+    except RuntimeError as e:
         record["failed"] = str(e)
         return record
     latency = {r["file"]: r["p50_ms"] for r in json.loads(bench.read_text())["results"]}
@@ -379,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("runs/real"))
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder (default: benchmarks/results/DATE-CPU)")
+    parser.add_argument("--export-flag", action="append", default=[], metavar="FLAG",
+                        help="also pass FLAG to edgekit export, e.g. "
+                             "--export-flag=--no-int8-fallback (repeatable)")
+    parser.add_argument("--onnx-only", action="store_true", help="no .pte (quicker)")
+    parser.add_argument("--timeout", type=float, default=3600,
+                        help="seconds an export may run before it is stopped")
     opts = parser.parse_args(argv)
     names = [n.strip() for n in opts.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]
@@ -392,9 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     date = datetime.date.today().isoformat()
     slug = re.sub(r"[^a-z0-9]+", "-", machine["cpu"].lower()).strip("-")
     out = opts.out or Path(__file__).resolve().parent / "results" / f"{date}-{slug}"
-    results = {"date": date, "machine": machine, "threads": THREADS, "models": []}
+    results = {"date": date, "machine": machine, "threads": THREADS,
+               "export_flags": opts.export_flag, "models": []}
     for name in names:
-        results["models"].append(run_model(name, opts.work / name))
+        results["models"].append(run_model(name, opts.work / name, opts.export_flag,
+                                           opts.timeout, opts.onnx_only))
         out.mkdir(parents=True, exist_ok=True)  # after each model: a late failure keeps these
         write_json(out / "real_models.json", results)
         (out / "real_models.md").write_text(markdown(results))
