@@ -56,7 +56,7 @@ def test_midi_notes_and_crepe_frames():
     assert real_inputs.midi_hz(57) == pytest.approx(220.0)
     frame = real_inputs.crepe_frame(3 + 0.1 * np.sin(np.arange(1024) / 5))
     assert frame.dtype == np.float32 and frame.shape == (1024,)
-    assert abs(frame.mean()) < 1e-5 and frame.std() == pytest.approx(1, abs=1e-4)
+    assert abs(frame.mean()) < 1e-5 and frame.std(ddof=1) == pytest.approx(1, abs=1e-4)
 
 
 def test_midi_file_holds_every_note(tmp_path):
