@@ -1,6 +1,6 @@
 """Real inputs with a known answer, for the real models of benchmarks/real_models.py.
 
-Two builders, each writing folders in the layouts `edgekit import --data` reads:
+Builders, each writing folders in the layouts `edgekit import --data` reads:
 
 - `pitch_frames`: notes played by the sampled instruments of the FluidR3 General MIDI sound
   font (Debian `fluid-soundfont-gm`, MIT; recordings of real instruments and voices), rendered
@@ -12,6 +12,9 @@ Two builders, each writing folders in the layouts `edgekit import --data` reads:
   upright (class `0`) or turned by 180 degrees (class `180`), and laid out as RapidOCR's text
   direction classifier takes a crop: resized to height 48, width up to 192, padded on the right
   to 192 with mid-gray (0 after its (x - 0.5) / 0.5 normalization, as RapidOCR pads).
+
+- `text_pages`: 320 x 320 pages of lines of that prose in those fonts, with each line's box,
+  for RapidOCR's text detector.
 
 Each builder writes a calibration set (the `--data` folder) and a disjoint test set with a
 `truth.json` (file -> answer), so the scores are measured on inputs calibration never saw.
@@ -93,19 +96,8 @@ def crepe_frame(samples: np.ndarray) -> np.ndarray:
     return (frame / max(frame.std(ddof=1), 1e-10)).astype(np.float32)
 
 
-def frame_image(samples: np.ndarray):
-    """(1024,) audio -> a 32 x 32 8-bit grayscale image of it, row by row, its range stretched
-    to 0..255 (a model that normalizes each frame, as CREPE does, loses only the rounding)."""
-    from PIL import Image
-
-    low, high = samples.min(), samples.max()
-    pixels = np.round((samples - low) / max(high - low, 1e-12) * 255).astype(np.uint8)
-    return Image.fromarray(pixels.reshape(32, 32), mode="L")
-
-
-def pitch_frames(out: Path, png: bool = False) -> dict:
-    """Calibration frames (out/calibration/*.npy) and test frames (out/test/*.npy + truth.json);
-    with `png`, each frame as a 32 x 32 grayscale PNG instead (`frame_image`).
+def pitch_frames(out: Path) -> dict:
+    """Calibration frames (out/calibration/*.npy) and test frames (out/test/*.npy + truth.json).
 
     Every other semitone of each instrument's range goes to calibration, the rest to the test
     set. Frames quieter than 1% of the loudest frame of their instrument are skipped.
@@ -132,13 +124,8 @@ def pitch_frames(out: Path, png: bool = False) -> dict:
             if len(samples) < WINDOW or np.sqrt(np.mean(samples ** 2)) < 0.01 * loudest:
                 continue
             split = "calibration" if note % 2 == 0 else "test"
-            file = f"gm{program:03d}-n{note}-{round(offset * 1000):03d}ms"
-            if png:
-                file += ".png"
-                frame_image(samples).save(out / split / file)
-            else:
-                file += ".npy"
-                np.save(out / split / file, crepe_frame(samples))
+            file = f"gm{program:03d}-n{note}-{round(offset * 1000):03d}ms.npy"
+            np.save(out / split / file, crepe_frame(samples))
             counts[split] += 1
             if split == "test":
                 truth[file] = {"instrument": name, "note": note, "hz": round(midi_hz(note), 4)}

