@@ -146,14 +146,3 @@ def test_time_interleaved_rotates_sets_threads_and_splits_the_runs(clock):
     # round 1: a (1 warm-up + 2), b (1 + 1); round 2 starts at b: b (1 + 1), a (1 + 2)
     assert [name for name, _, _ in log] == list("aaabbbbaaa")
     assert {(name, t, x) for name, t, x in log} == {("a", 3, "xa"), ("b", 3, "xb")}
-
-
-def test_a_tie_between_candidates_named_by_index():
-    # exporting.choose names int8 candidates by their index; a tie (overlapping intervals, as
-    # on a loaded machine) must still give a verdict
-    from edgekit.bench.stats import pick
-
-    rows = [{"index": 0, "p50_ms": 1.0, "ci95_ms": [0.9, 1.2]},
-            {"index": 1, "p50_ms": 1.05, "ci95_ms": [0.95, 1.3]}]
-    best, text = pick(rows, prefer=lambda r: r["index"], name="index")
-    assert best["index"] == 0 and "0, 1" in text

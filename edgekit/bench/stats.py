@@ -213,7 +213,7 @@ def verdict(results: list[dict], name: str = "file") -> dict:
     best, rest = ranked[0], ranked[1:]
     tied = [r[name] for r in rest if overlap(best, r)]
     if tied:
-        names = ", ".join(map(str, [best[name], *tied]))  # names may be indexes (choose)
+        names = ", ".join([best[name], *tied])
         return {"fastest": None, "tied": [best[name], *tied],
                 "text": f"no clear winner: {names} are within noise of each other "
                         "(95% intervals of the median overlap)"}
