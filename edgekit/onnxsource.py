@@ -61,6 +61,8 @@ def copy_source(path: Path, dest: Path, inputs) -> OnnxSource:
                            "input tensor")
     given = tuple(inputs.input_shape) if inputs.input_shape else None
     shape = _input_shape(real[0], given, path)
+    if {o.domain: o.version for o in proto.opset_import}.get("", 13) < 13:  # per-channel int8
+        proto = onnx.version_converter.convert_version(proto, 13)  # (DequantizeLinear axis)
     old = real[0].name
     if old != INPUT:
         _rename_input(proto, old, INPUT)
