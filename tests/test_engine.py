@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from edgekit.augment import augment
 from edgekit.data import ArraySplit, DataSplits
 from edgekit.errors import EdgekitError
-from edgekit.loop import augment, evaluate, fit
+from edgekit.loop import evaluate, fit
 from edgekit.losses import LOSSES, build_loss
 from edgekit.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, param_groups
 from edgekit.recipe import load_recipe

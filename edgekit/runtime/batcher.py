@@ -163,3 +163,23 @@ def summary(values) -> dict | None:
     p50, p90, p99 = np.percentile(a, [50, 90, 99])
     return {"count": len(a), "p50": round(float(p50), 3), "p90": round(float(p90), 3),
             "p99": round(float(p99), 3), "max": round(float(a.max()), 3)}
+
+
+def metrics_endpoint(counters, batcher):
+    """GET /metrics (serve): request counts and the batcher's batch sizes and times."""
+    from starlette.responses import JSONResponse
+
+    async def metrics(request) -> object:
+        return JSONResponse({"requests": counters.requests, "errors": counters.errors,
+                             "batching": batcher.metrics() if batcher else None})
+
+    return metrics
+
+
+def batcher_for(runner: Runner, limits):
+    """The dynamic batcher for `runner` under serve's `limits`, or None where requests cannot
+    share a model call (max_batch 1, a stateful model, inputs of varying shape)."""
+    fixed = all(type(d) is int for d in runner.input_shape[1:])
+    if limits.max_batch <= 1 or runner.stateful or not fixed:
+        return None
+    return Batcher(runner, limits.max_batch, limits.max_wait)

@@ -31,6 +31,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from h11 import SEND_BODY  # uvicorn's HTTP parser: serve's own dependency
+
 # Descriptors kept free beside the connections: the model file, threads, logs, the listener.
 RESERVED_FILES = 64
 
@@ -73,111 +75,117 @@ def open_file_limit(connections: int) -> int:
     return max(1, min(connections, soft - RESERVED_FILES))
 
 
+class ConnectionGuard:
+    """The timing and counting half of the protocol: mixed before uvicorn's H11Protocol by
+    `guarded_protocol`, which sets `limits` and `registry` (see the module docstring)."""
+
+    limits: ConnectionLimits
+    registry: dict
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.ready_since = time.monotonic()  # waiting for a request since
+        self.heard = False  # bytes of the next request seen
+        self.seen_cycle = None
+        self.deadline = None
+        self.registry[self] = None
+        self.arm(self.limits.header_timeout, self.head_expired)
+        if len(self.registry) > self.limits.max_connections:
+            self.shed()
+
+    def connection_lost(self, exc) -> None:
+        self.registry.pop(self, None)
+        self.disarm()
+        super().connection_lost(exc)
+
+    def in_request(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def shed(self) -> None:
+        """Close the connection idle the longest (not this one), or refuse this one."""
+        idle = [c for c in self.registry if c is not self and not c.in_request()]
+        if idle:
+            oldest = min(idle, key=lambda c: (c.heard, c.ready_since))
+            oldest.transport.close()
+            return
+        self.transport.write(raw_json_response(
+            503, "Service Unavailable", f"the server is busy: {self.limits.max_connections} "
+            "connections in requests (--max-connections); retry shortly"))
+        self.transport.close()
+
+    def arm(self, seconds: float, callback) -> None:
+        self.disarm()
+        self.deadline = self.loop.call_later(seconds, callback)
+
+    def disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def data_received(self, data: bytes) -> None:
+        self.heard = True
+        super().data_received(data)
+        self.follow()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        self.follow()
+
+    def follow(self) -> None:
+        """Re-arm the deadline when a request's head, or its whole body, has arrived."""
+        if self.transport.is_closing() or self.cycle is None:
+            return
+        if self.cycle is not self.seen_cycle and self.in_request():
+            self.seen_cycle = self.cycle
+            if self.conn.their_state is SEND_BODY:
+                self.arm(self.limits.body_timeout, self.body_expired)
+            else:
+                self.disarm()
+        elif self.deadline is not None and self.in_request() \
+                and self.conn.their_state is not SEND_BODY:
+            self.disarm()  # the body is in: the route's own --timeout rules now
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self.in_request():
+            self.ready_since = time.monotonic()
+            self.heard = bool(self.conn.trailing_data[0])
+            self.arm(self.limits.header_timeout, self.head_expired)
+
+    def head_expired(self) -> None:
+        self.deadline = None
+        if self.transport.is_closing() or self.in_request():
+            return
+        if self.heard:  # a partial head: say why before closing
+            self.transport.write(raw_json_response(
+                408, "Request Timeout", "the request's head did not arrive within the "
+                f"server's {self.limits.header_timeout:g} s (--header-timeout)"))
+        self.transport.close()
+
+    def body_expired(self) -> None:
+        self.deadline = None
+        if not self.transport.is_closing() and self.conn.their_state is SEND_BODY:
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        # The client half-closed: a request read whole still gets its answer (then the
+        # connection closes); anything else ends here.
+        if self.in_request() and self.conn.their_state is not SEND_BODY:
+            self.cycle.keep_alive = False
+            return True
+        return None
+
+
 def guarded_protocol(limits: ConnectionLimits):
     """An HTTP protocol class for `uvicorn.Config(http=...)`: uvicorn's h11 protocol with the
     deadlines and connection bound of `limits` (one registry per class, so per server)."""
-    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    registry: dict[object, None] = {}  # open connections, oldest first
+    class Guarded(ConnectionGuard, H11Protocol):
+        pass
 
-    class Guarded(H11Protocol):
-        """uvicorn's H11Protocol, timed and counted (see the module docstring)."""
-
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self.ready_since = time.monotonic()  # waiting for a request since
-            self.heard = False  # bytes of the next request seen
-            self.seen_cycle = None
-            self.deadline = None
-            registry[self] = None
-            self.arm(limits.header_timeout, self.head_expired)
-            if len(registry) > limits.max_connections:
-                self.shed()
-
-        def connection_lost(self, exc) -> None:
-            registry.pop(self, None)
-            self.disarm()
-            super().connection_lost(exc)
-
-        def in_request(self) -> bool:
-            return self.cycle is not None and not self.cycle.response_complete
-
-        def shed(self) -> None:
-            """Close the connection idle the longest (not this one), or refuse this one."""
-            idle = [c for c in registry if c is not self and not c.in_request()]
-            if idle:
-                oldest = min(idle, key=lambda c: (c.heard, c.ready_since))
-                oldest.transport.close()
-                return
-            self.transport.write(raw_json_response(
-                503, "Service Unavailable", f"the server is busy: {limits.max_connections} "
-                "connections in requests (--max-connections); retry shortly"))
-            self.transport.close()
-
-        def arm(self, seconds: float, callback) -> None:
-            self.disarm()
-            self.deadline = self.loop.call_later(seconds, callback)
-
-        def disarm(self) -> None:
-            if self.deadline is not None:
-                self.deadline.cancel()
-                self.deadline = None
-
-        def data_received(self, data: bytes) -> None:
-            self.heard = True
-            super().data_received(data)
-            self.follow()
-
-        def handle_events(self) -> None:
-            super().handle_events()
-            self.follow()
-
-        def follow(self) -> None:
-            """Re-arm the deadline when a request's head, or its whole body, has arrived."""
-            if self.transport.is_closing() or self.cycle is None:
-                return
-            if self.cycle is not self.seen_cycle and self.in_request():
-                self.seen_cycle = self.cycle
-                if self.conn.their_state is h11.SEND_BODY:
-                    self.arm(limits.body_timeout, self.body_expired)
-                else:
-                    self.disarm()
-            elif self.deadline is not None and self.in_request() \
-                    and self.conn.their_state is not h11.SEND_BODY:
-                self.disarm()  # the body is in: the route's own --timeout rules now
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing() and not self.in_request():
-                self.ready_since = time.monotonic()
-                self.heard = bool(self.conn.trailing_data[0])
-                self.arm(limits.header_timeout, self.head_expired)
-
-        def head_expired(self) -> None:
-            self.deadline = None
-            if self.transport.is_closing() or self.in_request():
-                return
-            if self.heard:  # a partial head: say why before closing
-                self.transport.write(raw_json_response(
-                    408, "Request Timeout", "the request's head did not arrive within the "
-                    f"server's {limits.header_timeout:g} s (--header-timeout)"))
-            self.transport.close()
-
-        def body_expired(self) -> None:
-            self.deadline = None
-            if not self.transport.is_closing() and self.conn.their_state is h11.SEND_BODY:
-                self.transport.close()
-
-        def eof_received(self) -> bool | None:
-            # The client half-closed: a request read whole still gets its answer (then the
-            # connection closes); anything else ends here.
-            if self.in_request() and self.conn.their_state is not h11.SEND_BODY:
-                self.cycle.keep_alive = False
-                return True
-            return None
-
-    Guarded.registry = registry
+    Guarded.limits = limits
+    Guarded.registry = {}  # open connections, oldest first
     return Guarded
 
 

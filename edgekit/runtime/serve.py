@@ -35,6 +35,7 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError, excerpt
 from edgekit.runtime import Runner, load, preprocess
+from edgekit.runtime.batcher import batcher_for, metrics_endpoint
 from edgekit.runtime.connections import ConnectionLimits, Workers, guarded_protocol, open_file_limit
 
 log = logging.getLogger("edgekit.serve")
@@ -216,28 +217,6 @@ def prepare_body(runner: Runner, body: bytes, media_type: str | None):
         raise
     except EdgekitError as e:
         raise BadInput(str(e)) from None
-
-
-def metrics_endpoint(counters: Counters, batcher):
-    """GET /metrics: request counts and the batcher's batch sizes and times."""
-    from starlette.responses import JSONResponse
-
-    async def metrics(request) -> object:
-        return JSONResponse({"requests": counters.requests, "errors": counters.errors,
-                             "batching": batcher.metrics() if batcher else None})
-
-    return metrics
-
-
-def batcher_for(runner: Runner, limits: Limits):
-    """The dynamic batcher for `runner`, or None where requests cannot share a model call
-    (max_batch 1, a stateful model, inputs of varying shape)."""
-    from edgekit.runtime.batcher import Batcher
-
-    fixed = all(type(d) is int for d in runner.input_shape[1:])
-    if limits.max_batch <= 1 or runner.stateful or not fixed:
-        return None
-    return Batcher(runner, limits.max_batch, limits.max_wait)
 
 
 async def batched(batcher, runner: Runner, body: bytes, media_type: str | None, k: int,
