@@ -64,8 +64,8 @@ def test_int8_selftest_matches_numpy_here():
 def test_int8_selftest_fails_on_a_wrong_result(monkeypatch):
     real = selftest.int8_case
 
-    def off_by_three(seed=0):  # as if the int8 kernels computed something else
-        case = real(seed)
+    def off_by_three(seed=0, weight_bits=8):  # as if the int8 kernels computed something else
+        case = real(seed, weight_bits)
         case["expected_q"] = np.clip(case["expected_q"].astype(int) + 3, -128, 127)
         return case
 
