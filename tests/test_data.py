@@ -117,7 +117,7 @@ def test_imagefolder_errors_name_the_folder(tmp_path):
     with pytest.raises(DataUnavailable, match=f"no image folder at '{tmp_path / 'none'}'"):
         build_dataset(data_cfg("data.name=imagefolder", f"data.root={tmp_path / 'none'}"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataUnavailable, match="Couldn't find any class folder"):
+    with pytest.raises(DataUnavailable, match="no class folders; expected a folder of class"):
         build_dataset(data_cfg("data.name=imagefolder", f"data.root={tmp_path / 'empty'}"))
     datagen.imagefolder(tmp_path / "one", ("cat",), per_class=4)
     with pytest.raises(EdgekitError, match="has 1 class folder; expected at least 2"):
