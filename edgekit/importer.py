@@ -122,7 +122,6 @@ def _stage_source(kind: str, spec: str, source, stage: Path, weights, inputs: In
         from edgekit.onnxsource import copy_source
 
         return copy_source(Path(spec), stage / SOURCE / "model.onnx", inputs)
-    import torch
 
     from edgekit.models.external import build_external
 
@@ -143,7 +142,6 @@ def _stage_source(kind: str, spec: str, source, stage: Path, weights, inputs: In
     model.eval()  # (a .pt2's wrapper keeps the mode the program was exported in)
     _save_state(model, stage / WEIGHTS)
     model.edgekit_name = spec  # recorded in recipe.yaml as model.name
-    torch.set_grad_enabled(False)
     return model
 
 
@@ -350,7 +348,8 @@ def forward(kind: str, model, x: np.ndarray, shape) -> dict[str, np.ndarray]:
             return model.run(x)
         import torch
 
-        got = model(torch.from_numpy(np.ascontiguousarray(x)))
+        with torch.no_grad():  # (never torch.set_grad_enabled: it is process-wide)
+            got = model(torch.from_numpy(np.ascontiguousarray(x)))
     except EdgekitError:
         raise
     except Exception as e:
