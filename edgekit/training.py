@@ -183,6 +183,8 @@ def load_run(run: str | Path):
         model = _build_run_model(run, recipe, metrics)
     except EdgekitError as e:
         raise EdgekitError(f"run {str(run)!r}: {e}") from None
+    except ImportError:  # a missing extra (safetensors, torch): the CLI names the install
+        raise
     except Exception as e:  # corrupt YAML/JSON/safetensors, or weights of another model
         msg = one_line(e)
         raise EdgekitError(f"run {str(run)!r} is damaged: {type(e).__name__}: {msg}") from None
