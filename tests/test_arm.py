@@ -25,6 +25,23 @@ from conftest import edgekit
 
 from edgekit.runtime import load
 
+
+def _host_saturates() -> bool:
+    """An x86 host without VNNI: its u8s8 int8 kernels overflow on the full-range int8 weights
+    of an ARM (pi4/pi5) export, so its outputs of those files are not a reference for ARM."""
+    from edgekit.machine import machine_info
+
+    m = machine_info()
+    return m["arch"] == "x86_64" and not (m.get("isa") or {}).get("vnni")
+
+
+HOST_SATURATES = pytest.mark.xfail(
+    _host_saturates(), strict=False,
+    reason="known defect (found 2026-12-03 on an AMD EPYC Zen 3, AVX2 without VNNI): the x86 "
+           "host's outputs of the pi export's S8S8 int8 ONNX saturate (2 of 16 samples flip), "
+           "so they are no reference for ARM (nor for tune's check on the device); not "
+           "resolved yet")
+
 pytestmark = [
     pytest.mark.arm, pytest.mark.slow,
     pytest.mark.skipif(not os.environ.get("EDGEKIT_ARM_ENV"), reason="no emulated aarch64 "
@@ -271,6 +288,7 @@ def test_fp32_logits_match_x86(name, cpu, arm_logits, x86_logits, export):
     assert diff <= tol, f"{name} on emulated {cpu} differs from x86 by {diff:.3g} > {tol:.3g}"
 
 
+@HOST_SATURATES
 @pytest.mark.parametrize("name", ["model.int8.onnx", "model.int8.ts", "model.int8.pte"])
 def test_int8_top1_agrees_with_x86(name, cpu, arm_logits, x86_logits, export):
     if name not in x86_logits:
@@ -293,6 +311,7 @@ def test_predict_cli_matches_x86(name, cpu, emulated, pi_run, export):
     assert ranked[0] == x86[0][0], proc.stdout
 
 
+@HOST_SATURATES
 def test_tune_checks_the_shipped_files_and_predict_and_serve_follow_it(cpu, emu, emulated,
                                                                        pi_run):
     """Emulated timings decide nothing about a Pi: this checks the mechanism and the output
