@@ -73,10 +73,14 @@ def test_every_recipe_model_runs_on_its_own_data(recipe, uci_files):
     assert torch.isfinite(out).all()
 
 
+# The user's own data of `edgekit import` (and noise when there is none): no recipe's.
+IMPORT_DATASETS = {"imagefiles", "arrayfolder", "noise"}
+
+
 def test_every_model_and_dataset_is_used_by_a_recipe():
     recipes = [load_recipe(r) for r in list_recipes()]
     assert set(list_models()) <= {r.model.name for r in recipes}
-    assert set(list_datasets()) <= {r.data.name for r in recipes}
+    assert set(list_datasets()) - IMPORT_DATASETS <= {r.data.name for r in recipes}
 
 
 @pytest.mark.parametrize("name", list_datasets())
@@ -90,9 +94,20 @@ def test_every_dataset_builds_splits_with_a_contract(name, uci_files, tmp_path, 
     datagen.mnist(tmp_path, "FashionMNIST", n_train=30, n_test=10)
     monkeypatch.setattr(vision, "CIFAR10_CHECKSUMS", datagen.cifar10(tmp_path, 30, 10))
     datagen.imagefolder(tmp_path / "folder", per_class=8)
-    root = tmp_path / "folder" if name == "imagefolder" else tmp_path
+    flat = tmp_path / "flat"  # imagefiles: unlabeled images; arrayfolder: .npy inputs
+    flat.mkdir()
+    for i, p in enumerate(sorted((tmp_path / "folder").rglob("*.png"))[:6]):
+        (flat / f"{i}.png").write_bytes(p.read_bytes())
+        np.save(flat / f"{i}.npy", np.full((4,), i, np.float32))
+    root = {"imagefolder": tmp_path / "folder", "imagefiles": flat}.get(name, tmp_path)
+    if name == "arrayfolder":
+        root = tmp_path / "arrays"
+        root.mkdir()
+        for p in flat.glob("*.npy"):
+            (root / p.name).write_bytes(p.read_bytes())
+    extra = {"noise": {"shape": "3x8x8", "channels": 3}}.get(name, {})
     data = build_dataset(DataConfig(name=name, path=str(uci_files.get(name, "")),
-                                    root=str(root), download="never"))
+                                    root=str(root), download="never", **extra))
     assert len(data.train) >= len(data.test) > 0
     x, y = data.train[0]
     assert x.shape == data.input_shape
