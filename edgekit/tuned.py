@@ -103,7 +103,7 @@ def read(export: str | Path) -> dict:
         raise EdgekitError(f"{str(path)!r} names the machine it was tuned on as "
                            f"{excerpt(doc['machine'])}; expected the object `edgekit tune` "
                            f"writes; {redo}")
-    if Path(file).name != file or file in (".", ".."):  # tune names files in the export only
+    if not mf.safe_name(file):  # a file of the export, or of its candidates/ folder only
         raise EdgekitError(f"{str(path)!r} chooses {excerpt(file)}, a path, not a file of "
                            f"{str(export)!r}; {redo}")
     if doc.get("manifest_sha256") != sha256(export / MANIFEST):

@@ -142,7 +142,7 @@ def test_tune_writes_tuned_json_that_predict_and_serve_follow(export, tiny_png):
         meta = json.loads(r.read())
     start = next(line for line in server.stderr if line.startswith("edgekit serve:"))
     assert f"{Path(choice['file']).name} (" in start
-    assert f"1 worker(s) x {choice['threads']} thread(s)" in start
+    assert f"1 worker(s), {choice['threads']} model thread(s)" in start
     assert meta["serving"]["artifact"] == Path(choice["file"]).name
 
 
