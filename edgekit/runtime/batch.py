@@ -206,13 +206,7 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
                            "--sample N, or --text TEXT (a text model): exactly one of them")
     from edgekit.runtime import video
 
-    videos = [p for p in inputs if video.is_video(p)]
-    if videos and len(inputs) > 1:
-        raise EdgekitError(f"video {str(videos[0])!r} among {len(inputs)} inputs; expected "
-                           "one video file alone (or images)")
-    if (every != 1 or max_frames is not None) and not videos and camera is None:
-        raise EdgekitError("--every and --max-frames apply to a video file or --camera; "
-                           "expected one of them")
+    clip = video.video_input(inputs, camera, every, max_frames)
     from edgekit.tuned import export_dir, resolve
 
     samples = export_dir(artifact) / "samples.npz" if Path(artifact).is_dir() else None
@@ -239,8 +233,8 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
         results = iter([{"input": f"held-out sample {sample}", "true_label": label,
                          **runner.infer(x[None], k)[0]}])
         return Prediction(runner, 1, results, stats, chosen=chosen)
-    if videos or camera is not None:
-        source = video.open_for(runner, videos[0] if videos else None, camera)
+    if clip or camera is not None:
+        source = video.open_for(runner, clip, camera)
         stats = video.FrameStats(source.name)
         results = video.predict_frames(runner, source, batch, k, every, max_frames, stats, stop)
         return Prediction(runner, None, results, stats, chosen=chosen, frames=True)

@@ -210,6 +210,24 @@ def _picamera(index: int) -> PicameraSource | None:
     return PicameraSource(camera, f"camera {index}")
 
 
+def video_input(inputs: list, camera: str | None, every: int = 1,
+                max_frames: int | None = None) -> Path | None:
+    """The video file among `predict`'s inputs (None: images, or a camera).
+
+    Raises:
+        EdgekitError: a video beside other inputs, or --every/--max-frames without a video or
+            camera.
+    """
+    videos = [Path(p) for p in inputs if is_video(p)]
+    if videos and len(inputs) > 1:
+        raise EdgekitError(f"video {str(videos[0])!r} among {len(inputs)} inputs; expected "
+                           "one video file alone (or images)")
+    if (every != 1 or max_frames is not None) and not videos and camera is None:
+        raise EdgekitError("--every and --max-frames apply to a video file or --camera; "
+                           "expected one of them")
+    return videos[0] if videos else None
+
+
 def open_for(runner, path: str | Path | None, camera: str | None):
     """The video file at `path`, or the `camera`, as a source for `runner`'s model.
 
