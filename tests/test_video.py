@@ -75,7 +75,7 @@ class FakeCamera:
         self.sent, self.limit, self.closed = 0, limit, False
         self.cond = threading.Condition()
 
-    def read(self):
+    def read(self, retrieve=True):
         with self.cond:
             if self.limit is not None and self.sent >= self.limit:
                 return None
@@ -154,10 +154,10 @@ def test_a_stop_ends_an_endless_camera_with_consistent_counts():
 
 def test_a_camera_that_stops_sending_is_one_error_after_its_results():
     class Unplugged(FakeCamera):
-        def read(self):
+        def read(self, retrieve=True):
             if self.sent == 3:
                 raise EdgekitError("camera fake stopped sending frames after 3")
-            return super().read()
+            return super().read(retrieve)
 
     camera = Unplugged()
     runner = FakeRunner(gate=lambda: camera.wait_for(3))
