@@ -37,8 +37,15 @@ from edgekit.errors import EdgekitError
 @click.option("--exact-preprocessing", is_flag=True,
               help="Prepare images exactly as training did, even where the export allowed "
                    "the fast path (JPEG decoded at a reduced scale).")
+@click.option("--camera", metavar="DEVICE", default=None,
+              help="Predict a live camera's frames: an index (0, 1, ...) or a device path "
+                   "(/dev/video0), until Ctrl-C or --max-frames.")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Video/camera: predict every N-th frame (the others are skipped).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+              help="Video/camera: stop after reading N frames.")
 def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, out, skip_bad, threads,
-                device, no_verify, exact_preprocessing):
+                device, no_verify, exact_preprocessing, camera, every, max_frames):
     """Predict INPUTS, --text TEXT or --sample N with ARTIFACT (.onnx, .ts, ...).
 
     ARTIFACT may be an export directory that `edgekit tune` tuned: its tuned.json's choice
@@ -50,8 +57,15 @@ def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, out, skip_ba
     inference (a table is read BATCH rows at a time, never whole), with a throughput line on
     stderr at the end. A stateful model (hidden state carried) reads its inputs in order, one
     at a time, as consecutive windows of one series.
+
+    One video file (.mp4, .avi, .mkv, .mov, ...) or --camera DEVICE predicts frame by frame
+    (the `video` extra: pip install 'edgekit[video]'): a line per frame with its index and
+    time, and a closing line with frames read, predicted and dropped and the frames/s. A
+    camera's frames that arrive while the model is busy are dropped, not queued; Ctrl-C or
+    SIGTERM ends the run after the frame in hand, with the closing line.
     """
     import itertools
+    import threading
 
     from edgekit.runtime.batch import predict
 
@@ -59,10 +73,14 @@ def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, out, skip_ba
         raise EdgekitError("give --json (JSON Lines on stdout) or --out FILE.csv, not both")
     if out is not None and out.is_dir():
         raise EdgekitError(f"--out {str(out)!r} is a directory; expected a .csv file path")
+    stop = threading.Event()
     run = predict(artifact, list(inputs), sample, batch, k, threads, device, not no_verify,
-                  skip_bad, texts=list(texts), exact_preprocessing=exact_preprocessing)
+                  skip_bad, texts=list(texts), exact_preprocessing=exact_preprocessing,
+                  camera=camera, every=every, max_frames=max_frames, stop=stop)
     if run.chosen:
         click.echo(f"using {run.chosen}", err=True)
+    if run.frames:
+        return _frames(run, stop, out, as_json)
     results = iter(run.results)
     head = list(itertools.islice(results, 2))  # one result or many: how lines look
     many = len(head) > 1
@@ -81,6 +99,29 @@ def predict_cmd(artifact, inputs, sample, texts, k, batch, as_json, out, skip_ba
         if bar:
             bar.__exit__(None, None, None)
     if many or out is not None:
+        click.echo(run.stats.line(), err=True)
+
+
+def _frames(run, stop, out: Path | None, as_json: bool) -> None:
+    """A video's or camera's results, a line per frame, until the source ends or a signal
+    (Ctrl-C, SIGTERM) sets `stop`; the closing line comes whatever ended the run."""
+    import signal
+
+    def on_signal(signum, frame):
+        run.stats.stopped = signal.Signals(signum).name
+        stop.set()
+        for s in handlers:  # a second signal ends the process the default way
+            signal.signal(s, handlers[s])
+
+    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if out is None:
+            _print_results(run.results, run, run.runner.path, as_json, True, None)
+        else:
+            _write_results(run.results, run, out, None)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
         click.echo(run.stats.line(), err=True)
 
 
@@ -115,7 +156,8 @@ def _print_results(results, run, artifact: Path, as_json: bool, many: bool, bar)
     task = get_task(run.runner.manifest["task"])
     for result in results:
         _progress(bar, run)
-        name = result["input"] + (f" row {result['row']}" if "row" in result else "")
+        name = result["input"] + (f" row {result['row']}" if "row" in result else "") + (
+            f" frame {result['frame']} at {result['time']:.3f} s" if "frame" in result else "")
         if as_json:
             click.echo(json.dumps(result))
         elif "error" in result:

@@ -12,6 +12,7 @@ or a PIL image) and returns the JSON-able result of the manifest's task; `edgeki
     onnx.py, torchscript.py, pte.py   one runner per backend (the format catalog names them)
     preprocess/    the preprocess kinds (image, tabular, text, array): raw input -> model input
     batch.py       `edgekit predict` over many inputs, streamed in order;  rows.py  big tables
+    video.py       `edgekit predict` on a video file or a camera: a result per frame, drops
     serve.py       `edgekit serve`: one artifact behind HTTP
     throughput.py  counts and times of a prediction run
 """

@@ -168,12 +168,14 @@ class Prediction:
     stats: Throughput
     total_bytes: int = 0
     chosen: str = ""  # for an export directory: what its tuned.json chose
+    frames: bool = False  # a video or camera: one result per frame, `stats` a FrameStats
 
 
 def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None = None,
             batch: int = 32, k: int = 3, threads: int | None = None, device: str = "cpu",
             verify: bool = True, skip_bad: bool = False, texts: list[str] = (),
-            exact_preprocessing: bool = False) -> Prediction:
+            exact_preprocessing: bool = False, camera: str | None = None, every: int = 1,
+            max_frames: int | None = None, stop=None) -> Prediction:
     """Load `artifact` and set up prediction over files/folders, texts, or held-out sample N.
 
     `artifact` may be an export directory: the file and thread count its tuned.json chose run
@@ -188,6 +190,10 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
     `exact_preprocessing` prepares images exactly as training did, even where the export
     allowed the fast path.
 
+    One video file as `inputs`, or a `camera` (an index or /dev/videoN), predicts frames
+    (edgekit.runtime.video.predict_frames: `every`, `max_frames`, and a threading.Event
+    `stop` that ends the run early).
+
     Returns:
         A Prediction whose `results` yields one JSON-able dict per input, in order
         ({"input": ..., **the task's result}); `stats` fills in as they are consumed.
@@ -195,9 +201,12 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
     Raises:
         EdgekitError: not exactly one of inputs/texts/sample, or any load/input error.
     """
-    if sum((bool(inputs), bool(texts), sample is not None)) != 1:
-        raise EdgekitError("give INPUT files or folders, or --sample N, or --text TEXT (a "
-                           "text model): exactly one of them")
+    if sum((bool(inputs), bool(texts), sample is not None, camera is not None)) != 1:
+        raise EdgekitError("give INPUT files or folders (or one video), or --camera DEVICE, or "
+                           "--sample N, or --text TEXT (a text model): exactly one of them")
+    from edgekit.runtime import video
+
+    clip = video.video_input(inputs, camera, every, max_frames)
     from edgekit.tuned import export_dir, resolve
 
     samples = export_dir(artifact) / "samples.npz" if Path(artifact).is_dir() else None
@@ -224,6 +233,11 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
         results = iter([{"input": f"held-out sample {sample}", "true_label": label,
                          **runner.infer(x[None], k)[0]}])
         return Prediction(runner, 1, results, stats, chosen=chosen)
+    if clip or camera is not None:
+        source = video.open_for(runner, clip, camera)
+        stats = video.FrameStats(source.name)
+        results = video.predict_frames(runner, source, batch, k, every, max_frames, stats, stop)
+        return Prediction(runner, None, results, stats, chosen=chosen, frames=True)
     files = expand_inputs(inputs, runner)
     if runner.manifest["preprocess"]["kind"] == "tabular":  # every row of every table
         from edgekit.runtime.rows import predict_rows
