@@ -84,6 +84,7 @@ def test_export_records_the_verdict_and_the_runtime_follows_it(tiny_run, tmp_pat
     assert "Fast image preprocessing" in text and "Export time: " in text
     assert list(report["stage_seconds"]) == ["prepare", "write", "check", "int8 search",
                                              "timing", "int8 layer table"]
+    assert list(report["stage_cpu_seconds"]) == list(report["stage_seconds"])
     runner = load(export / "model.int8.onnx")
     assert runner.manifest["preprocess"]["fast"] == verdict  # embedded, not only listed
     assert runner.preprocess_spec()["fast"] == verdict

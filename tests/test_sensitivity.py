@@ -338,6 +338,42 @@ def test_pte_int8_keeps_an_excluded_module_fp32():
     assert {r.module for r in rows} == {"conv1", "conv3", "head"}
 
 
+def _quantize(fmt: str, net, x: np.ndarray, exclude: tuple[str, ...], memo: dict | None):
+    """The int8 model of `fmt` as its exporter makes it (a torch module to run)."""
+    example = torch.from_numpy(x[:2])
+    if fmt == "pte-int8":
+        from edgekit.exporting.formats.pte_int8 import quantize_pt2e
+
+        return quantize_pt2e(net, example, x, "static", True, exclude, memo=memo)
+    from edgekit.exporting.formats.torchscript_int8 import quantize_static_fx, quantized_engine
+
+    with quantized_engine("x86"):
+        return quantize_static_fx(net, example, x, "x86", "entropy", exclude, memo)[0]
+
+
+@pytest.mark.parametrize("fmt", ["torchscript-int8", "pte-int8"])
+def test_variants_reuse_the_first_calibration(fmt, monkeypatch):
+    """The search's variants (modules kept fp32) take the calibrated observers of the full
+    int8 model (edgekit.exporting.int8.observers) instead of calibrating again: the same
+    model as one calibrated afresh, bit for bit."""
+    if fmt == "pte-int8":
+        pytest.importorskip("executorch")
+    from edgekit.exporting.formats.torchscript_int8 import quantized_engine
+    from edgekit.exporting.int8 import observers
+
+    x = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    net, memo = harmful_net(), {}
+    _quantize(fmt, net, x, (), memo)
+    restored, restore = [], observers.restore
+    monkeypatch.setattr(observers, "restore", lambda p, s: restored.append(restore(p, s))
+                        or restored[-1])
+    reused = _quantize(fmt, net, x, ("conv2",), memo)
+    fresh = _quantize(fmt, net, x, ("conv2",), None)
+    assert restored == [True, False]  # the variant copied them; without a memo: calibrated
+    with torch.no_grad(), quantized_engine("x86"):
+        assert torch.equal(reused(torch.from_numpy(x)), fresh(torch.from_numpy(x)))
+
+
 def test_a_qat_artifact_is_not_searched(harmful):
     """A QAT run's int8 takes learned ranges: re-calibrated variants describe another model
     (its SQNR-only table: tests/test_qat.py)."""

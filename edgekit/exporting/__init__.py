@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,9 @@ class ExportContext:
     candidates: Path  # scratch folder for candidate files, removed before publishing
     qat: Any = None  # a QAT run's fake-quantized model: int8 takes its learned ranges
     source: Path | None = None  # an imported ONNX file, when model is None (no PyTorch)
+    # What the writes of one export share (the same model and calibration inputs): the
+    # exported graph and calibrated observers of PT2E (formats.pte_int8.quantize_pt2e)
+    memo: dict = field(default_factory=dict)
 
 
 def export(run: str | Path, formats: list[str], **options) -> dict:
@@ -137,7 +140,7 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
         report = build_report(prep, final, cands, tuning, kept_files,
                               skipped + notes(stage, rebuilt, kept))
         report.update(int8_accuracy=int8_accuracy, fast_preprocessing=prep.fast,
-                      stage_seconds=lap.seconds)
+                      stage_seconds=lap.seconds, stage_cpu_seconds=lap.cpu_seconds)
         publish(stage, prep, final, report, started, shipped, opts.keep_candidates)
     return report
 

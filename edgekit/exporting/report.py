@@ -115,9 +115,11 @@ def report_markdown(report: dict) -> str:
 
     lines += fastpath.markdown(report.get("fast_preprocessing"))
     if report.get("stage_seconds"):
+        cpu = report.get("stage_cpu_seconds") or {}
         lines += ["", f"Export time: {report.get('export_seconds', 0):.1f} s wall, "
-                      f"{report.get('export_cpu_seconds', 0):.1f} s of CPU; by stage: " + ", ".join(
-                          f"{k} {v:.1f} s" for k, v in report["stage_seconds"].items()) + "."]
+                      f"{report.get('export_cpu_seconds', 0):.1f} s of CPU; by stage (wall / "
+                      "CPU): " + ", ".join(f"{k} {v:.1f} / {cpu.get(k, 0):.1f} s"
+                                           for k, v in report["stage_seconds"].items()) + "."]
     lines += markdown(report.get("int8_accuracy"))
     return "\n".join(lines) + "\n"
 

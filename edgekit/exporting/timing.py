@@ -53,13 +53,19 @@ def time_artifacts(paths: list[Path], x: np.ndarray, threads: int,
 
 
 class Laps:
-    """Wall seconds of each export stage, in order: `lap(name)` closes the stage `name`."""
+    """Wall and CPU seconds of each export stage, in order: `lap(name)` closes the stage `name`.
+
+    CPU seconds are this process's, every thread (time.process_time): on a shared machine the
+    wall clock says how long others' jobs held the cores, the CPU seconds what the export cost.
+    """
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
-        self.last = time.perf_counter()
+        self.cpu_seconds: dict[str, float] = {}
+        self.last, self.last_cpu = time.perf_counter(), time.process_time()
 
     def __call__(self, name: str) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         self.seconds[name] = round(now - self.last, 2)
-        self.last = now
+        self.cpu_seconds[name] = round(cpu - self.last_cpu, 2)
+        self.last, self.last_cpu = now, cpu

@@ -15,11 +15,13 @@ the artifact's layout says what was made.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
 from edgekit.exporting.formats.conversion import conversion_error
 from edgekit.exporting.formats.pte import MAX_BATCH, export_program, lower
+from edgekit.exporting.int8 import observers
 
 
 def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
@@ -39,7 +41,7 @@ def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
                "per_channel": pc, "excluded_modules": list(plan.fp32_modules),
                "fp32_modules": list(plan.fallback_fp32)}
         converted = quantize_pt2e(ctx.model, ctx.example, ctx.calibration, plan.method, pc,
-                                  plan.fp32_modules)
+                                  plan.fp32_modules, memo=getattr(ctx, "memo", None))
     program = export_program(converted, ctx.example, "pte-int8")
     own = {**manifest, "artifact": {**manifest["artifact"], "layout": how,
                                     "target": ctx.target.name}}
@@ -52,7 +54,7 @@ def per_channel(ctx) -> bool:
 
 
 def quantize_pt2e(model, example, calibration, method: str, per_channel: bool,
-                  exclude: tuple[str, ...] = (), fold: bool = True):
+                  exclude: tuple[str, ...] = (), fold: bool = True, memo: dict | None = None):
     """The PT2E int8 model of `model`: observed on `calibration` (N, ...) for static int8.
 
     Args:
@@ -60,6 +62,10 @@ def quantize_pt2e(model, example, calibration, method: str, per_channel: bool,
         fold: fold the int8 weights into constants (the artifact); False leaves them as
             quantize -> dequantize of the fp32 weights, the same numbers, for
             edgekit.exporting.int8.torch_sensitivity to run with quantization switched off.
+        memo: what the calls of one export share (ExportContext.memo: the same model,
+            example and calibration inputs): the exported fp32 graph, and the calibrated
+            observers (edgekit.exporting.int8.observers), so a variant of the search is
+            calibrated by copying them instead of running the calibration inputs again.
 
     Raises:
         EdgekitError: the model cannot be exported or quantized (the reason named).
@@ -82,14 +88,20 @@ def quantize_pt2e(model, example, calibration, method: str, per_channel: bool,
 
         inside = [get_module_name_filter(name) for name in exclude]
         quantizer.set_filter_function(lambda node: not any(f(node) for f in inside))
-    graph = export_program(model, example, "pte-int8").module()
+    memo = {} if memo is None else memo
+    if "pt2e-graph" not in memo:  # torch.export once; prepare_pt2e changes its input
+        memo["pt2e-graph"] = export_program(model, example, "pte-int8").module()
+    graph = copy.deepcopy(memo["pt2e-graph"])
+    states = memo.setdefault(("pt2e-observers", method, per_channel), {})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             prepared = prepare_pt2e(graph, quantizer)
-            with torch.no_grad():
-                for batch in _calibration_batches(example, calibration, method):
-                    prepared(*batch)
+            if not observers.restore(prepared, states):
+                with torch.no_grad():
+                    for batch in _calibration_batches(example, calibration, method):
+                        prepared(*batch)
+                states.update(observers.saved(prepared))
             return convert_pt2e(prepared, fold_quantize=fold)
     except Exception as e:
         raise conversion_error("pte-int8 (PT2E, XNNPACKQuantizer)", e) from None

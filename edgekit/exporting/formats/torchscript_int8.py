@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError
 from edgekit.exporting.formats.torchscript import export_torchscript
+from edgekit.exporting.int8 import observers
 
 
 def engine_for(target) -> str:
@@ -36,7 +37,7 @@ def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
         if plan.method == "static":
             model, observer = quantize_static_fx(ctx.model, ctx.example, ctx.calibration,
                                                  engine, plan.calibration_method,
-                                                 plan.fp32_modules)
+                                                 plan.fp32_modules, getattr(ctx, "memo", None))
         else:
             model, observer = quantize_dynamic(ctx.model, plan.fp32_modules), "dynamic (run time)"
         layout = {"name": f"torch.ao-{plan.method}-{engine}" + plan.layout_suffix(),
@@ -67,7 +68,7 @@ def quantized_engine(engine: str):
 
 
 def quantize_static_fx(model, example, calibration, engine: str, method: str,
-                       exclude: tuple[str, ...] = ()):
+                       exclude: tuple[str, ...] = (), memo: dict | None = None):
     """FX post-training static quantization of `model` calibrated on `calibration` (N, ...).
 
     Args:
@@ -75,6 +76,8 @@ def quantize_static_fx(model, example, calibration, engine: str, method: str,
             torch's HistogramObserver (it minimizes the quantization error over a histogram,
             torch.ao's closest to both).
         exclude: module names kept in fp32.
+        memo: what the calls of one export share (ExportContext.memo): calibrated observers
+            a later call with other modules kept fp32 copies (edgekit.exporting.int8.observers).
 
     Returns:
         (quantized GraphModule, the activation observer used).
@@ -84,16 +87,18 @@ def quantize_static_fx(model, example, calibration, engine: str, method: str,
     """
     from torch.ao.quantization.quantize_fx import convert_fx
 
-    prepared, observer = observe_fx(model, example, calibration, engine, method, exclude)
+    prepared, observer = observe_fx(model, example, calibration, engine, method, exclude, memo)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return convert_fx(prepared).eval(), observer
 
 
 def observe_fx(model, example, calibration, engine: str, method: str,
-               exclude: tuple[str, ...] = ()):
+               exclude: tuple[str, ...] = (), memo: dict | None = None):
     """The FX-prepared copy of `model` (modules fused, observers inserted) calibrated on
-    `calibration`: fp32 still, with the converted model's module names.
+    `calibration`: fp32 still, with the converted model's module names. With `memo` (one
+    export's shared results), observers an earlier call calibrated on the same inputs are
+    copied instead of calibrating again (edgekit.exporting.int8.observers).
 
     Returns:
         (the observed GraphModule, the activation observer's name).
@@ -125,9 +130,12 @@ def observe_fx(model, example, calibration, engine: str, method: str,
             prepared = prepare_fx(copy.deepcopy(model).eval(), mapping, (example,))
         except Exception as e:  # torch.fx TraceError, unsupported modules
             raise conversion_error(f"torchscript-int8 (torch.ao FX, {engine})", e) from None
-        with torch.inference_mode():
-            for i in range(0, len(calibration), 32):
-                prepared(torch.from_numpy(calibration[i:i + 32]))
+        states = {} if memo is None else memo.setdefault(("fx-observers", engine, method), {})
+        if not observers.restore(prepared, states):
+            with torch.inference_mode():
+                for i in range(0, len(calibration), 32):
+                    prepared(torch.from_numpy(calibration[i:i + 32]))
+            states.update(observers.saved(prepared))
         return prepared, observer
 
 

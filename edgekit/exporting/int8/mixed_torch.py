@@ -105,7 +105,8 @@ class Variants:
             from edgekit.exporting.formats.pte_int8 import per_channel, quantize_pt2e
 
             converted = quantize_pt2e(ctx.model, ctx.example, ctx.calibration, plan.method,
-                                      per_channel(ctx), plan.fp32_modules, fold=False)
+                                      per_channel(ctx), plan.fp32_modules, fold=False,
+                                      memo=getattr(ctx, "memo", None))
             layers = ts.pt2e_layer_sqnr(converted, inputs)
         else:
             layers = _torch_ao_sqnr(ctx, plan, inputs)
@@ -130,7 +131,8 @@ def _torch_ao_sqnr(ctx, plan, inputs) -> list:
             return ts.module_sqnr(ctx.model, quantize_dynamic(ctx.model, plan.fp32_modules),
                                   inputs)
         observed, _ = observe_fx(ctx.model, ctx.example, ctx.calibration, engine,
-                                 plan.calibration_method, plan.fp32_modules)
+                                 plan.calibration_method, plan.fp32_modules,
+                                 getattr(ctx, "memo", None))
         return ts.module_sqnr(observed, convert_fx(copy.deepcopy(observed)), inputs)
 
 
