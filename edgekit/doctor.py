@@ -185,8 +185,14 @@ def executorch_check(facts: dict, timeout: float, torch_ok: bool = True) -> dict
         return check("executorch", "fail", f"executorch {version} has no XNNPACK backend "
                      f"(backends: {', '.join(r['backends']) or 'none'}): .pte cannot run here",
                      version=version)
-    return check("executorch", "ok", f"{version}; backends: {', '.join(r['backends'])}",
-                 version=version)
+    backends = ", ".join(r["backends"])
+    from edgekit.runtime import cpuinfo_layout
+
+    why = cpuinfo_layout.diagnosis()
+    if why:  # pte.py refuses those files in the same words, before they can crash
+        return check("executorch", "warn", f"{version}; backends: {backends}; int8 .pte "
+                     "refused here (see the diagnosis)", version=version, diagnosis=why)
+    return check("executorch", "ok", f"{version}; backends: {backends}", version=version)
 
 
 def known_bad_onnxruntime(version: str, facts: dict) -> str | None:
