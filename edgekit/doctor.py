@@ -34,6 +34,10 @@ TORCH_ON_ARM = {
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # The newest torch that ran on both Pi cores (pi/README.md has the table and the commands).
 TORCH_FOR_PI = "2.9.1"
+# The ExecuTorch release for that torch (built against 2.9; it runs programs executorch 1.5.1
+# exports), installed with --no-deps plus these modules: pi/README.md has the pairs tried.
+EXECUTORCH_FOR_PI = "1.0.1"
+EXECUTORCH_PI_DEPS = ("ruamel.yaml", "flatbuffers", "tabulate", "packaging")
 # PyPI's aarch64 cp311 torch wheels whose METADATA requires cuda-toolkit (CUDA 13), checked
 # 2026-11-29: a Pi that runs `pip install torch` gets gigabytes it cannot use.
 TORCH_PYPI_AARCH64_CUDA = ("2.11.0", "2.12.0", "2.12.1", "2.13.0", "2.14.0", "2.14.1")

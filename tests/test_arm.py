@@ -69,7 +69,7 @@ class Emulator:
         self.info = json.loads((env / "env.json").read_text())
 
     def python(self, cpu: str, *args, torch: str | None = None, extra_env: dict | None = None,
-               timeout: float = 900) -> subprocess.CompletedProcess:
+               timeout: float = 1800) -> subprocess.CompletedProcess:
         """Run `python ARGS` on core `cpu`; torch: None, "torch" (2.9.1), "torch-sigill"
         (2.10.0, with the pure-Python dependencies from torch/) or "pte" (ExecuTorch 1.0.1 on
         torch 2.9.1)."""

@@ -46,11 +46,13 @@ KERNEL_FLAGS = ("rdm", "fp16arith", "dot")
 # Whether each release's cpuinfo_arm_isa has `smelen`, read from the wheels (a core dump and
 # the symbols: issue 26). Releases not listed are not judged: no diagnosis, no correction.
 XNNPACK_HAS_SMELEN = {"1.0.1": True}  # executorch's XNNPACK, which uses torch's cpuinfo
-TORCH_HAS_SMELEN = {"2.9.1": False}
-# The fix a user can install from PyPI (pi/README.md has the pairs tried).
-INSTALL_FIX = ("a board without AES runs it as installed; else use model.pte (fp32) or "
-               "model.int8.onnx, or set EDGEKIT_PTE_FIX_CPUINFO=1 to correct torch's cpuinfo "
-               "table before the first call")
+TORCH_HAS_SMELEN = {"2.9.1": False, "2.10.0": True}  # cpuinfo_isa: 28 and 32 bytes
+# What to do instead. No PyPI pair tried runs int8 .pte on such a core as installed: the pair
+# whose layouts agree (executorch 1.1.0, torch 2.10.0) has a torch that dies on Armv8.0 cores
+# (pi/README.md has the pairs tried).
+INSTALL_FIX = ("no PyPI executorch/torch pair tried runs it on this core (pi/README.md): set "
+               "EDGEKIT_PTE_FIX_CPUINFO=1 to correct torch's table before the first call, or run "
+               "model.pte (fp32) or model.int8.onnx")
 
 
 def cpu_words() -> set[str] | None:
@@ -208,14 +210,20 @@ def fix_cpuinfo_isa() -> list[str]:
     words = cpu_words()
     if not shift or words is None:
         return []
-    changed = []
-    for path in torch_cpuinfo_copies():  # the one cpuinfo_initialize filled in is XNNPACK's
-        size = dynamic_symbols(path)["cpuinfo_isa"][1]
+    # Each copy has its own cpuinfo_initialize and once-guard, and each writes the table the
+    # dynamic linker bound first (libtorch_cpu's): run them all before rewriting, or a later
+    # first call (libc10's) would write the misread flags back.
+    libs = []
+    for path in torch_cpuinfo_copies():
         lib = ctypes.CDLL(str(path))  # the copy torch loaded: same path, same handle
         lib.cpuinfo_initialize.restype = ctypes.c_bool
-        lib.cpuinfo_initialize()  # runs once (pthread_once): it will not overwrite this later
+        lib.cpuinfo_initialize()
+        libs.append((path, lib))
+    changed = []
+    for path, lib in libs:
+        size = dynamic_symbols(path)["cpuinfo_isa"][1]
         table = (ctypes.c_uint8 * size).in_dll(lib, "cpuinfo_isa")
-        if not any(table):  # a copy nobody filled in: the initializer wrote the other one
+        if not any(table):  # a copy nobody filled in: the initializers wrote the other one
             continue
         # The struct ends [u32 svelen][11 flags][1 pad byte]: torch's rdm is 12 from the end.
         rdm = size - 12
