@@ -23,6 +23,7 @@ QEMU_A76 = words("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdh
 
 def test_the_known_pair_reads_four_bytes_off():
     assert cl.layout_shift("1.0.1", "2.9.1") == 4
+    assert cl.layout_shift("1.1.0", "2.10.0") == 0  # the pair whose layouts agree
     assert cl.layout_shift("1.5.1", "2.9.1") is None  # not judged: no claim, no correction
     assert cl.layout_shift("1.0.1", "2.14.0") is None
 

@@ -43,9 +43,11 @@ AT_HWCAP = 16
 # The flags XNNPACK chooses aarch64 kernels by (dot: the qs8/qu8 SDOT GEMMs that int8 runs on).
 KERNEL_FLAGS = ("rdm", "fp16arith", "dot")
 
-# Whether each release's cpuinfo_arm_isa has `smelen`, read from the wheels (a core dump and
-# the symbols: issue 26). Releases not listed are not judged: no diagnosis, no correction.
-XNNPACK_HAS_SMELEN = {"1.0.1": True}  # executorch's XNNPACK, which uses torch's cpuinfo
+# Whether each release's cpuinfo_arm_isa has `smelen`, read from the aarch64 wheels: XNNPACK's
+# hardware config loads `fp16arith` and `dot` from bytes 21 and 22 of the table (its machine
+# code), torch's table is 28 bytes (no smelen: `dot` at 18) or 32 (at 22). Releases not listed
+# are not judged: no diagnosis, no correction.
+XNNPACK_HAS_SMELEN = {"1.0.1": True, "1.1.0": True}  # executorch's, bound to torch's cpuinfo
 TORCH_HAS_SMELEN = {"2.9.1": False, "2.10.0": True}  # cpuinfo_isa: 28 and 32 bytes
 # What to do instead. No PyPI pair tried runs int8 .pte on such a core as installed: the pair
 # whose layouts agree (executorch 1.1.0, torch 2.10.0) has a torch that dies on Armv8.0 cores
