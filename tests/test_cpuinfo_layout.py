@@ -69,9 +69,9 @@ def test_dynamic_symbols_reads_an_elf_file():
                  if p.is_file()), None)
     if path is None:
         pytest.skip("no libc file to read")
-    syms = cl.dynamic_symbols(path)
-    assert syms["malloc"][0] is True
-    assert cl.dynamic_symbols(Path(__file__)) == {}  # not ELF
+    assert cl.dynamic_symbol(path, "malloc")[0] is True
+    assert cl.dynamic_symbol(path, "no_such_symbol_here") is None
+    assert cl.dynamic_symbol(Path(__file__), "malloc") is None  # not ELF
 
 
 def test_the_fix_is_opt_in(monkeypatch):

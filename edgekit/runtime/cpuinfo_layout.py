@@ -114,12 +114,15 @@ def package_dir(name: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def dynamic_symbols(path: Path) -> dict[str, tuple[bool, int]]:
-    """name -> (defined, size) from an ELF64 little-endian file's .dynsym; {} if not one."""
+def dynamic_symbol(path: Path, name: str) -> tuple[bool, int] | None:
+    """(defined here, size) of `name` in an ELF64 little-endian file's .dynsym, else None.
+
+    Reads the section headers, .dynstr and .dynsym only (libtorch_cpu.so is ~400 MB).
+    """
     with open(path, "rb") as f:
         head = f.read(64)
         if head[:6] != b"\x7fELF\x02\x01":
-            return {}
+            return None
         shoff, = struct.unpack_from("<Q", head, 0x28)
         shentsize, shnum = struct.unpack_from("<HH", head, 0x3A)
         f.seek(shoff)
@@ -131,16 +134,19 @@ def dynamic_symbols(path: Path) -> dict[str, tuple[bool, int]]:
             f.seek(sec[4])
             return f.read(sec[5])
 
-        out = {}
         for sec in sections:
             if sec[1] != 11:  # SHT_DYNSYM
                 continue
-            names, syms = read(sections[sec[6]]), read(sec)
-            for off in range(0, len(syms) - 23, 24):
-                name_at, _, _, shndx, _, size = struct.unpack_from("<IBBHQQ", syms, off)
-                name = names[name_at:names.index(b"\0", name_at)].decode(errors="replace")
-                out[name] = (shndx != 0, size)
-        return out
+            names, key = read(sections[sec[6]]), name.encode() + b"\0"
+            # every place the name ends a string: linkers share tails ("__libc_malloc")
+            starts, at = set(), names.find(key)
+            while at >= 0:
+                starts.add(at)
+                at = names.find(key, at + 1)
+            for name_at, _, _, shndx, _, size in struct.iter_unpack("<IBBHQQ", read(sec)):
+                if name_at in starts:
+                    return shndx != 0, size
+        return None
 
 
 def torch_cpuinfo_copies() -> list[Path]:
@@ -152,11 +158,11 @@ def torch_cpuinfo_copies() -> list[Path]:
         return []
     libs = sorted((et / "extension" / "pybindings").glob("_portable_lib*.so"))
     try:
-        if not libs or dynamic_symbols(libs[0]).get("cpuinfo_isa", (True, 0))[0]:
+        if not libs or (dynamic_symbol(libs[0], "cpuinfo_isa") or (True, 0))[0]:
             return []
         copies = [torch / "lib" / name for name in ("libtorch_cpu.so", "libc10.so")]
         return [lib for lib in copies
-                if lib.is_file() and dynamic_symbols(lib).get("cpuinfo_isa", (False, 0))[0]]
+                if lib.is_file() and (dynamic_symbol(lib, "cpuinfo_isa") or (False, 0))[0]]
     except (OSError, struct.error, ValueError):
         return []
 
@@ -223,7 +229,7 @@ def fix_cpuinfo_isa() -> list[str]:
         libs.append((path, lib))
     changed = []
     for path, lib in libs:
-        size = dynamic_symbols(path)["cpuinfo_isa"][1]
+        size = dynamic_symbol(path, "cpuinfo_isa")[1]
         table = (ctypes.c_uint8 * size).in_dll(lib, "cpuinfo_isa")
         if not any(table):  # a copy nobody filled in: the initializers wrote the other one
             continue
