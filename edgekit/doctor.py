@@ -34,6 +34,10 @@ TORCH_ON_ARM = {
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # The newest torch that ran on both Pi cores (pi/README.md has the table and the commands).
 TORCH_FOR_PI = "2.9.1"
+# The ExecuTorch release for that torch (built against 2.9; it runs programs executorch 1.5.1
+# exports), installed with --no-deps plus these modules: pi/README.md has the pairs tried.
+EXECUTORCH_FOR_PI = "1.0.1"
+EXECUTORCH_PI_DEPS = ("ruamel.yaml", "flatbuffers", "tabulate", "packaging")
 # PyPI's aarch64 cp311 torch wheels whose METADATA requires cuda-toolkit (CUDA 13), checked
 # 2026-11-29: a Pi that runs `pip install torch` gets gigabytes it cannot use.
 TORCH_PYPI_AARCH64_CUDA = ("2.11.0", "2.12.0", "2.12.1", "2.13.0", "2.14.0", "2.14.1")
@@ -185,8 +189,14 @@ def executorch_check(facts: dict, timeout: float, torch_ok: bool = True) -> dict
         return check("executorch", "fail", f"executorch {version} has no XNNPACK backend "
                      f"(backends: {', '.join(r['backends']) or 'none'}): .pte cannot run here",
                      version=version)
-    return check("executorch", "ok", f"{version}; backends: {', '.join(r['backends'])}",
-                 version=version)
+    backends = ", ".join(r["backends"])
+    from edgekit.runtime import cpuinfo_layout
+
+    why = cpuinfo_layout.diagnosis()
+    if why:  # pte.py refuses those files in the same words, before they can crash
+        return check("executorch", "warn", f"{version}; backends: {backends}; int8 .pte "
+                     "refused here (see the diagnosis)", version=version, diagnosis=why)
+    return check("executorch", "ok", f"{version}; backends: {backends}", version=version)
 
 
 def known_bad_onnxruntime(version: str, facts: dict) -> str | None:

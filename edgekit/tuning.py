@@ -92,12 +92,21 @@ def shipped(export: Path) -> tuple[dict, list[Shipped], dict[str, np.ndarray], n
             continue  # not a model file
         skip = ("failed its check at export" if entry.get("check", "passed") != "passed"
                 else f"has no reference outputs in {REFERENCES}" if name not in outputs
-                else fmt.install_hint() if fmt.missing() else "")
+                else fmt.install_hint() if fmt.missing() else wont_run_here(path, entry))
         if not skip:  # a file left out may be left behind too; one that runs must be intact
             check_sha256(path, entry["sha256"])
         files.append(Shipped(name, path, fmt, entry.get("precision", "?"),
                              entry.get("layout", ""), published, entry.get("bytes"), skip))
     return manifest, files, outputs, x
+
+
+def wont_run_here(path: Path, entry: dict) -> str:
+    """Why this machine's runtime would crash on `path` (a known case), else ""."""
+    if path.suffix != ".pte":
+        return ""
+    from edgekit.runtime.pte import refusal
+
+    return refusal(path, {"artifact": {"precision": entry.get("precision")}}) or ""
 
 
 def compare(out: np.ndarray, ref: np.ndarray, precision: str, task) -> dict:

@@ -16,6 +16,11 @@
 #                  aarch64 wheel (TORCH_VERSION, default 2.9.1, the newest that ran on both a
 #                  Pi 4 and a Pi 5 core; see pi/README.md, path B). Never `pip install torch`
 #                  from PyPI on a Pi: its aarch64 torch >= 2.11 is a CUDA build (gigabytes).
+#   --pte          also install ExecuTorch for .pte artifacts (implies --torch): executorch
+#                  EXECUTORCH_VERSION (default 1.0.1, the aarch64 release built against torch
+#                  2.9.1) with --no-deps and the four pure-Python modules its runtime imports.
+#                  Its int8 .pte runs on a Pi 4/5; on a board whose CPU has AES but no dot product
+#                  edgekit refuses it (doctor says why; EDGEKIT_PTE_FIX_CPUINFO=1, pi/README.md)
 # Re-running it upgrades edgekit in place. Without --torch it never installs torch (the .onnx
 # artifacts need none); path C, pi/build_pytorch.sh, builds it from source.
 # onnxruntime 1.21.0 is excluded: it dies with "Illegal instruction" on a Pi 4 (#23957).
@@ -29,6 +34,8 @@ doctor=1
 torch=0
 torch_version=${TORCH_VERSION:-2.9.1}
 torch_index=https://download.pytorch.org/whl/cpu
+pte=0
+executorch_version=${EXECUTORCH_VERSION:-1.0.1}
 
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 
@@ -38,6 +45,7 @@ while [ $# -gt 0 ]; do
     --yes|-y) yes=1 ;;
     --no-doctor) doctor=0 ;;
     --torch) torch=1 ;;
+    --pte) pte=1; torch=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option '$1'; see --help" ;;
     *) [ -z "$src" ] || die "one SOURCE only, got '$src' and '$1'"; src=$1 ;;
@@ -88,6 +96,11 @@ fi
 if [ "$torch" = 1 ]; then
   # --index-url: the CPU-only wheel; PyPI's aarch64 torch >= 2.11 pulls in CUDA 13.
   "$venv/bin/python" -m pip install "torch==$torch_version" --index-url "$torch_index"
+fi
+if [ "$pte" = 1 ]; then
+  # --no-deps: executorch's requirements are its export toolchain (coremltools, pandas, ...).
+  "$venv/bin/python" -m pip install --no-deps "executorch==$executorch_version" ruamel.yaml \
+    flatbuffers tabulate packaging
 fi
 "$venv/bin/edgekit" --version
 if [ "$doctor" = 1 ]; then

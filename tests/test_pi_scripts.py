@@ -217,7 +217,7 @@ def stages() -> dict[str, dict]:
 def test_dockerfile_stages_and_base_images():
     s = stages()
     assert list(s) == ["wheel", "torch-build", "base", "runtime-torch", "runtime-torch-wheel",
-                       "runtime"]
+                       "runtime-pte", "runtime"]
     assert list(s)[-1] == "runtime"  # a plain `docker build` gives the slim runtime
     for name in ["wheel", "torch-build", "base"]:
         assert s[name]["platform"] == "linux/arm64"
@@ -225,6 +225,7 @@ def test_dockerfile_stages_and_base_images():
     assert s["torch-build"]["from"] == "debian:bookworm"
     assert s["runtime"]["from"] == s["runtime-torch"]["from"] == "base"
     assert s["runtime-torch-wheel"]["from"] == "base"
+    assert s["runtime-pte"]["from"] == "runtime-torch-wheel"
 
 
 def test_dockerfile_copies_only_what_exists():
@@ -263,6 +264,11 @@ def test_dockerfile_runtime_is_the_base_install_as_a_non_root_user():
     assert ("ARG", f"TORCH_VERSION={doctor.TORCH_FOR_PI}") in s["runtime-torch-wheel"]["lines"]
     build = " ".join(r for i, r in s["torch-build"]["lines"] if i == "RUN")
     assert "build_pytorch.sh --yes --no-swap" in build
+    # ExecuTorch: the release doctor recommends for a Pi, on the torch above
+    pte = " ".join(r for i, r in s["runtime-pte"]["lines"] if i == "RUN")
+    assert '--no-deps "executorch==${EXECUTORCH_VERSION}"' in pte
+    assert ("ARG", f"EXECUTORCH_VERSION={doctor.EXECUTORCH_FOR_PI}") in s["runtime-pte"]["lines"]
+    assert s["runtime-pte"]["lines"][-1] == ("USER", "10001:10001")
 
 
 def test_hadolint_passes():

@@ -113,3 +113,27 @@ def test_pte_without_torch_says_what_to_install(pte_run):
     assert proc.stderr.strip() == (
         "error: model.pte: `.pte` needs torch and executorch on this machine: pip install "
         "'edgekit[pte]'; the .onnx artifacts need neither")
+
+
+def test_an_int8_pte_this_cpu_would_fault_on_is_refused_before_its_first_call(pte_run,
+                                                                               monkeypatch):
+    """Where executorch's XNNPACK would misread the CPU's features (issue 26; under emulation in
+    test_arm), load/predict/serve/bench refuse the int8 program in one line and tune skips it;
+    EDGEKIT_PTE_FIX_CPUINFO=1 runs it instead."""
+    from edgekit.errors import EdgekitError
+    from edgekit.runtime import cpuinfo_layout, load
+    from edgekit.tuning import wont_run_here
+
+    line = "int8 .pte would die with SIGILL here: (the diagnosis)"
+    monkeypatch.setattr(cpuinfo_layout, "diagnosis", lambda words=None: line)
+    monkeypatch.delenv(cpuinfo_layout.FIX_ENV, raising=False)
+    export = pte_run / "export"
+    with pytest.raises(EdgekitError) as e:
+        load(export / "model.int8.pte")
+    assert str(e.value) == f"model.int8.pte: {line}"
+    assert wont_run_here(export / "model.int8.pte", {"precision": "int8"}) == line
+    assert wont_run_here(export / "model.pte", {"precision": "fp32"}) == ""
+    assert wont_run_here(export / "model.int8.onnx", {"precision": "int8"}) == ""
+    load(export / "model.pte")  # fp32 is not refused
+    monkeypatch.setenv(cpuinfo_layout.FIX_ENV, "1")  # a no-op on x86: no known pair here
+    assert load(export / "model.int8.pte").run(np.zeros((1, 1, 32, 32), np.float32)).shape[0] == 1

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, one_line
+from edgekit.runtime import cpuinfo_layout
 from edgekit.runtime.runner import Runner, embedded_or_listed
 
 MANIFEST_METHOD = "edgekit_manifest"  # edgekit.exporting.formats.pte writes it
@@ -33,6 +34,8 @@ class PteRunner(Runner):
             import torch
 
             quiet_torchao_registration()
+            if cpuinfo_layout.fix_requested():  # before XNNPACK reads the table
+                fix_cpuinfo()
             from executorch.extension.pybindings import portable_lib
             from executorch.runtime import Runtime
         except ImportError:
@@ -44,11 +47,18 @@ class PteRunner(Runner):
                 program = Runtime.get().load_program(path)
                 embedded = (program.load_method(MANIFEST_METHOD).execute([])[0]
                             if MANIFEST_METHOD in program.method_names else None)
-                self.method = program.load_method("forward")
         except Exception as e:  # ExecuTorch raises RuntimeError/ValueError variants
             raise EdgekitError(f"{str(path)!r} is not a valid ExecuTorch program: "
                                f"{one_line(e)}") from None
-        super().__init__(path, embedded_or_listed(path, embedded, listed), "cpu")
+        manifest = embedded_or_listed(path, embedded, listed)
+        refuse_if_it_would_die(path, manifest)  # before XNNPACK sets up the int8 kernels
+        try:
+            with _quiet_stderr():
+                self.method = program.load_method("forward")
+        except Exception as e:
+            raise EdgekitError(f"{str(path)!r} is not a valid ExecuTorch program: "
+                               f"{one_line(e)}") from None
+        super().__init__(path, manifest, "cpu")
         if self.manifest is None:
             raise EdgekitError(f"{str(path)!r} carries no input shape (no edgekit manifest)")
         self._torch = torch
@@ -106,6 +116,35 @@ class PteRunner(Runner):
             outs.append(out.numpy())
             states.append(new.numpy())
         return np.concatenate(outs), np.concatenate(states, axis=1)
+
+
+def is_int8(path: Path, manifest: dict | None) -> bool:
+    """Whether a .pte holds an int8 program: its manifest says so, else its file name."""
+    precision = ((manifest or {}).get("artifact") or {}).get("precision")
+    return precision == "int8" if precision else ".int8." in path.name
+
+
+def refusal(path: Path, manifest: dict | None) -> str | None:
+    """Why this machine must not run `path`: an int8 program whose XNNPACK kernels would be
+    chosen from a misread CPU feature table (edgekit.runtime.cpuinfo_layout), else None."""
+    if not is_int8(path, manifest) or cpuinfo_layout.fix_requested():
+        return None
+    return cpuinfo_layout.diagnosis()
+
+
+def refuse_if_it_would_die(path: Path, manifest: dict | None) -> None:
+    why = refusal(path, manifest)
+    if why:
+        raise EdgekitError(f"{path.name}: {why}")
+
+
+def fix_cpuinfo() -> None:
+    """EDGEKIT_PTE_FIX_CPUINFO=1: correct torch's cpuinfo table for XNNPACK (after import torch)."""
+    try:
+        cpuinfo_layout.fix_cpuinfo_isa()
+    except (OSError, ValueError, KeyError) as e:
+        raise EdgekitError(f"{cpuinfo_layout.FIX_ENV}=1: could not correct torch's cpuinfo "
+                           f"table: {one_line(e)}; unset it") from None
 
 
 def quiet_torchao_registration() -> None:
