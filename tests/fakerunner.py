@@ -15,6 +15,8 @@ class FakeRunner:
     """Prepares file i as an array of value i (a name ending in 'bad' fails); infer labels
     each row with its value. Counts prepares and the batches the model saw."""
 
+    stateful = False
+
     def __init__(self, delay: float = 0.0):
         self.delay = delay
         self.prepared = 0

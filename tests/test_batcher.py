@@ -64,3 +64,29 @@ def test_batcher_gives_every_request_of_a_failed_batch_the_error():
         batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit(np.zeros((1, 2, 2)), 1)
+
+
+def test_batcher_lanes_run_model_calls_at_once_each_answer_its_own():
+    """Two lanes: two model calls meet inside the model (a barrier only two concurrent calls
+    pass), and every input still gets its own answer."""
+    import threading
+
+    class Meeting(FakeRunner):
+        def __init__(self):
+            super().__init__()
+            self.barrier = threading.Barrier(2, timeout=60)
+
+        def infer(self, x, k=5):
+            self.barrier.wait()  # raises BrokenBarrierError if the calls ran one at a time
+            return super().infer(x, k)
+
+    runner = Meeting()
+    batcher = Batcher(runner, max_batch=1, max_wait=0.0, lanes=2)
+    try:
+        futures = [batcher.submit(np.full((1, 2, 2), float(i), np.float32), k=1)
+                   for i in range(4)]
+        results = [f.result(timeout=120) for f in futures]
+    finally:
+        batcher.close()
+    assert [r["label"] for r in results] == ["0", "1", "2", "3"]
+    assert batcher.metrics()["lanes"] == 2 and batcher.metrics()["model_calls"] == 4

@@ -8,7 +8,7 @@ from conftest import edgekit
 from PIL import Image
 
 from edgekit.benchmark.endtoend import photos_like
-from edgekit.runtime.batch import decode_workers
+from edgekit.runtime.batch import decode_workers, lanes_for
 
 
 def test_photos_like_are_jpegs_of_the_asked_size(tmp_path):
@@ -27,13 +27,21 @@ def test_bench_photos_reports_both_rates_and_the_stages(tiny_run, tmp_path):
                    "--json")
     report = json.loads(proc.stdout)
     assert report["photos"] == 6 and report["batch"] == 4
-    assert set(report["model_only"]) == {"batch1_per_s", "batch1_p50_ms", "batch4_per_s"}
+    model = report["model_only"]
+    assert set(model) == {"batch1_per_s", "batch1_p50_ms", "batch4_per_s", "lanes",
+                          "batch1_lanes_per_s", "batch4_lanes_per_s", "best_batch1_per_s",
+                          "best_batch4_per_s"}
+    lanes = lanes_for(artifact, None)[1]
+    assert model["lanes"] == lanes and (model["batch4_lanes_per_s"] is None) == (lanes == 1)
+    assert model["best_batch4_per_s"] == max(model["batch4_per_s"],
+                                             model["batch4_lanes_per_s"] or 0)
     manifest = json.loads((tiny_run / "export" / "manifest.json").read_text())
     assert report["fast_path"] == manifest["preprocess"]["fast"]["allowed"]
     e2e = report["end_to_end"]
-    assert e2e["decoders"] == decode_workers(None)
+    assert e2e["lanes"] == lanes
+    assert e2e["decoders"] == (lanes if lanes > 1 else decode_workers(None))
     assert set(e2e) == {"per_s", "share_of_model_only", "seconds", "model_share",
-                        "prepare_core_seconds", "decoders"}
+                        "prepare_core_seconds", "decoders", "lanes"}
     text = edgekit("bench", artifact, "--photos", folder, "--batch", "4", "--seconds",
                    "0.1").stdout
     assert "photos in, labels out:" in text and "model only:" in text

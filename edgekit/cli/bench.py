@@ -89,7 +89,8 @@ def bench_cmd(artifacts, runs, seconds, warmup, threads, batch, out, as_json, ph
     if photos is not None:
         from edgekit.benchmark.endtoend import run_end_to_end
 
-        return click.echo(run_end_to_end(artifacts, photos, batches[0], thread_counts[0],
+        return click.echo(run_end_to_end(artifacts, photos, batches[0],  # None: as predict
+                                         thread_counts[0] if threads else None,
                                          seconds or 3.0, as_json))
     files, _ = expand(artifacts)  # a bad directory fails before --out is claimed
     out = out or files[0].with_name("bench.json")

@@ -7,7 +7,10 @@
     print(stats.line())   # 1000 inputs in 2.1 s: 476 inputs/s end to end (...)
 
 The next batches are decoded in worker threads (`decode_workers`) while the current one runs,
-so decoding (Pillow releases the GIL) overlaps inference (onnxruntime releases it too).
+so decoding (Pillow releases the GIL) overlaps inference (onnxruntime releases it too). Where
+the backend takes calls from several threads at once (onnxruntime on the CPU), the cores run
+in lanes instead (`lanes_for`): each lane decodes a batch and runs it on one intra-op thread,
+so no core waits for another inside a model call while a decoder holds it.
 """
 
 from __future__ import annotations
@@ -61,14 +64,33 @@ def decode_workers(threads: int | None) -> int:
     return 1 + max(0, cores - min(threads or cores, cores))
 
 
+def lanes_for(artifact: str | Path, threads: int | None, device: str = "cpu") -> tuple[int, int]:
+    """(intra-op threads per model call, model calls at once) for a run over many inputs.
+
+    onnxruntime on the CPU runs concurrent calls of one session, each on its calling thread
+    and its own intra-op threads: `threads` (default 1) per lane and as many lanes as the
+    cores hold. Two 1-thread lanes on 2 cores, each decoding its own batch, beat one 2-thread
+    call beside a decoder: a parallel kernel waits for its slowest thread, and a decoder on
+    one of the cores makes that thread slow. Other backends keep one call at a time.
+    """
+    from edgekit.machine import usable_cores
+
+    if device != "cpu" or Path(artifact).suffix.lower() != ".onnx":
+        return threads, 1
+    per = threads or 1
+    return per, max(1, usable_cores() // per)
+
+
 def predict_files(runner: Runner, files: list[Path], batch: int = 32, k: int = 5,
                   skip_bad: bool = False, stats: Throughput | None = None,
-                  workers: int = 1) -> Iterator[dict]:
+                  workers: int = 1, lanes: int = 1) -> Iterator[dict]:
     """Yield {"input": path, **result} for each file, in order, `batch` files per inference.
 
     `workers` threads decode and prepare the files (Pillow and numpy release the GIL) while
     the model runs on the batch before; at most two batches are decoded ahead, so memory
-    stays bounded whatever the number of files.
+    stays bounded whatever the number of files. With `lanes` > 1 (a runner that takes
+    concurrent calls) each of `lanes` threads decodes a batch and runs it instead, at most
+    one batch per lane ahead of the one being yielded.
 
     Args:
         skip_bad: yield {"input": path, "error": why} for a file that cannot be read or
@@ -79,21 +101,76 @@ def predict_files(runner: Runner, files: list[Path], batch: int = 32, k: int = 5
     Raises:
         EdgekitError: (skip_bad=False) the first input that cannot be read or prepared.
     """
-    from collections import deque
-
     stats = stats or Throughput(batch)
     stats.batch = batch
+    if lanes > 1 and not runner.stateful:
+        return _in_lanes(runner, files, batch, k, skip_bad, stats, lanes)
+    return _one_call_at_a_time(runner, files, batch, k, skip_bad, stats, workers)
+
+
+def _prepared(runner: Runner, f: Path, skip_bad: bool) -> tuple[np.ndarray | None, str | None,
+                                                                float]:
+    """(input, None, seconds), or (None, why, seconds) for a bad file when `skip_bad`."""
+    t0 = time.perf_counter()
+    try:
+        return runner.prepare(f), None, time.perf_counter() - t0
+    except EdgekitError as e:
+        if not skip_bad:
+            raise
+        return None, str(e), time.perf_counter() - t0
+
+
+def _results(runner: Runner, files: list[Path], prepared: list, k: int) -> list[dict]:
+    """One batch's results in file order; a file that could not be prepared gets its error."""
+    good = [x for x, err, _ in prepared if err is None]
+    results = iter(runner.infer(np.stack(good), k) if good else [])
+    return [{"input": str(f), "error": err} if err else {"input": str(f), **next(results)}
+            for f, (_, err, _) in zip(files, prepared, strict=True)]
+
+
+def _in_lanes(runner: Runner, files: list[Path], batch: int, k: int, skip_bad: bool,
+              stats: Throughput, lanes: int) -> Iterator[dict]:
+    from collections import deque
+
+    stats.lanes = lanes
     start = time.perf_counter()
 
-    def prepare(f: Path) -> tuple[np.ndarray | None, str | None, float]:
+    def lane(chunk: list[Path]) -> tuple[list[dict], float, float]:
+        prepared = [_prepared(runner, f, skip_bad) for f in chunk]
         t0 = time.perf_counter()
-        try:
-            return runner.prepare(f), None, time.perf_counter() - t0
-        except EdgekitError as e:
-            if not skip_bad:
-                raise
-            return None, str(e), time.perf_counter() - t0
+        results = _results(runner, chunk, prepared, k)
+        return results, sum(p[2] for p in prepared), time.perf_counter() - t0
 
+    chunks = (files[i:i + batch] for i in range(0, len(files), batch))
+    pending: deque = deque()
+    pool = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="edgekit-lane")
+    try:
+        for chunk in chunks:
+            pending.append(pool.submit(lane, chunk))
+            if len(pending) > lanes:  # every lane busy and one more batch queued
+                yield from _account(pending.popleft().result(), stats, start)
+        while pending:
+            yield from _account(pending.popleft().result(), stats, start)
+    finally:  # an error or a consumer that stops early: drop what has not started
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _account(done: tuple[list[dict], float, float], stats: Throughput, start: float):
+    results, prepare_seconds, infer_seconds = done
+    stats.prepare_seconds += prepare_seconds
+    stats.infer_seconds += infer_seconds / stats.lanes  # the lanes' model time, per lane
+    for result in results:
+        stats.inputs += 1
+        stats.failed += "error" in result
+        stats.seconds = time.perf_counter() - start
+        yield result
+
+
+def _one_call_at_a_time(runner: Runner, files: list[Path], batch: int, k: int, skip_bad: bool,
+                        stats: Throughput, workers: int) -> Iterator[dict]:
+    from collections import deque
+
+    start = time.perf_counter()
     todo = iter(files)
     pending: deque = deque()  # (path, future) in input order
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgekit-prepare")
@@ -103,28 +180,23 @@ def predict_files(runner: Runner, files: list[Path], batch: int = 32, k: int = 5
             f = next(todo, None)
             if f is None:
                 return
-            pending.append((f, pool.submit(prepare, f)))
+            pending.append((f, pool.submit(_prepared, runner, f, skip_bad)))
 
     try:
         fill()
         while pending:
             chunk = [pending.popleft() for _ in range(min(batch, len(pending)))]
             fill()
-            prepared = []
-            for f, future in chunk:
-                x, err, seconds = future.result()
-                stats.prepare_seconds += seconds
-                prepared.append((f, x, err))
-            good = [x for _, x, err in prepared if err is None]
+            prepared = [future.result() for _, future in chunk]
+            stats.prepare_seconds += sum(p[2] for p in prepared)
             t0 = time.perf_counter()
-            results = iter(runner.infer(np.stack(good), k) if good else [])
+            results = _results(runner, [f for f, _ in chunk], prepared, k)
             stats.infer_seconds += time.perf_counter() - t0
-            for f, _, err in prepared:
+            for result in results:
                 stats.inputs += 1
-                stats.failed += err is not None
+                stats.failed += "error" in result
                 stats.seconds = time.perf_counter() - start
-                yield {"input": str(f), "error": err} if err else {"input": str(f),
-                                                                   **next(results)}
+                yield result
     finally:  # an error or a consumer that stops early: drop what has not started
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -211,6 +283,11 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
 
     samples = export_dir(artifact) / "samples.npz" if Path(artifact).is_dir() else None
     artifact, threads, chosen = resolve(artifact, threads)
+    lanes = 1
+    if inputs and not clip:  # many files: the cores in lanes where the backend allows it
+        threads, lanes = lanes_for(artifact, threads, device)
+        if chosen and lanes > 1:
+            chosen += f", {lanes} lanes of it over many inputs"
     runner = load(artifact, threads=threads, device=device, verify=verify)
     runner.exact_preprocessing = exact_preprocessing
     if runner.stateful:
@@ -246,7 +323,7 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
                           stats, total_bytes=sum(f.stat().st_size for f in files), chosen=chosen)
     return Prediction(runner, len(files),
                       predict_files(runner, files, batch, k, skip_bad, stats,
-                                    decode_workers(threads)), stats, chosen=chosen)
+                                    decode_workers(threads), lanes), stats, chosen=chosen)
 
 
 class ResultsCsv:

@@ -1,7 +1,8 @@
 """Dynamic batching for `edgekit serve`: concurrent requests share one model call.
 
 Requests are decoded in parallel (serve's worker threads); each prepared input then joins a
-queue that one model thread drains: it takes what is queued, up to `max_batch` inputs, and
+queue that the model threads drain (one, or one per lane where the backend takes concurrent
+calls: edgekit.runtime.batch.lanes_for): each takes what is queued, up to `max_batch` inputs, and
 runs them as one batch, as Triton's and TorchServe's dynamic batchers do. It waits for more
 only while other requests are still being decoded (they announce themselves with
 `expect()`), and never more than `max_wait` seconds after the first input of the batch
@@ -43,14 +44,17 @@ class Waiting:
 
 
 class Batcher:
-    """One model thread running queued inputs in batches of up to `max_batch`.
+    """`lanes` model threads running queued inputs in batches of up to `max_batch`.
 
     Args:
         max_wait: seconds the first input of a batch may wait for requests still decoding.
+        lanes: model calls at once (a runner that takes concurrent calls: onnxruntime).
     """
 
-    def __init__(self, runner: Runner, max_batch: int = 8, max_wait: float = 0.005):
+    def __init__(self, runner: Runner, max_batch: int = 8, max_wait: float = 0.005,
+                 lanes: int = 1):
         self.runner, self.max_batch, self.max_wait = runner, max_batch, max_wait
+        self.lanes = lanes
         self.queue: deque[Waiting] = deque()
         self.decoding = 0  # requests being prepared: inputs about to join the queue
         self.ready = threading.Condition()
@@ -59,8 +63,10 @@ class Batcher:
         self.queue_ms: deque[float] = deque(maxlen=RECENT)
         self.model_ms: deque[float] = deque(maxlen=RECENT)  # per model call
         self.decode_ms: deque[float] = deque(maxlen=RECENT)
-        self.thread = threading.Thread(target=self._loop, name="edgekit-batcher", daemon=True)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._loop, name=f"edgekit-batcher-{i}",
+                                         daemon=True) for i in range(lanes)]
+        for thread in self.threads:
+            thread.start()
 
     @contextmanager
     def expecting(self):
@@ -91,11 +97,12 @@ class Batcher:
         return await asyncio.wrap_future(self.submit(x, k))
 
     def close(self) -> None:
-        """Finish what is queued, then stop the model thread."""
+        """Finish what is queued, then stop the model threads."""
         with self.ready:
             self.closed = True
-            self.ready.notify()
-        self.thread.join()
+            self.ready.notify_all()
+        for thread in self.threads:
+            thread.join()
 
     def _take(self) -> list[Waiting]:
         """The next batch: wait for a first input, then for the ones still decoding (at most
@@ -131,7 +138,8 @@ class Batcher:
             return
         t1 = time.perf_counter()
         model_ms = (t1 - t0) * 1e3
-        self.batches[len(batch)] += 1
+        with self.ready:  # lanes count at once
+            self.batches[len(batch)] += 1
         self.model_ms.append(model_ms)
         for w, result in zip(batch, results, strict=True):
             if "top" in result:  # each request asked for its own k
@@ -147,6 +155,7 @@ class Batcher:
         calls = sum(self.batches.values())
         inputs = sum(size * n for size, n in self.batches.items())
         return {"max_batch": self.max_batch, "max_wait_ms": self.max_wait * 1e3,
+                "lanes": self.lanes,
                 "model_calls": calls, "inputs": inputs,
                 "mean_batch": round(inputs / calls, 3) if calls else None,
                 "batch_sizes": {str(size): n for size, n in sorted(self.batches.items())},
@@ -176,10 +185,10 @@ def metrics_endpoint(counters, batcher):
     return metrics
 
 
-def batcher_for(runner: Runner, limits):
+def batcher_for(runner: Runner, limits, lanes: int = 1):
     """The dynamic batcher for `runner` under serve's `limits`, or None where requests cannot
     share a model call (max_batch 1, a stateful model, inputs of varying shape)."""
     fixed = all(type(d) is int for d in runner.input_shape[1:])
     if limits.max_batch <= 1 or runner.stateful or not fixed:
         return None
-    return Batcher(runner, limits.max_batch, limits.max_wait)
+    return Batcher(runner, limits.max_batch, limits.max_wait, lanes)

@@ -76,8 +76,9 @@ class Counters:
         self.in_progress = 0
 
 
-def create_app(runner: Runner, limits: Limits = Limits()):
-    """The ASGI application for `runner` (a Starlette app wrapped in the body-size limit).
+def create_app(runner: Runner, limits: Limits = Limits(), lanes: int = 1):
+    """The ASGI application for `runner` (a Starlette app wrapped in the body-size limit);
+    `lanes` model calls run at once (edgekit.runtime.batch.lanes_for).
 
     Raises:
         EdgekitError: the artifact carries no manifest (nothing says what input it takes).
@@ -95,7 +96,7 @@ def create_app(runner: Runner, limits: Limits = Limits()):
     accepts = [*kind.media_types, "multipart/form-data"]
     workers = Workers(limits.workers)  # work past its deadline keeps at most these threads
     counters = Counters()
-    batcher = batcher_for(runner, limits)
+    batcher = batcher_for(runner, limits, lanes)
     metrics = metrics_endpoint(counters, batcher)
     runner.check_finite = False  # warnings.warn is process-global; serve reports per request
 
@@ -452,16 +453,19 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
     import uvicorn
 
     from edgekit.machine import usable_cores
+    from edgekit.runtime.batch import lanes_for
     from edgekit.tuned import resolve
 
     artifact, threads, _ = resolve(artifact, threads)
-    if threads is None and limits.max_batch > 1:  # one model call at a time: every core
-        threads = usable_cores()
+    lanes = 1
+    if limits.max_batch > 1:  # batches in lanes where the backend allows it, else every core
+        per, lanes = lanes_for(artifact, threads, device)
+        threads = per if lanes > 1 else threads or usable_cores()
     elif threads is None:  # the cores shared among the workers: under load, parallel
         threads = max(1, usable_cores() // limits.workers)  # requests beat parallel kernels
     runner = load(artifact, threads=threads, device=device, verify=verify)
     runner.exact_preprocessing = exact_preprocessing
-    app = create_app(runner, limits)
+    app = create_app(runner, limits, lanes if not runner.stateful else 1)
     warm_up(runner)
     sock = bind(host, port)
     name, bound_port = sock.getsockname()[:2]
@@ -469,8 +473,10 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
     if not is_loopback(name):
         print(f"warning: listening on {name}, reachable from other machines; edgekit serve has "
               "no authentication", file=sys.stderr, flush=True)
+    in_lanes = f" x {lanes} lanes" if lanes > 1 else ""
     print(f"edgekit serve: {runner.path.name} ({runner.backend}, {runner.device}, {limits.workers} "
-          f"worker(s), {threads} model thread(s), batches of up to {limits.max_batch}) on {url} "
+          f"worker(s), {threads} model thread(s){in_lanes}, batches of up to {limits.max_batch}) "
+          f"on {url} "
           "(POST /predict, GET /health, GET /metadata); Ctrl-C or SIGTERM stops",
           file=sys.stderr, flush=True)
     # Connections are bounded and timed by the protocol (edgekit.runtime.connections), not

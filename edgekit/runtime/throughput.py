@@ -14,7 +14,8 @@ class Throughput:
     failed: int = 0
     seconds: float = 0.0  # wall time, first decode to last result
     prepare_seconds: float = 0.0  # decoding + preprocessing (overlaps inference)
-    infer_seconds: float = 0.0  # runner.infer: the model plus decoding its outputs
+    infer_seconds: float = 0.0  # runner.infer: the model plus decoding its outputs (per lane)
+    lanes: int = 1  # model calls at once (edgekit.runtime.batch.lanes_for)
     bytes_read: int = 0  # of the tables streamed (predict_rows), for a progress bar
 
     def line(self) -> str:
@@ -23,13 +24,14 @@ class Throughput:
         rate = done / self.seconds if self.seconds > 0 else float("inf")
         model_rate = done / self.infer_seconds if self.infer_seconds > 0 else float("inf")
         skipped = f", {self.failed} skipped" if self.failed else ""
+        lanes = f" in {self.lanes} lanes" if self.lanes > 1 else ""
         return (f"{done} input(s){skipped} in {self.seconds:.2f} s: {rate:.1f} inputs/s end to "
-                f"end, batch {self.batch} (model {self.infer_seconds:.2f} s, {model_rate:.1f} "
-                f"inputs/s; preprocessing {self.prepare_seconds:.2f} s)")
+                f"end, batch {self.batch}{lanes} (model {self.infer_seconds:.2f} s, "
+                f"{model_rate:.1f} inputs/s; preprocessing {self.prepare_seconds:.2f} s)")
 
     def as_dict(self) -> dict:
         done = self.inputs - self.failed
         return {"inputs": self.inputs, "failed": self.failed, "batch": self.batch,
                 "seconds": self.seconds, "inputs_per_second": done / self.seconds
                 if self.seconds > 0 else None, "model_seconds": self.infer_seconds,
-                "preprocess_seconds": self.prepare_seconds}
+                "lanes": self.lanes, "preprocess_seconds": self.prepare_seconds}

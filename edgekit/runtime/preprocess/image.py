@@ -27,6 +27,7 @@ the fast path only where that says `allowed` (and never with --exact-preprocessi
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 from typing import Any
@@ -212,15 +213,30 @@ def image_to_array(img, spec: dict) -> np.ndarray:
         img = img.resize((w, h), resample, reducing_gap=gap)
     mean = np.asarray(spec["mean"], dtype=np.float32)[:, None, None]
     std = np.asarray(spec["std"], dtype=np.float32)[:, None, None]
-    if gap is not None:  # one multiply-add (a fifth of the passes): equal up to float rounding
+    if gap is not None:  # a table lookup per channel: equal to the exact path up to rounding
         u8 = np.asarray(img)  # (H, W) or (H, W, C) uint8
-        u8 = u8[None] if u8.ndim == 2 else u8.transpose(2, 0, 1)  # (C, H, W), a view
-        out = np.multiply(u8, np.float32(spec["scale"]) / std, dtype=np.float32)
-        out -= mean / std
+        u8 = u8[..., None] if u8.ndim == 2 else u8
+        lut = _lookup(float(spec["scale"]), tuple(spec["mean"]), tuple(spec["std"]))
+        out = np.empty((u8.shape[2], h, w), np.float32)
+        for c in range(len(out)):
+            np.take(lut[c % len(lut)], u8[..., c], out=out[c])
         return out
     x = np.asarray(img, dtype=np.float32) * np.float32(spec["scale"])  # (H, W) or (H, W, C)
     x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)  # (C, H, W)
     return np.ascontiguousarray((x - mean) / std)
+
+
+@functools.lru_cache(maxsize=16)
+def _lookup(scale: float, mean: tuple, std: tuple) -> np.ndarray:
+    """(C, 256) float32: every 8-bit value of each channel as the model takes it,
+    u8 * (scale / std) - mean / std in float32 (one multiply-add, as numpy would compute it
+    per pixel; a lookup costs half of that on a 224x224 photo)."""
+    mean32 = np.asarray(mean, np.float32)[:, None]
+    std32 = np.asarray(std, np.float32)[:, None]
+    values = np.arange(256, dtype=np.uint8)[None, :]
+    out = np.multiply(values, np.float32(scale) / std32, dtype=np.float32)
+    out -= mean32 / std32
+    return out
 
 
 class ImageKind(Kind):
