@@ -80,12 +80,15 @@ def test_recipe_trains_on_its_real_format_and_exports(name, data_root, tmp_path,
     assert metrics["dataset"] == dataset and metrics["test_samples"] > 0
     # Export verifies every artifact: fp32 parity with PyTorch is enforced. One epoch on tiny
     # data leaves int8 free to drift (the offline-target test holds int8 to the recipe).
-    invoke("export", run, "--onnx", "--int8", "--torchscript", "--pte", "--max-int8-drop",
-           "100", "--tune-seconds", "0")  # the first int8 layout, untimed: speed is not tested
+    # VGG-16 (138 M parameters) exports the ONNX pair only: its TorchScript and ExecuTorch
+    # lowering took 3 of CI's minutes, and the smaller recipes exercise those formats.
+    torch_formats = [] if recipe.model.name == "vgg16" else ["--torchscript", "--pte"]
+    invoke("export", run, "--onnx", "--int8", *torch_formats, "--max-int8-drop", "100",
+           "--tune-seconds", "0")  # the first int8 layout, untimed: speed is not tested
     report = json.loads((run / "export" / "report.json").read_text())
     files = {r["file"] for r in report["artifacts"]}
-    assert files >= {"model.onnx", "model.int8.onnx", "model.ts"}
-    for pte in ("model.pte", "model.int8.pte"):  # ExecuTorch, or one line saying what stops it
+    assert files >= {"model.onnx", "model.int8.onnx", *(["model.ts"] if torch_formats else [])}
+    for pte in ("model.pte", "model.int8.pte") if torch_formats else ():  # or why not
         assert pte in files or [n for n in report["notes"]
                                 if n.startswith(f"{pte} was not written: ")], pte
     assert all(r["passed"] for r in report["artifacts"])
