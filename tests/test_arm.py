@@ -365,7 +365,8 @@ def test_tune_checks_the_shipped_files_and_predict_and_serve_follow_it(cpu, emu,
     assert predicted[1].split()[1] == x86[0][0], predicted
     served = json.loads(proc.stdout.split(SERVE_MARK, 1)[1])
     assert served["artifact"] == Path(choice["file"]).name
-    assert f"{served['artifact']} (onnxruntime, cpu, 1 worker(s) x 1 thread(s))" in proc.stderr
+    assert f"{served['artifact']} (onnxruntime, cpu, 1 worker(s), 1 model thread(s)" in \
+        proc.stderr  # the tuned count per lane
 
 
 def test_bench_json_is_marked_emulated(cpu, emu, emulated, artifacts):
