@@ -38,7 +38,9 @@ def png(tiny_run) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(artifact):
-    with served(artifact, "--max-body", str(MAX_BODY), "-k", "3") as s:
+    # --max-batch 8: the batcher (with a model thread per lane) under test; an ONNX model's
+    # default runs each request on its own worker (test below)
+    with served(artifact, "--max-body", str(MAX_BODY), "-k", "3", "--max-batch", "8") as s:
         yield s
     assert "stopped after" in s.stderr[-1]  # SIGTERM at the end: a clean stop, exit 0
 
@@ -145,6 +147,28 @@ def test_metrics_report_batches_and_times(server, png):
         batching["inputs"]
     for key in ("queue_ms", "model_ms", "decode_ms"):
         assert set(batching[key]) == {"count", "p50", "p90", "p99", "max"}
+
+
+def test_onnx_on_the_cpu_serves_a_request_per_worker_one_per_core(artifact, png):
+    """By default an ONNX model on the CPU runs in lanes: a worker per core decodes and runs
+    its own request on one thread (no batcher); --threads 2 gives each worker two cores."""
+    from edgekit.machine import usable_cores
+
+    cores = usable_cores()
+    if cores < 2:
+        pytest.skip("one usable core: one lane, the batcher's defaults")
+    with served(artifact) as s:
+        status, body = request(s.url, "POST", "/predict", png, {"Content-Type": "image/png"})
+        metrics = request(s.url, "GET", "/metrics")[1]
+    start = next(line for line in s.stderr if line.startswith("edgekit serve:"))
+    assert status == 200 and "batch" not in body and metrics["batching"] is None
+    assert f"(onnxruntime, cpu, {cores} worker(s), 1 model thread(s), batches of up to 1)" \
+        in start, start
+    # One lane: the batcher with every core. No request: served() sends SIGTERM right after the
+    # start line, which must stop it (it once was swallowed before uvicorn's handlers were in).
+    with served(artifact, "--threads", str(cores)) as s:
+        start = next(line for line in s.stderr if line.startswith("edgekit serve:"))
+    assert f"2 worker(s), {cores} model thread(s), batches of up to 8)" in start, start
 
 
 def test_default_k_comes_from_the_command_line(server, png):

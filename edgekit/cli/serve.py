@@ -21,8 +21,9 @@ from edgekit.cli.common import TOP_K
               show_default=True, help="Seconds a request may take (504 beyond).")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests in progress at once (503 beyond).")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Requests decoded and run at once (1 gives one request all the threads).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Requests decoded and run at once (1 gives one request all the threads; "
+                   "default: one per core for an ONNX model on the CPU, else 2).")
 @click.option("-k", "--top", "k", type=click.IntRange(min=1), default=TOP_K,
               show_default=True, help="Default top-k (a request's ?k=N overrides it).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -38,8 +39,9 @@ from edgekit.cli.common import TOP_K
 @click.option("--exact-preprocessing", is_flag=True,
               help="Prepare images exactly as training did, even where the export allowed "
                    "the fast path (JPEG decoded at a reduced scale).")
-@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Requests run together in one model call (1: each on its own).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=None,
+              help="Requests run together in one model call (1: each on its own; default: 1 "
+                   "for an ONNX model on the CPU, whose workers run in lanes, else 8).")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="The most a request waits for others still decoding to join its batch.")
 def serve_cmd(artifact, host, port, max_body, timeout, max_concurrent, workers, k, threads,

@@ -48,11 +48,16 @@ class Limits:
     max_body: int = 10 * 1024 * 1024  # bytes; 413 beyond
     timeout: float = 30.0  # seconds from the start of the body to the response; 504 beyond
     max_concurrent: int = 64  # requests in progress at once; 503 beyond
-    workers: int = 2  # threads that decode and run inputs at once
+    # Threads that decode and run inputs at once (None: one per lane where the backend runs
+    # concurrent calls, edgekit.runtime.batch.lanes_for; else 2).
+    workers: int | None = None
     k: int = 3  # default top-k for classification: as `edgekit predict` (cli.common.TOP_K)
     # Dynamic batching (edgekit.runtime.batcher): inputs per model call, and the most a
     # request waits for others still decoding; max_batch 1 runs each request on its own.
-    max_batch: int = 8
+    # None: 1 where the backend runs in lanes (a worker per core decoding and running its own
+    # request on one thread beat batches of 2 under 4 clients: resnet18 int8, 2-core EPYC),
+    # else 8.
+    max_batch: int | None = None
     max_wait: float = 0.005  # seconds
     # Declared bytes of request bodies held at once (503 beyond; 0: 4 x max_body): with
     # decoding bounded by the workers and the pixel budget, this bounds the memory that
@@ -60,6 +65,13 @@ class Limits:
     body_memory: int = 0
     max_connections: int = 1024  # open at once; the oldest idle one is closed beyond
     header_timeout: float = 10.0  # seconds for a request's head to arrive whole; 408 beyond
+
+    def settled(self, lanes: int = 1) -> Limits:
+        """These limits with `workers` and `max_batch` decided for a backend with `lanes`."""
+        from dataclasses import replace
+
+        return replace(self, workers=self.workers or (lanes if lanes > 1 else 2),
+                       max_batch=self.max_batch or (1 if lanes > 1 else 8))
 
 
 # Bytes of an oversized body read and dropped so that its 413 arrives; a bigger one is cut.
@@ -90,6 +102,7 @@ def create_app(runner: Runner, limits: Limits = Limits(), lanes: int = 1):
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
+    limits = limits.settled()  # an API caller's None: 2 workers, batches of 8
     manifest = runner._require_manifest()
     spec = manifest["preprocess"]
     kind = preprocess.get_kind(spec)
@@ -457,11 +470,13 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
     from edgekit.tuned import resolve
 
     artifact, threads, _ = resolve(artifact, threads)
-    lanes = 1
+    per, lanes = lanes_for(artifact, threads, device)
+    limits = limits.settled(lanes)
     if limits.max_batch > 1:  # batches in lanes where the backend allows it, else every core
-        per, lanes = lanes_for(artifact, threads, device)
         threads = per if lanes > 1 else threads or usable_cores()
-    elif threads is None:  # the cores shared among the workers: under load, parallel
+    else:
+        lanes = 1  # the workers are the lanes
+    if threads is None:  # the cores shared among the workers: under load, parallel
         threads = max(1, usable_cores() // limits.workers)  # requests beat parallel kernels
     runner = load(artifact, threads=threads, device=device, verify=verify)
     runner.exact_preprocessing = exact_preprocessing
@@ -473,12 +488,6 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
     if not is_loopback(name):
         print(f"warning: listening on {name}, reachable from other machines; edgekit serve has "
               "no authentication", file=sys.stderr, flush=True)
-    in_lanes = f" x {lanes} lanes" if lanes > 1 else ""
-    print(f"edgekit serve: {runner.path.name} ({runner.backend}, {runner.device}, {limits.workers} "
-          f"worker(s), {threads} model thread(s){in_lanes}, batches of up to {limits.max_batch}) "
-          f"on {url} "
-          "(POST /predict, GET /health, GET /metadata); Ctrl-C or SIGTERM stops",
-          file=sys.stderr, flush=True)
     # Connections are bounded and timed by the protocol (edgekit.runtime.connections), not
     # by uvicorn's limit_concurrency: that answers every request, /health too, with 503.
     connections = ConnectionLimits(open_file_limit(limits.max_connections),
@@ -493,10 +502,22 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
         access_log=access_log, timeout_keep_alive=5,
         timeout_graceful_shutdown=int(limits.timeout) + 5, server_header=False)
     server = uvicorn.Server(config)
-    # uvicorn re-raises the signal that stopped it once it has shut down; with these
-    # handlers in place that is a no-op, and the process exits 0 instead of dying of SIGTERM.
+
+    def stop(*_) -> None:
+        server.should_exit = True
+
+    # Before uvicorn installs its own handlers, a SIGTERM (say, right after the start line)
+    # still stops the server: uvicorn skips its main loop when should_exit is set. After it
+    # shut down, uvicorn re-raises the signal that stopped it: here that is a no-op, and the
+    # process exits 0 instead of dying of SIGTERM.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
+        signal.signal(sig, stop)
+    in_lanes = f" x {lanes} lanes" if lanes > 1 else ""
+    print(f"edgekit serve: {runner.path.name} ({runner.backend}, {runner.device}, {limits.workers} "
+          f"worker(s), {threads} model thread(s){in_lanes}, batches of up to {limits.max_batch}) "
+          f"on {url} "
+          "(POST /predict, GET /health, GET /metadata); Ctrl-C or SIGTERM stops",
+          file=sys.stderr, flush=True)
     try:
         server.run(sockets=[sock])
     finally:
