@@ -177,14 +177,14 @@ def markdown(results: dict) -> str:
                 f"({g['predict_share_of_model_only_batch32']:.0%}) | "
                 f"{r[path]['serve']['requests_per_s']:.0f} "
                 f"({g['serve_share_of_model_only_batch1']:.0%}) | "
-                f"{batching.get('mean_batch') or 0:.2f} |")
+                f"{batching.get('mean_batch') or '- (a request per worker)'} |")
         before = r.get("before")
         if before:  # model-only figures: this run's, from the exact path's measurement
             mo = r["exact"]["in_process"]["model_only"]
             b1, bb = mo["best_batch1_per_s"], mo[f"best_batch{BATCH}_per_s"]
             p, sv = before["predict_cli"]["per_s"], before["serve"]["requests_per_s"]
             lines.append(f"| {name} | before (exact, 1 decoder, no batching) | {b1:.0f} | "
-                         f"{bb:.0f} | | {p:.0f} ({p / bb:.0%}) | {sv:.0f} ({sv / b1:.0%}) | 1 |")
+                         f"{bb:.0f} | | {p:.0f} ({p / bb:.0%}) | {sv:.0f} ({sv / b1:.0%}) | - |")
         v = r.get("fast_verdict") or {}
         if v:
             lines += ["", f"{name}: the export allowed the fast path: {v['allowed']} "
