@@ -70,10 +70,8 @@ def end_to_end(artifact: str | Path, photos: list[Path], batch: int = 32,
                exact_preprocessing: bool = False) -> dict:
     """Model-only rates and the photos-in-labels-out rate of `artifact` on `photos`.
 
-    The model alone is timed both ways the cores can run it: one call at a time on all of
-    them (`threads`), and in lanes (edgekit.runtime.batch.lanes_for: concurrent 1-thread
-    calls, where the backend takes them). The better of the two is the model-only rate the
-    end-to-end run is measured against.
+    The model alone is timed one call at a time on all cores (`threads`) and in lanes
+    (edgekit.runtime.batch.lanes_for); the end-to-end rate is measured against the better.
 
     Args:
         seconds: time budget of each model-only measurement.
@@ -103,8 +101,7 @@ def end_to_end(artifact: str | Path, photos: list[Path], batch: int = 32,
     per_lane, lanes = lanes_for(artifact, threads)
     laned = load(artifact, threads=per_lane) if lanes > 1 else runner
     for r in {runner, laned}:
-        r.exact_preprocessing = exact_preprocessing
-        r.check_finite = False
+        r.exact_preprocessing, r.check_finite = exact_preprocessing, False
     prepare_times, xs = [], []
     for p in photos:
         t0 = time.perf_counter()

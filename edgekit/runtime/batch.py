@@ -283,11 +283,9 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
 
     samples = export_dir(artifact) / "samples.npz" if Path(artifact).is_dir() else None
     artifact, threads, chosen = resolve(artifact, threads)
-    lanes = 1
-    if inputs and not clip:  # many files: the cores in lanes where the backend allows it
-        threads, lanes = lanes_for(artifact, threads, device)
-        if chosen and lanes > 1:
-            chosen += f", {lanes} lanes of it over many inputs"
+    # Many files: the cores in lanes where the backend allows it.
+    threads, lanes = lanes_for(artifact, threads, device) if inputs and not clip else (threads, 1)
+    chosen += f", {lanes} lanes of it over many inputs" if chosen and lanes > 1 else ""
     runner = load(artifact, threads=threads, device=device, verify=verify)
     runner.exact_preprocessing = exact_preprocessing
     if runner.stateful:

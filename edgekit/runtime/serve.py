@@ -30,48 +30,15 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, excerpt
 from edgekit.runtime import Runner, load, preprocess
 from edgekit.runtime.batcher import batcher_for, metrics_endpoint
 from edgekit.runtime.connections import ConnectionLimits, Workers, guarded_protocol, open_file_limit
+from edgekit.runtime.limits import Limits  # noqa: F401 (serve's face: Limits, serve)
 
 log = logging.getLogger("edgekit.serve")
-
-
-@dataclass
-class Limits:
-    """What one request may take. Defaults suit a Pi serving a small vision model."""
-
-    max_body: int = 10 * 1024 * 1024  # bytes; 413 beyond
-    timeout: float = 30.0  # seconds from the start of the body to the response; 504 beyond
-    max_concurrent: int = 64  # requests in progress at once; 503 beyond
-    # Threads that decode and run inputs at once (None: one per lane where the backend runs
-    # concurrent calls, edgekit.runtime.batch.lanes_for; else 2).
-    workers: int | None = None
-    k: int = 3  # default top-k for classification: as `edgekit predict` (cli.common.TOP_K)
-    # Dynamic batching (edgekit.runtime.batcher): inputs per model call, and the most a
-    # request waits for others still decoding; max_batch 1 runs each request on its own.
-    # None: 1 where the backend runs in lanes (a worker per core decoding and running its own
-    # request on one thread beat batches of 2 under 4 clients: resnet18 int8, 2-core EPYC),
-    # else 8.
-    max_batch: int | None = None
-    max_wait: float = 0.005  # seconds
-    # Declared bytes of request bodies held at once (503 beyond; 0: 4 x max_body): with
-    # decoding bounded by the workers and the pixel budget, this bounds the memory that
-    # requests take together.
-    body_memory: int = 0
-    max_connections: int = 1024  # open at once; the oldest idle one is closed beyond
-    header_timeout: float = 10.0  # seconds for a request's head to arrive whole; 408 beyond
-
-    def settled(self, lanes: int = 1) -> Limits:
-        """These limits with `workers` and `max_batch` decided for a backend with `lanes`."""
-        from dataclasses import replace
-
-        return replace(self, workers=self.workers or (lanes if lanes > 1 else 2),
-                       max_batch=self.max_batch or (1 if lanes > 1 else 8))
 
 
 # Bytes of an oversized body read and dropped so that its 413 arrives; a bigger one is cut.
@@ -90,11 +57,7 @@ class Counters:
 
 def create_app(runner: Runner, limits: Limits = Limits(), lanes: int = 1):
     """The ASGI application for `runner` (a Starlette app wrapped in the body-size limit);
-    `lanes` model calls run at once (edgekit.runtime.batch.lanes_for).
-
-    Raises:
-        EdgekitError: the artifact carries no manifest (nothing says what input it takes).
-    """
+    `lanes` model calls run at once. Raises EdgekitError for an artifact without a manifest."""
     import anyio
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
