@@ -110,7 +110,10 @@ def test_bad_settings_get_one_line_before_any_timing(tiny_run, tmp_path):
 def test_the_suite_json_and_a_bench_json_compare_into_a_table_and_a_png(tiny_run, tmp_path):
     """Done when: `make bench` JSON + an `edgekit bench --json` file -> table and PNG."""
     suite = tmp_path / "suite.json"
-    env = {**os.environ, "EDGEKIT_BENCH_MODELS": "lenet5",
+    # Not an xdist worker's variables: pytest-benchmark would take the child for a worker and
+    # disable itself (make test runs this suite on pytest-xdist workers).
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")},
+           "EDGEKIT_BENCH_MODELS": "lenet5",
            "EDGEKIT_BENCH_RUNS": f"lenet5={tiny_run}"}  # the session's run: no training here
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-q", "-p", "no:cacheprovider",
