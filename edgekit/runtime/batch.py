@@ -156,6 +156,7 @@ def _in_lanes(runner: Runner, files: list[Path], batch: int, k: int, skip_bad: b
 
 
 def _account(done: tuple[list[dict], float, float], stats: Throughput, start: float):
+    """Count one batch's (results, prepare seconds, model seconds) into `stats`; yield them."""
     results, prepare_seconds, infer_seconds = done
     stats.prepare_seconds += prepare_seconds
     stats.infer_seconds += infer_seconds / stats.lanes  # the lanes' model time, per lane
@@ -188,15 +189,10 @@ def _one_call_at_a_time(runner: Runner, files: list[Path], batch: int, k: int, s
             chunk = [pending.popleft() for _ in range(min(batch, len(pending)))]
             fill()
             prepared = [future.result() for _, future in chunk]
-            stats.prepare_seconds += sum(p[2] for p in prepared)
             t0 = time.perf_counter()
             results = _results(runner, [f for f, _ in chunk], prepared, k)
-            stats.infer_seconds += time.perf_counter() - t0
-            for result in results:
-                stats.inputs += 1
-                stats.failed += "error" in result
-                stats.seconds = time.perf_counter() - start
-                yield result
+            yield from _account((results, sum(p[2] for p in prepared),
+                                 time.perf_counter() - t0), stats, start)
     finally:  # an error or a consumer that stops early: drop what has not started
         pool.shutdown(wait=True, cancel_futures=True)
 
