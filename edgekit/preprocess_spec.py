@@ -84,6 +84,10 @@ def check_image(spec: dict, source: str) -> None:
     if not (isinstance(fast, dict) and isinstance(fast.get("allowed"), bool)):
         raise EdgekitError(f"{where} fast {excerpt(fast)}; expected the export's verdict, "
                            'an object with "allowed": true or false')
+    cv = fast.get("opencv", {"allowed": False})  # the same for the OpenCV resize
+    if not (isinstance(cv, dict) and isinstance(cv.get("allowed"), bool)):
+        raise EdgekitError(f"{where} fast.opencv {excerpt(cv)}; expected the export's verdict, "
+                           'an object with "allowed": true or false')
 
 
 def check_tabular(spec: dict, source: str) -> None:

@@ -11,11 +11,18 @@ from conftest import edgekit
 
 from edgekit.errors import EdgekitError
 from edgekit.runtime import load
-from edgekit.runtime.preprocess import get_kind, image_spec, validate
-from edgekit.runtime.preprocess.image import decode_image, exact_spec, fast_allowed, needed_size
+from edgekit.runtime.preprocess import get_kind, image, image_spec, validate
+from edgekit.runtime.preprocess.image import (
+    decode_image,
+    exact_spec,
+    fast_allowed,
+    fast_path,
+    needed_size,
+)
 
 SPEC = image_spec("RGB", (224, 224), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 FAST = {**SPEC, "fast": {"allowed": True}}
+OPENCV = {**SPEC, "fast": {"allowed": False, "opencv": {"allowed": True}}}
 
 
 def jpeg(w: int = 640, h: int = 480, seed: int = 0) -> bytes:
@@ -61,6 +68,36 @@ def test_fast_path_is_close_to_the_exact_one_and_exact_where_nothing_shrinks():
     np.testing.assert_allclose(kind.prepare(small, FAST), kind.prepare(small, SPEC), atol=1e-5)
 
 
+@pytest.mark.parametrize("size,resize", [((640, 480), 0), ((640, 480), 256), ((2000, 1500), 0),
+                                         ((3000, 2000), 256), ((200, 150), 0)])
+def test_opencv_resize_is_close_to_the_exact_path_at_any_scale(size, resize):
+    """JPEGs decoded at a reduced scale, PNGs (no draft) reduced by whole factors first, an
+    upscale: every case lands on the model's shape within a few pixel values of the exact path
+    (no aliasing from a plain bilinear over a big downscale)."""
+    spec, fast = ({**SPEC, "resize": resize}, {**OPENCV, "resize": resize}) if resize else (
+        SPEC, OPENCV)
+    kind = get_kind(SPEC)
+    std = np.asarray(SPEC["std"], np.float32)[:, None, None]
+    for body in (jpeg(*size), png(*size)):
+        exact, quick = kind.prepare(body, spec), kind.prepare(body, fast)
+        assert quick.shape == exact.shape == (3, 224, 224) and quick.dtype == np.float32
+        pixel = np.abs((exact - quick) * std) * 255
+        assert pixel.mean() < 4 and pixel.max() < 64
+
+
+def test_runtime_takes_opencv_only_where_allowed_and_cv2_imports(monkeypatch):
+    both = {**SPEC, "fast": {"allowed": True, "opencv": {"allowed": True}}}
+    assert fast_path(both) == "opencv" and fast_path(OPENCV) == "opencv"
+    assert fast_path(FAST) == "pillow" and fast_path(SPEC) is None
+    assert fast_path({**SPEC, "fast": {"allowed": True, "opencv": {"allowed": False}}}) == "pillow"
+    gray = image_spec("L", (28, 28), [0.5], [0.5])  # one channel: a 2-D array through cv2
+    assert get_kind(gray).prepare(jpeg(), {**gray, **{"fast": OPENCV["fast"]}}).shape == (1, 28, 28)
+    monkeypatch.setattr(image, "opencv", lambda: None)  # a Pi without the video extra
+    assert fast_path(both) == "pillow" and fast_path(OPENCV) is None
+    np.testing.assert_array_equal(get_kind(SPEC).prepare(jpeg(), OPENCV),
+                                  get_kind(SPEC).prepare(jpeg(), SPEC))
+
+
 def test_fast_verdict_is_validated_and_read():
     assert fast_allowed(FAST) and not fast_allowed(SPEC)
     assert not fast_allowed({**SPEC, "fast": {"allowed": False, "drop_points": 3.0}})
@@ -68,6 +105,9 @@ def test_fast_verdict_is_validated_and_read():
     validate(FAST, "m.json")
     with pytest.raises(EdgekitError, match=r"m.json: manifest preprocess fast 'yes'; expected"):
         validate({**SPEC, "fast": "yes"}, "m.json")
+    validate({**SPEC, "fast": {"allowed": True, "opencv": {"allowed": False}}}, "m.json")
+    with pytest.raises(EdgekitError, match=r"m.json: manifest preprocess fast.opencv 1; expected"):
+        validate({**SPEC, "fast": {"allowed": True, "opencv": 1}}, "m.json")
 
 
 def test_export_records_the_verdict_and_the_runtime_follows_it(tiny_run, tmp_path):
@@ -80,8 +120,12 @@ def test_export_records_the_verdict_and_the_runtime_follows_it(tiny_run, tmp_pat
     assert verdict["photo"] == [640, 480] and verdict["max_pixel_diff"] >= 0
     assert verdict["allowed"] == (verdict["drop_points"] <= 0.5)
     assert 0 <= verdict["top1_agreement"] <= 1
+    cv = verdict["opencv"]  # cv2 imports here (the dev extra): measured on the same photos
+    assert cv["allowed"] == (cv["drop_points"] <= 0.5) and 0 <= cv["top1_agreement"] <= 1
+    assert cv["max_pixel_diff"] >= 0
     text = (export / "report.md").read_text()
     assert "Fast image preprocessing" in text and "Export time: " in text
+    assert "With OpenCV's resize" in text
     assert list(report["stage_seconds"]) == ["prepare", "write", "check", "int8 search",
                                              "timing", "int8 layer table"]
     assert list(report["stage_cpu_seconds"]) == list(report["stage_seconds"])

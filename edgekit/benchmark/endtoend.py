@@ -92,7 +92,7 @@ def end_to_end(artifact: str | Path, photos: list[Path], batch: int = 32,
 
     from edgekit.runtime import load
     from edgekit.runtime.batch import decode_workers, lanes_for, predict_files
-    from edgekit.runtime.preprocess.image import fast_allowed
+    from edgekit.runtime.preprocess.image import fast_path
     from edgekit.runtime.throughput import Throughput
 
     if not photos:
@@ -129,7 +129,7 @@ def end_to_end(artifact: str | Path, photos: list[Path], batch: int = 32,
     per_s = stats.inputs / stats.seconds
     return {
         "artifact": str(artifact), "photos": len(photos), "batch": batch, "threads": threads,
-        "fast_path": fast_allowed(runner.preprocess_spec()),
+        "fast_path": fast_path(runner.preprocess_spec()),  # "opencv", "pillow" or None
         "model_only": {"batch1_per_s": round(rate_1, 2),
                        "batch1_p50_ms": round(float(np.median(times_1)) / 32 * 1e3, 3),
                        f"batch{batch}_per_s": round(rate_b, 2), "lanes": lanes,
@@ -150,7 +150,8 @@ def end_to_end(artifact: str | Path, photos: list[Path], batch: int = 32,
 def format_end_to_end(report: dict) -> str:
     """The report as a few lines for people."""
     m, e, b = report["model_only"], report["end_to_end"], report["batch"]
-    path = "fast path (export allowed it)" if report["fast_path"] else "exact path"
+    path = (f"fast path ({report['fast_path']} resize; export allowed it)"
+            if report["fast_path"] else "exact path")
     return "\n".join([
         f"{Path(report['artifact']).name}: {report['photos']} photos, batch {b}, "
         f"preprocessing: {path}",

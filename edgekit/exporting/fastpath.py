@@ -10,9 +10,12 @@ spec as `fast` (and into the report):
 
     {"allowed": bool, "drop_points": exact - fast score (the task's 0-100 points),
      "top1_agreement": share of equal predictions (classification), "max_pixel_diff": the
-     largest difference of one pixel value (0-255), "samples": N, "photo": [W, H]}
+     largest difference of one pixel value (0-255), "samples": N, "photo": [W, H],
+     "opencv": {"allowed", "drop_points", "top1_agreement", "max_pixel_diff"}}
 
-The runtime takes the fast path only where `allowed` is true.
+The runtime takes the fast path only where `allowed` is true. `opencv` (only where cv2 imports
+at export) is the same measurement for the fast path with OpenCV's resize, which the runtime
+prefers where it is allowed and cv2 imports there too.
 """
 
 from __future__ import annotations
@@ -46,14 +49,16 @@ def as_photo(img, size: tuple[int, int], mode: str) -> bytes:
     return out.getvalue()
 
 
-def both_paths(body: bytes, spec: dict) -> tuple[np.ndarray, np.ndarray]:
-    """One photo prepared by the exact path and by the fast one: two (C, H, W) arrays."""
-    from edgekit.runtime.preprocess.image import decode_image, exact_spec, image_to_array
+def prepared(body: bytes, spec: dict) -> dict[str, np.ndarray]:
+    """One photo prepared by the exact path and each fast one this machine can run:
+    {"exact", "pillow"[, "opencv"]} -> (C, H, W) arrays."""
+    from edgekit.runtime.preprocess.image import decode_image, exact_spec, image_to_array, opencv
 
     exact = exact_spec(spec)
-    fast = {**exact, "fast": {"allowed": True}}
-    return (image_to_array(decode_image(body, "photo", exact), exact),
-            image_to_array(decode_image(body, "photo", fast), fast))
+    specs = {"exact": exact, "pillow": {**exact, "fast": {"allowed": True}}}
+    if opencv() is not None:
+        specs["opencv"] = {**exact, "fast": {"allowed": False, "opencv": {"allowed": True}}}
+    return {path: image_to_array(decode_image(body, "photo", s), s) for path, s in specs.items()}
 
 
 def measure(outputs, images, y: np.ndarray, spec: dict, task) -> dict:
@@ -67,16 +72,26 @@ def measure(outputs, images, y: np.ndarray, spec: dict, task) -> dict:
     """
     n = min(len(y), MAX_SAMPLES)
     size = photo_size(spec)
-    pairs = [both_paths(as_photo(images[i], size, spec["mode"]), spec) for i in range(n)]
-    exact = np.stack([e for e, _ in pairs])  # (N, C, H, W)
-    fast = np.stack([f for _, f in pairs])
+    photos = [prepared(as_photo(images[i], size, spec["mode"]), spec) for i in range(n)]
+    batches = {path: np.stack([p[path] for p in photos]) for path in photos[0]}
+    out_exact = outputs(batches["exact"])
+    verdict = {**_against(batches["exact"], out_exact, batches["pillow"], outputs, y[:n], spec,
+                          task), "samples": n, "photo": list(size)}
+    if "opencv" in batches:
+        verdict["opencv"] = _against(batches["exact"], out_exact, batches["opencv"], outputs,
+                                     y[:n], spec, task)
+    return verdict
+
+
+def _against(exact, out_exact, fast, outputs, y, spec: dict, task) -> dict:
+    """One fast path's cost against the exact one: allowed, points, agreement, pixels."""
     # One pixel value's difference on the 0-255 scale: undo the normalization's std and scale.
     std = np.asarray(spec["std"], np.float32)[:, None, None]
     pixel = float(np.abs((exact - fast) * std).max() / spec["scale"])
-    out_exact, out_fast = outputs(exact), outputs(fast)
-    drop = float(task.drop_points(out_exact, out_fast, y[:n]))
+    out_fast = outputs(fast)
+    drop = float(task.drop_points(out_exact, out_fast, y))
     verdict = {"allowed": drop <= MAX_DROP_POINTS, "drop_points": round(drop, 3),
-               "max_pixel_diff": round(pixel, 2), "samples": n, "photo": list(size)}
+               "max_pixel_diff": round(pixel, 2)}
     if task.metric == "accuracy":
         agree = task.decode(out_exact) == task.decode(out_fast)
         verdict["top1_agreement"] = round(float(np.mean(agree)), 4)
@@ -119,7 +134,16 @@ def markdown(verdict: dict | None) -> list[str]:
     state = "allowed" if verdict["allowed"] else (
         f"not allowed (over {MAX_DROP_POINTS} points): the runtime uses the exact path")
     w, h = verdict["photo"]
-    return ["", f"Fast image preprocessing (JPEG decoded at a reduced scale, reduce before "
-                f"resample): {state}. On {verdict['samples']} held-out images as {w}x{h} JPEG "
-                f"photos: {verdict['drop_points']:+.2f} points against the exact path{agree}, "
-                f"largest pixel difference {verdict['max_pixel_diff']:.0f}/255."]
+    lines = ["", f"Fast image preprocessing (JPEG decoded at a reduced scale, reduce before "
+                 f"resample): {state}. On {verdict['samples']} held-out images as {w}x{h} JPEG "
+                 f"photos: {verdict['drop_points']:+.2f} points against the exact path{agree}, "
+                 f"largest pixel difference {verdict['max_pixel_diff']:.0f}/255."]
+    cv = verdict.get("opencv")
+    if cv:
+        agree = f", top-1 agreement {cv['top1_agreement']:.2%}" if "top1_agreement" in cv else ""
+        state = "allowed (the runtime prefers it where cv2 imports)" if cv["allowed"] else (
+            f"not allowed (over {MAX_DROP_POINTS} points)")
+        lines += ["", f"With OpenCV's resize (box reduce, then cv2.resize): {state}; "
+                      f"{cv['drop_points']:+.2f} points against the exact path{agree}, largest "
+                      f"pixel difference {cv['max_pixel_diff']:.0f}/255."]
+    return lines
