@@ -90,6 +90,59 @@ def cpu_name(cpuinfo: str, arch: str) -> str:
     return platform.processor() or fields.get("Hardware") or "unknown"
 
 
+# AMD's x86 families and model ranges -> microarchitecture (AMD's revision guides): "AMD EPYC"
+# alone names a Zen 3, a Zen 4 and a Zen 5 alike, and their fastest int8 layouts differ.
+AMD_MICROARCH = {23: [(range(0x00, 0x30), "Zen"), (range(0x30, 0x100), "Zen 2")],
+                 25: [(range(0x10, 0x20), "Zen 4"), (range(0x60, 0x80), "Zen 4"),
+                      (range(0xA0, 0xB0), "Zen 4"), (range(0x00, 0x100), "Zen 3")],
+                 26: [(range(0x00, 0x100), "Zen 5")]}
+
+
+def cpu_id(cpuinfo: str, arch: str) -> dict:
+    """Which CPU exactly: x86 {"vendor", "family", "model", "stepping", "microarch"} (the
+    microarchitecture for AMD's known families, else None); ARM {"implementer", "part",
+    "variant", "revision"}. Values a /proc/cpuinfo does not give are None."""
+    fields = parse_cpuinfo(cpuinfo)
+    if _is_arm(arch):
+        return {key: fields.get(name) for key, name in (
+            ("implementer", "CPU implementer"), ("part", "CPU part"), ("variant", "CPU variant"),
+            ("revision", "CPU revision"))}
+
+    def number(name: str) -> int | None:
+        value = fields.get(name, "")
+        return int(value) if value.isdigit() else None
+
+    family, model = number("cpu family"), number("model")
+    microarch = None
+    if fields.get("vendor_id") == "AuthenticAMD" and model is not None:
+        microarch = next((name for models, name in AMD_MICROARCH.get(family, [])
+                          if model in models), None)
+    return {"vendor": fields.get("vendor_id"), "family": family, "model": model,
+            "stepping": number("stepping"), "microarch": microarch}
+
+
+def cpu_label(facts: dict) -> str:
+    """machine_info()'s CPU with what tells apart CPUs of one name:
+    "AMD EPYC (Zen 4, family 25 model 17)", "Cortex-A76"."""
+    ident = facts.get("cpu_id") or {}
+    if ident.get("family") is None:
+        return facts["cpu"]
+    microarch = f"{ident['microarch']}, " if ident.get("microarch") else ""
+    return f"{facts['cpu']} ({microarch}family {ident['family']} model {ident['model']})"
+
+
+def same_cpu(a: dict, b: dict) -> bool:
+    """Whether machine facts `a` and `b` (machine_info()) name one kind of CPU; facts recorded
+    before cpu_id existed compare by arch and name only."""
+    def kind(facts: dict) -> tuple:
+        ident = facts.get("cpu_id") or {}
+        return tuple(ident.get(k) for k in ("vendor", "family", "model", "implementer", "part"))
+
+    if (a.get("arch"), a.get("cpu")) != (b.get("arch"), b.get("cpu")):
+        return False
+    return not (a.get("cpu_id") and b.get("cpu_id")) or kind(a) == kind(b)
+
+
 def board_model(cpuinfo: str, device_tree_model: str = "") -> str | None:
     """The board ("Raspberry Pi 5 Model B Rev 1.0"): the device tree's model, else cpuinfo's.
 
@@ -211,7 +264,8 @@ def machine_info() -> dict:
     """This machine: arch, CPU, cores, ISA features, board, Pi state, emulation, versions.
 
     Returns:
-        arch, cpu, cores (all), usable_cores (this process's affinity), isa ({feature: bool}),
+        arch, cpu, cpu_id (family, model, microarch: see cpu_id), cores (all), usable_cores
+        (this process's affinity), isa ({feature: bool}),
         board (None off device-tree boards), pi (temperature/throttling, None off a Pi),
         governor, os, hostname, emulated (qemu-user: times are not real ARM times), versions.
     """
@@ -220,6 +274,7 @@ def machine_info() -> dict:
     return {
         "arch": arch,
         "cpu": cpu_name(cpuinfo, arch),
+        "cpu_id": cpu_id(cpuinfo, arch),  # family/model: which "AMD EPYC" a figure came from
         "cores": os.cpu_count(),
         "usable_cores": usable_cores(),
         "isa": isa_features(cpuinfo, arch),

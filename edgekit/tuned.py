@@ -148,12 +148,11 @@ def resolve(path: str | Path, threads: int | None = None) -> tuple[Path, int | N
 
 
 def _warn_if_other_machine(doc: dict) -> None:
-    from edgekit.machine import machine_info
+    from edgekit.machine import cpu_label, machine_info, same_cpu
 
-    facts = machine_info()
-    here = (facts["arch"], facts["cpu"])
-    there = (doc.get("machine", {}).get("arch"), doc.get("machine", {}).get("cpu"))
-    if here != there:
-        warnings.warn(f"{FILE} was measured on {there[0]} {there[1]}; this is {here[0]} "
-                      f"{here[1]}: run `edgekit tune` here for a choice that fits this CPU",
-                      EdgekitWarning, stacklevel=2)
+    facts, there = machine_info(), doc.get("machine", {})
+    if not same_cpu(facts, there):
+        label = cpu_label(there) if there.get("cpu") else None
+        warnings.warn(f"{FILE} was measured on {there.get('arch')} {label}; this is "
+                      f"{facts['arch']} {cpu_label(facts)}: run `edgekit tune` here for a "
+                      "choice that fits this CPU", EdgekitWarning, stacklevel=2)

@@ -69,7 +69,7 @@ def pytest_benchmark_json(path: Path, machine_facts: dict, times: dict, model="l
 @pytest.fixture
 def two_machines(tmp_path):
     x86 = edgekit_json(tmp_path / "x86.json",
-                       facts("x86_64-amd-epyc-zen5.txt", "x86_64", cores=2), X86)
+                       facts("x86_64-amd-epyc-zen4.txt", "x86_64", cores=2), X86)
     pi = pytest_benchmark_json(tmp_path / "pi5-qemu.json",
                                facts("aarch64-raspberry-pi-5.txt", "aarch64", cores=4,
                                      emulated=True), PI)
@@ -112,11 +112,11 @@ def test_baseline_by_letter_or_file(two_machines):
 
 
 def test_any_threads_matches_each_files_run_with_the_most_threads(tmp_path):
-    x86 = edgekit_json(tmp_path / "x86.json", facts("x86_64-amd-epyc-zen5.txt", "x86_64", 2),
+    x86 = edgekit_json(tmp_path / "x86.json", facts("x86_64-amd-epyc-zen4.txt", "x86_64", 2),
                        {("model.onnx", 1, 2): 0.5, ("model.onnx", 1, 1): 0.8})
-    one = edgekit_json(tmp_path / "x86-1.json", facts("x86_64-amd-epyc-zen5.txt", "x86_64", 2),
+    one = edgekit_json(tmp_path / "x86-1.json", facts("x86_64-amd-epyc-zen4.txt", "x86_64", 2),
                        {("model.onnx", 1, 1): 0.9})
-    two = edgekit_json(tmp_path / "x86-2.json", facts("x86_64-amd-epyc-zen5.txt", "x86_64", 2),
+    two = edgekit_json(tmp_path / "x86-2.json", facts("x86_64-amd-epyc-zen4.txt", "x86_64", 2),
                        {("model.onnx", 1, 2): 0.6})
     with pytest.raises(Exception, match="no artifact in common"):
         compare([two, one])

@@ -389,7 +389,7 @@ def test_a_state_of_the_wrong_shape_names_the_expected_one():
 def test_bench_compare_refuses_impossible_latencies(tmp_path, p50):
     from test_bench_compare import edgekit_json, facts
 
-    x86 = facts("x86_64-amd-epyc-zen5.txt", "x86_64", 4)
+    x86 = facts("x86_64-amd-epyc-zen4.txt", "x86_64", 4)
     a = edgekit_json(tmp_path / "a.json", x86, {("model.onnx", 1, 1): 2.0})
     b = edgekit_json(tmp_path / "b.json", x86, {("model.onnx", 1, 1): 2.0})
     data = json.loads(b.read_text())

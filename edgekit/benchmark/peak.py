@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.fileio import write_json
-from edgekit.machine import machine_info
+from edgekit.machine import cpu_label, machine_info
 from edgekit.onnxbytes import (
     FLOAT,
     INT8,
@@ -73,7 +73,8 @@ def gemm_peak(threads: int, *, size: int = SIZE, seconds: float = SECONDS,
     import onnxruntime as ort
 
     facts = machine_info()
-    key = "|".join([facts["arch"], facts["cpu"], f"onnxruntime {ort.__version__}",
+    cpu = cpu_label(facts)  # family and model too: one "AMD EPYC" may be a Zen 3 or a Zen 4
+    key = "|".join([facts["arch"], cpu, f"onnxruntime {ort.__version__}",
                     f"threads {threads}", f"size {size}"]
                    + (["emulated"] if facts["emulated"] else []))
     path = cache or cache_path()
@@ -81,7 +82,7 @@ def gemm_peak(threads: int, *, size: int = SIZE, seconds: float = SECONDS,
     load = _load()
     if key in known and not refresh and not _busy_then(known[key], load, facts):
         return {**known[key], "cached": True}
-    record = {"key": key, "cpu": facts["cpu"], "arch": facts["arch"],
+    record = {"key": key, "cpu": cpu, "arch": facts["arch"],
               "emulated": facts["emulated"], "onnxruntime": ort.__version__,
               "threads": threads,
               "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
