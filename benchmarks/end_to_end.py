@@ -201,9 +201,11 @@ def get_metrics(url: str) -> dict | None:
 def markdown(results: dict) -> str:
     import statistics
 
+    from edgekit.machine import cpu_label
+
     m = results["machine"]
     lines = [f"# Photos in, labels out ({time.strftime('%Y-%m-%d')})", "",
-             f"CPU: {m.get('cpu')}, {m.get('cores', '?')} cores; {results['photos']} JPEG "
+             f"CPU: {cpu_label(m)}, {m.get('cores', '?')} cores; {results['photos']} JPEG "
              f"photos 640x480 q90; int8 ONNX, 3x224x224, onnxruntime, all cores. Model only: the "
              "better of one call at a time on every core and concurrent 1-thread calls (lanes). "
              f"Each path ran {REPEATS} rounds of model only, predict DIR and a serve round; "

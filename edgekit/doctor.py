@@ -19,7 +19,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-from edgekit.machine import machine_info
+from edgekit.machine import cpu_label, machine_info
 
 STATUSES = ("ok", "warn", "fail", "skip")
 
@@ -83,7 +83,7 @@ def cpu_check(facts: dict) -> dict:
     """The CPU and the int8 features that decide which kernels onnxruntime and torch use."""
     isa = facts["isa"]
     have = [name for name, on in isa.items() if on]
-    detail = f"{facts['arch']} {facts['cpu']}, {facts['cores']} cores; " \
+    detail = f"{facts['arch']} {cpu_label(facts)}, {facts['cores']} cores; " \
              f"features: {', '.join(have) or 'none detected'}"
     if facts["arch"] in ("aarch64", "arm64"):
         if not isa.get("dotprod"):

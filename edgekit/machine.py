@@ -125,7 +125,7 @@ def cpu_label(facts: dict) -> str:
     """machine_info()'s CPU with what tells apart CPUs of one name:
     "AMD EPYC (Zen 4, family 25 model 17)", "Cortex-A76"."""
     ident = facts.get("cpu_id") or {}
-    if ident.get("family") is None:
+    if ident.get("family") is None or _is_arm(facts.get("arch", "")):
         return facts["cpu"]
     microarch = f"{ident['microarch']}, " if ident.get("microarch") else ""
     return f"{facts['cpu']} ({microarch}family {ident['family']} model {ident['model']})"

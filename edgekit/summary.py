@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.machine import cpu_label
 from edgekit.rundir import RunDir
 from edgekit.table import table
 
@@ -42,7 +43,7 @@ def summarize(run: str | Path) -> str:
         lines.append(f"QAT: {metrics['qat']['why_kept']}")
     if bench:
         m = bench["machine"]
-        lines.append(f"latency: batch {batch}, {threads} threads on {m['arch']} {m['cpu']}"
+        lines.append(f"latency: batch {batch}, {threads} threads on {m['arch']} {cpu_label(m)}"
                      + (" (emulated)" if m["emulated"] else ""))
     return "\n".join(lines)
 

@@ -30,7 +30,7 @@ from edgekit import formats
 from edgekit import manifest as mf
 from edgekit.benchmark.stats import ROUNDS, threads_text
 from edgekit.errors import EdgekitError
-from edgekit.machine import check_threads, load_average
+from edgekit.machine import check_threads, cpu_label, load_average
 from edgekit.manifest import FILE as MANIFEST
 from edgekit.manifest import REFERENCES, SAMPLES, check_sha256, sample_outputs
 
@@ -272,7 +272,7 @@ def format_table(doc: dict) -> str:
     from edgekit.table import table
 
     m = doc["machine"]
-    head = (f"{m['arch']} {m['cpu']}, {m['usable_cores']} usable cores"
+    head = (f"{m['arch']} {cpu_label(m)}, {m['usable_cores']} usable cores"
             + (" (EMULATED under qemu: not real timings)" if m.get("emulated") else "")
             + f"; batch 1, {doc['settings']['seconds']:g} s per file and thread count in "
               f"{doc['settings']['rounds']} interleaved rounds"

@@ -119,3 +119,4 @@ def test_cpu_label_and_same_cpu_tell_apart_two_cpus_of_one_name():
     old = {"arch": "x86_64", "cpu": "AMD EPYC"}  # recorded before cpu_id: by name only
     assert machine.same_cpu(a, old) and machine.cpu_label(old) == "AMD EPYC"
     assert not machine.same_cpu(a, {**old, "cpu": "Cortex-A76"})
+    assert machine.cpu_label({**a, "arch": "aarch64", "cpu": "Cortex-A72"}) == "Cortex-A72"

@@ -195,7 +195,9 @@ def threads_label(threads, facts: dict) -> str:
 
 def machine_label(facts: dict) -> str:
     """"aarch64 Raspberry Pi 5 Model B Rev 1.0 (Cortex-A76), 4 cores" and the like."""
-    cpu = facts.get("cpu") or "unknown CPU"
+    from edgekit.machine import cpu_label
+
+    cpu = cpu_label(facts) if facts.get("cpu") else "unknown CPU"
     board = facts.get("board")
     label = f"{facts.get('arch', '?')} {board} ({cpu})" if board else \
         f"{facts.get('arch', '?')} {cpu}"

@@ -34,7 +34,7 @@ from edgekit.benchmark.stats import (
     verdict,
 )
 from edgekit.errors import EdgekitError
-from edgekit.machine import load_average, machine_info, usable_cores
+from edgekit.machine import cpu_label, load_average, machine_info, usable_cores
 from edgekit.rundir import REPORT, RunDir
 from edgekit.table import flagged, table
 
@@ -180,7 +180,7 @@ def format_table(report: dict) -> str:
     """The console view of a bench report: machine line, one row per result, verdicts."""
     m, s = report["machine"], report["settings"]
     what = f"{s['seconds']:g} s per artifact" if s.get("seconds") else f"{s['runs']} runs"
-    head = (f"{m['arch']} {m['cpu']}, {m['cores']} cores"
+    head = (f"{m['arch']} {cpu_label(m)}, {m['cores']} cores"
             + (" (EMULATED under qemu: not real ARM timings)" if m["emulated"] else "")
             + f"; {what} after {s['warmup']} warm-up, interleaved in {s['rounds']} rounds")
     rows = [("artifact", "precision", "batch", "threads", "runs", "p50 ms", "95% CI p50",
