@@ -93,6 +93,12 @@ def test_recipe_trains_on_its_real_format_and_exports(name, data_root, tmp_path,
                                 if n.startswith(f"{pte} was not written: ")], pte
     assert all(r["passed"] for r in report["artifacts"])
     assert report["pytorch"]["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    # Every image recipe's export proves the fast image paths against the exact one (issue 27)
+    fast = report["fast_preprocessing"]
+    assert fast["samples"] > 0 and {"allowed", "drop_points", "max_pixel_diff"} <= set(fast)
+    assert {"allowed", "drop_points", "max_pixel_diff"} <= set(fast["opencv"])
+    text = (run / "export" / "report.md").read_text()
+    assert "Fast image preprocessing" in text and "With OpenCV's resize" in text
 
 
 @pytest.mark.parametrize("name, target", [("resnet18", 0.97), ("mobilenet_v2", 0.95)])
