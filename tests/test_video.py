@@ -322,13 +322,15 @@ def test_a_camera_through_the_cli_says_what_it_dropped(tiny_run, monkeypatch):
 @pytest.mark.slow
 def test_sigterm_ends_a_video_with_the_closing_line(tiny_run, tmp_path):
     clip = write_clip(tmp_path / "long.avi", gray_frames(30, 32, 32) * 100)  # 3000 frames
+    # Unbuffered bytes: a text pipe's readline() may buffer the lines after the first, which
+    # communicate() (reading the descriptor) would never see (a loaded machine did that).
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgekit", "predict", tiny_run / "export" / "model.int8.onnx",
          clip, "--batch", "1", "-k", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout.readline().startswith(f"{clip} frame 0 at 0.000 s")
+        bufsize=0, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout.readline().decode().startswith(f"{clip} frame 0 at 0.000 s")
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    out, err = (b.decode() for b in proc.communicate(timeout=60))
     assert proc.returncode == 0, err
     assert err.startswith(f"{clip}: ") and err.rstrip().endswith("stopped by SIGTERM")
     predicted = int(err.split(" read, ")[1].split(" predicted")[0])
