@@ -384,6 +384,23 @@ def test_predict_a_folder_in_batches(runner, folder):
     assert len(err.strip().splitlines()) == 1  # not a terminal: no progress bar, one line
 
 
+def test_predict_warms_the_model_up_before_the_first_input(runner, folder, monkeypatch):
+    """Lazy imports and first-run allocations are paid while loading, not by the run's clock:
+    one prediction of the kind's example before any input is read."""
+    from edgekit.runtime import Runner
+    from edgekit.runtime.batch import predict
+
+    events = []
+    warm, prepare = Runner.warm_up, Runner.prepare
+    monkeypatch.setattr(Runner, "warm_up", lambda self: (events.append("warm"), warm(self)))
+    monkeypatch.setattr(Runner, "prepare", lambda self, raw, media_type=None: (
+        events.append(str(raw) if isinstance(raw, Path) else "example"),
+        prepare(self, raw, media_type))[1])
+    p = predict(runner.path, [folder], batch=4)
+    assert events == ["warm", "example"]  # set up: no input read yet
+    assert [r["input"] for r in p.results] == events[2:] and len(events) == 12
+
+
 def test_batch_size_does_not_change_results(runner, folder):
     one = [json.loads(line) for line in cli("predict", runner.path, folder, "--json",
                                             "--batch", "1")[1].splitlines()]

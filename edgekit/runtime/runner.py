@@ -226,6 +226,18 @@ class Runner:
         """
         return self.predict_batch([raw], k, media_type)[0]
 
+    def warm_up(self) -> None:
+        """One prediction of the kind's example (else a random input), so the first real one
+        does not pay for lazy imports (Pillow, OpenCV), lookup tables and the backend's
+        first-run allocations. A stateful model forgets the example's state."""
+        spec = self._require_manifest()["preprocess"]
+        example = preprocess.get_kind(spec).example(spec)
+        if example is not None:
+            self.predict(example)
+        else:
+            self.run(self.example_input(1))
+        self.reset()
+
     def classify(self, x: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
         """Model input (B, ...) -> for each row the top-k (label, probability)."""
         return [[(t["label"], t["probability"]) for t in r["top"]] for r in self.infer(x, k)]

@@ -369,17 +369,6 @@ def _media_type(header: str | None) -> str | None:
     return header.split(";", 1)[0].strip().lower() or None
 
 
-def warm_up(runner: Runner) -> None:
-    """One prediction at start-up, so the first request does not pay for lazy imports (Pillow)
-    and onnxruntime's first-run allocations."""
-    spec = runner.manifest["preprocess"]
-    example = preprocess.get_kind(spec).example(spec)
-    if example is not None:
-        runner.predict(example)
-    else:
-        runner.run(runner.example_input(1))
-
-
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port (port 0 picks a free one).
 
@@ -444,7 +433,7 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8080,
     runner = load(artifact, threads=threads, device=device, verify=verify)
     runner.exact_preprocessing = exact_preprocessing
     app = create_app(runner, limits, lanes if not runner.stateful else 1)
-    warm_up(runner)
+    runner.warm_up()
     sock = bind(host, port)
     name, bound_port = sock.getsockname()[:2]
     url = f"http://{'[' + name + ']' if ':' in name else name}:{bound_port}"

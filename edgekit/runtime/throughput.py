@@ -12,7 +12,7 @@ class Throughput:
     batch: int
     inputs: int = 0
     failed: int = 0
-    seconds: float = 0.0  # wall time, first decode to last result
+    seconds: float = 0.0  # wall time, first decode to last result (loading and warm-up before)
     prepare_seconds: float = 0.0  # decoding + preprocessing (overlaps inference)
     infer_seconds: float = 0.0  # runner.infer: the model plus decoding its outputs (per lane)
     lanes: int = 1  # model calls at once (edgekit.runtime.batch.lanes_for)
