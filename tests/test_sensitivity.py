@@ -365,13 +365,41 @@ def test_variants_reuse_the_first_calibration(fmt, monkeypatch):
     net, memo = harmful_net(), {}
     _quantize(fmt, net, x, (), memo)
     restored, restore = [], observers.restore
-    monkeypatch.setattr(observers, "restore", lambda p, s: restored.append(restore(p, s))
-                        or restored[-1])
+    monkeypatch.setattr(observers, "restore", lambda p, s, *f: restored.append(
+        restore(p, s, *f)) or restored[-1])
     reused = _quantize(fmt, net, x, ("conv2",), memo)
     fresh = _quantize(fmt, net, x, ("conv2",), None)
     assert restored == [True, False]  # the variant copied them; without a memo: calibrated
     with torch.no_grad(), quantized_engine("x86"):
         assert torch.equal(reused(torch.from_numpy(x)), fresh(torch.from_numpy(x)))
+
+
+def test_per_tensor_weights_reuse_the_per_channel_calibration(monkeypatch):
+    """The .pte search's per-tensor variant: its activation observers are the per-channel
+    calibration's, its weight observers (constants) filled by one batch; the same model as
+    one calibrated afresh, bit for bit, without running the calibration inputs again."""
+    pytest.importorskip("executorch")
+    from edgekit.exporting.formats.pte_int8 import quantize_pt2e
+    from edgekit.exporting.int8 import observers
+
+    x = np.random.default_rng(0).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    example = torch.from_numpy(x[:2])
+    net, memo = harmful_net(), {}
+    quantize_pt2e(net, example, x, "static", True, memo=memo)
+    restored, restore = [], observers.restore
+    monkeypatch.setattr(observers, "restore", lambda p, s, *f: restored.append(
+        restore(p, s, *f)) or restored[-1])
+    reused = quantize_pt2e(net, example, x, "static", False, memo=memo)
+    fresh = quantize_pt2e(net, example, x, "static", False)
+    assert restored == [True, False]
+    with torch.no_grad():
+        assert torch.equal(reused(torch.from_numpy(x[:32])), fresh(torch.from_numpy(x[:32])))
+    # An activation's observer the calibration did not save: nothing copied, calibrated.
+    states = memo["pt2e-observers"]
+    del states[next(sig for sig in states if sig[0] == "HistogramObserver")]
+    restored.clear()
+    quantize_pt2e(net, example, x, "static", False, memo=memo)
+    assert restored == [False]
 
 
 def test_a_qat_artifact_is_not_searched(harmful):
@@ -388,3 +416,38 @@ def test_a_qat_artifact_is_not_searched(harmful):
     checker = SimpleNamespace(held=SimpleNamespace(task=SimpleNamespace(metric="accuracy")),
                               of=lambda f: lambda p: pytest.fail("nothing is checked"))
     assert mixed.rescue(SimpleNamespace(qat=object()), [failed], checker, 0) == ([], {})
+
+
+class _ViewNet(torch.nn.Module):
+    """A user's conv net that flattens with `view`, which a channels-last tensor refuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.fc = torch.nn.Linear(4 * 6 * 6, 2)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return self.fc(y.view(y.size(0), -1))
+
+
+class _FlattenNet(_ViewNet):
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+@pytest.mark.parametrize("net", [_ViewNet, _FlattenNet])
+def test_reference_outputs_are_the_models_own_in_any_memory_layout(net):
+    """Images run channels-last (faster convolutions) in small batches; a forward that
+    needs contiguous tensors falls back to them; the outputs are the model's either way."""
+    from edgekit.exporting.check import IMAGE_BATCH, reference_outputs
+
+    torch.manual_seed(0)
+    model = net().eval()
+    x = np.random.default_rng(0).standard_normal((IMAGE_BATCH * 2 + 3, 3, 8, 8))
+    x = x.astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    got = reference_outputs(model, x, 256)
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

