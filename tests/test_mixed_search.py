@@ -43,3 +43,22 @@ def test_ranking_by_sqnr_alone_exports_nothing():
     v = FakeVariants()
     rows = ranked_layers(v, "m", Path("m.pte"), top_k=2)  # the full int8 and one per layer
     assert sorted(v.made) == [(), ("a",), ("b",)] and rows[0]["node"] == "b"
+
+
+class NeedsPrefix(FakeVariants):
+    """A model that passes once layer "n26" is kept fp32 (rank 27 of 40)."""
+
+    def get(self, method, fp32=()):
+        self.made.append(tuple(fp32))
+        passed = "n26" in fp32
+        return Path("m.pte"), {"passed": passed, "accuracy_drop_points": 0.1 if passed else 3.0}
+
+
+def test_costly_formats_bisect_a_long_prefix_only_to_an_eighth():
+    order = [f"n{i}" for i in range(40)]
+    kept, steps = fewest_fp32_layers(NeedsPrefix(), "m", order, prune_max=8)
+    assert [s["fp32_layers"] for s in steps] == [1, 2, 4, 8, 16, 32, 24, 28]
+    assert kept == tuple(order[:28])  # within 32 // 8 of the shortest, 27
+    kept, steps = fewest_fp32_layers(NeedsPrefix(), "m", order)  # cheap: exact, then pruned
+    assert kept == ("n26",) and [s["fp32_layers"] for s in steps][:10] == [
+        1, 2, 4, 8, 16, 32, 24, 28, 26, 27]  # then each of the 27 dropped again

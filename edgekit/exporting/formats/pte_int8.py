@@ -48,9 +48,13 @@ def write(ctx, path: Path, manifest: dict) -> list[tuple[Path, dict]]:
     return [(lower(program, path, own, how, "pte-int8"), how)]
 
 
-def per_channel(ctx) -> bool:
-    """Per-channel int8 weights: when the target's scheme and the recipe both say so."""
-    return ctx.target.schemes(ctx.int8.method)[0].per_channel and ctx.cfg.per_channel
+def per_channel(ctx, plan=None) -> bool:
+    """Per-channel int8 weights: as the plan says (the search's per-tensor variant), else
+    when the target's scheme and the recipe both say so."""
+    plan = plan or ctx.int8
+    if plan.per_channel is not None:
+        return plan.per_channel
+    return ctx.target.schemes(plan.method)[0].per_channel and ctx.cfg.per_channel
 
 
 def quantize_pt2e(model, example, calibration, method: str, per_channel: bool,
@@ -92,16 +96,17 @@ def quantize_pt2e(model, example, calibration, method: str, per_channel: bool,
     if "pt2e-graph" not in memo:  # torch.export once; prepare_pt2e changes its input
         memo["pt2e-graph"] = export_program(model, example, "pte-int8").module()
     graph = copy.deepcopy(memo["pt2e-graph"])
-    states = memo.setdefault(("pt2e-observers", method, per_channel), {})
+    states = memo.setdefault("pt2e-observers", {})  # signatures name class and config
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             prepared = prepare_pt2e(graph, quantizer)
-            if not observers.restore(prepared, states):
-                with torch.no_grad():
-                    for batch in _calibration_batches(example, calibration, method):
+            batches = _calibration_batches(example, calibration, method)
+            with torch.no_grad():
+                if not observers.restore(prepared, states, lambda: prepared(*batches[0])):
+                    for batch in batches:
                         prepared(*batch)
-                states.update(observers.saved(prepared))
+                    states.update(observers.saved(prepared))
             return convert_pt2e(prepared, fold_quantize=fold)
     except Exception as e:
         raise conversion_error("pte-int8 (PT2E, XNNPACKQuantizer)", e) from None

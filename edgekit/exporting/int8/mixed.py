@@ -34,8 +34,8 @@ TABLE_TOP_K = {"onnx-int8": TOP_K}
 # and prunes the passing prefix layer by layer. The others (a whole re-export each: resnet18's
 # .pte ~30 s) rank by SQNR alone, computed on the quantization made once in this process, and
 # prune the shortest passing prefix (doubling, then bisection) only when it has at most
-# COSTLY_PRUNE_MAX layers (one export each); a longer one is kept as found (resnet18 .pte at
-# 224 px: 45 exports and 54 min before).
+# COSTLY_PRUNE_MAX layers (one export each); a longer one is bisected to within an eighth and
+# kept (resnet18 .pte at 224 px: 45 exports and 54 min before).
 CHEAP_VARIANTS = ("onnx-int8",)
 COSTLY_PRUNE_MAX = 8
 SKIPPED = ("not measured: each layer would be a whole re-export of the model; the layers are "
@@ -59,6 +59,9 @@ class Variants(Protocol):
     @property
     def methods(self) -> tuple[str, ...]:
         """The calibrations to try."""
+
+    def layout_of(self, method: str) -> str:
+        """The layout's name for the variants calibrated by `method`."""
 
     def get(self, method: str, fp32: tuple[str, ...] = ()) -> tuple[Path, dict]:
         """A real artifact written by the format's own exporter with the layers `fp32` kept
@@ -101,7 +104,7 @@ def fallback(ctx, v: Variants, start: str, first: tuple[Path, dict], budget: flo
                    for m, (_, r) in tries.items()]
     best = min(tries, key=lambda m: (not tries[m][1]["passed"],
                                      tries[m][1]["accuracy_drop_points"]))
-    section = {"format": v.fmt.name, "layout": v.layout, "calibration": calibration,
+    section = {"format": v.fmt.name, "layout": v.layout_of(best), "calibration": calibration,
                "kept_method": best}
     if tries[best][1]["passed"]:
         section["fp32_layers"] = []
@@ -188,7 +191,10 @@ def fewest_fp32_layers(v, method: str, order: list[str], prune_max: int | None =
 
     The shortest passing prefix (doubling, then bisection: each probe is one artifact and
     check), then each layer of it removed again, least sensitive first, if the model still
-    passes without it (only for a prefix of at most `prune_max` layers; None: any).
+    passes without it (only for a prefix of at most `prune_max` layers; None: any). With a
+    `prune_max`, a longer prefix is bisected only to within an eighth of its length (32
+    layers: to 28, two probes instead of four): the model is then mostly fp32 whatever the
+    last few layers do, and each probe is a whole re-export.
 
     Args:
         v: the Variants to write and check models with.
@@ -207,16 +213,17 @@ def fewest_fp32_layers(v, method: str, order: list[str], prune_max: int | None =
                       "passed": row["passed"]})
         return row["passed"]
 
-    n, hi = len(order), 1
+    n, lo, hi = len(order), 0, 1  # order[:lo] failed (or lo == 0)
     if not order:
         return None, steps
     while hi < n and not passes(order[:hi]):
-        hi *= 2
-    hi = min(hi, n)
-    if not passes(order[:hi]):
-        return None, steps
-    lo = hi // 2  # order[:lo] failed (or lo == 0)
-    while hi - lo > 1:
+        lo, hi = hi, hi * 2
+    if hi >= n:  # doubled past the end: every layer is the last try
+        hi = n
+        if not passes(order):
+            return None, steps
+    close = 1 if prune_max is None or hi <= prune_max else max(1, hi // 8)
+    while hi - lo > close:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if passes(order[:mid]) else (mid, hi)
     kept = list(order[:hi])

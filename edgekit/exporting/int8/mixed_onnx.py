@@ -43,6 +43,10 @@ class Variants:
         """The layout's name for the report ("qdq-s8s8-pc")."""
         return self.scheme.name
 
+    def layout_of(self, method: str) -> str:
+        """The scheme's name: the method is named beside it (kept_method)."""
+        return self.layout
+
     def get(self, method: str, fp32: tuple[str, ...] = ()) -> tuple[Path, dict]:
         """The checked int8 model calibrated by `method` with the nodes `fp32` kept fp32."""
         from edgekit.exporting.formats.onnx_int8 import quantize_onnx

@@ -8,8 +8,9 @@ an op traced outside any module (a top-level `x + y`) has no name to keep it fp3
 ranked but never given back. Every variant is written by the format's own exporter (its
 Int8Plan with `fallback_fp32` set) and checked by export's check. The calibrations to try:
 torch.ao static has MinMaxObserver and HistogramObserver ("entropy" and "percentile" both map
-to it); XNNPACKQuantizer's static config has one observer (HistogramObserver); dynamic int8
-measures its ranges at run time. The SQNR per module comes from
+to it); XNNPACKQuantizer's static config has one observer (HistogramObserver), with per-channel
+weights (the targets' default) or per-tensor ones; dynamic int8 measures its ranges at run
+time. The SQNR per module comes from
 edgekit.exporting.int8.torch_sensitivity, on the same quantization made in this process.
 """
 
@@ -22,12 +23,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from uuid import uuid4
 
-# Calibration label -> the Int8Plan calibration_method that gives it, per format and mode.
-TORCH_AO = {"MinMaxObserver": "minmax", "HistogramObserver": "entropy"}
+# Calibration label -> what it changes in the export's Int8Plan, per format and mode, the
+# format's default first. XNNPACK's static config has one observer; its weights may also be
+# per tensor (one scale a layer: what the target's per-channel default rounds differently),
+# tried before any layer is given back to fp32 (one re-export against a search of several).
+TORCH_AO = {"MinMaxObserver": {"calibration_method": "minmax"},
+            "HistogramObserver": {"calibration_method": "entropy"}}
+PER_TENSOR = "HistogramObserver, per-tensor weights"
 CALIBRATIONS = {("torchscript-int8", "static"): TORCH_AO,
-                ("pte-int8", "static"): {"HistogramObserver": None},  # XNNPACK's own
-                ("torchscript-int8", "dynamic"): {"dynamic": None},
-                ("pte-int8", "dynamic"): {"dynamic": None}}
+                ("pte-int8", "static"): {"HistogramObserver": {},
+                                         PER_TENSOR: {"per_channel": False}},
+                ("torchscript-int8", "dynamic"): {"dynamic": {}},
+                ("pte-int8", "dynamic"): {"dynamic": {}}}
 
 
 @dataclass
@@ -40,7 +47,7 @@ class Variants:
     check: object  # path -> export's verify row
     layout: str  # the candidate's layout name
     fp32_model: Path | None
-    calibrations: dict  # label -> calibration_method (None: the plan's)
+    calibrations: dict  # label -> what it changes in the export's Int8Plan
     done: dict = field(default_factory=dict)
     hows: dict = field(default_factory=dict)  # key -> the layout dict the exporter wrote
 
@@ -48,6 +55,11 @@ class Variants:
     def methods(self) -> tuple[str, ...]:
         """The calibration labels to try, the format's default first."""
         return tuple(self.calibrations)
+
+    def layout_of(self, method: str) -> str:
+        """The name the exporter gave the full int8 artifact of `method` (per-tensor weights
+        change it: "pt2e-xnnpack-static" against "pt2e-xnnpack-static-pc")."""
+        return self.info(method, ()).get("name", self.layout)
 
     def get(self, method: str, fp32: tuple[str, ...] = ()) -> tuple[Path, dict]:
         """The checked artifact calibrated by `method` with the modules `fp32` kept fp32."""
@@ -66,10 +78,8 @@ class Variants:
 
     def plan(self, method: str, fp32: tuple[str, ...]):
         """The export's Int8Plan with calibration `method` and the modules `fp32` kept fp32."""
-        plan = self.ctx.int8
-        return replace(plan, fallback_fp32=tuple(fp32),
-                       calibration_method=self.calibrations.get(method)
-                       or plan.calibration_method)
+        return replace(self.ctx.int8, fallback_fp32=tuple(fp32),
+                       **self.calibrations.get(method, {}))
 
     def info(self, method: str, fp32: tuple[str, ...]) -> dict:
         """The layout dict the exporter wrote for `get(method, fp32)`."""
@@ -105,7 +115,7 @@ class Variants:
             from edgekit.exporting.formats.pte_int8 import per_channel, quantize_pt2e
 
             converted = quantize_pt2e(ctx.model, ctx.example, ctx.calibration, plan.method,
-                                      per_channel(ctx), plan.fp32_modules, fold=False,
+                                      per_channel(ctx, plan), plan.fp32_modules, fold=False,
                                       memo=getattr(ctx, "memo", None))
             layers = ts.pt2e_layer_sqnr(converted, inputs)
         else:
@@ -160,15 +170,26 @@ def table(ctx, c, check, metric: str, fixed: dict | None) -> dict:
 def make(ctx, c, check) -> tuple[Variants, str, tuple]:
     """The Variants of candidate `c`, its calibration label and its key in `done`."""
     from edgekit import formats as catalog
+    from edgekit.exporting.formats.pte_int8 import per_channel
     from edgekit.runtime import load
 
-    plan = ctx.int8
-    calibrations = CALIBRATIONS[(c.fmt.name, plan.method)]
-    label = c.how.get("observer") if c.how.get("observer") in calibrations else \
-        next(iter(calibrations))
+    calibrations = dict(CALIBRATIONS[(c.fmt.name, ctx.int8.method)])
+    if PER_TENSOR in calibrations and not per_channel(ctx):  # per tensor already
+        del calibrations[PER_TENSOR]
+    label = _label(c.how, calibrations)
     twin = next((f for f in catalog.formats()
                  if f.format == c.fmt.format and f.precision == "fp32"), None)
     base = c.how.get("name", "").split("+fp32x")[0]
     v = Variants(c.fmt, ctx, load(c.path).manifest, check, base,
                  ctx.stage / twin.file if twin else None, calibrations)
     return v, label, (label, tuple(sorted(c.how.get("fp32_modules", ()))))
+
+
+def _label(how: dict, calibrations: dict) -> str:
+    """The calibration label an artifact was made with: its observer (torch.ao), the label
+    whose plan changes its layout shows (per-tensor weights), else the format's default."""
+    if how.get("observer") in calibrations:
+        return how["observer"]
+    return next((k for k, change in calibrations.items()
+                 if change and all(how.get(f) == v for f, v in change.items())),
+                next(iter(calibrations)))

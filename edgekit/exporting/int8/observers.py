@@ -11,7 +11,7 @@ px: 256 images through HistogramObservers, per variant).
 
 An observer is matched by its class and configuration and by the graph nodes it watches
 (torch.export names nodes the same way on every export of one model). An observer shared by
-several edges must watch the same nodes in both graphs. When any observer of a new graph has
+several edges must watch the same nodes in both graphs. When an observer of an activation has
 no match, nothing is copied and the caller calibrates as usual.
 """
 
@@ -26,18 +26,29 @@ def saved(prepared) -> dict:
             for sig, module in _observers(prepared).items()}
 
 
-def restore(prepared, states: dict | None) -> bool:
+def restore(prepared, states: dict | None, forward=None) -> bool:
     """Load every observer of `prepared` from `states` (what `saved` returned for a
     calibration of the same model on the same inputs).
 
+    An observer of a weight (a constant of the graph) gives the same state whatever the
+    inputs: where only such observers are new (per-tensor weights where the calibration had
+    per-channel ones), `forward()` (one batch) fills them, and the rest are loaded after it.
+
     Returns:
-        True when every observer was found and loaded; False (nothing loaded) otherwise.
+        True when every observer was loaded; False (nothing loaded) otherwise.
     """
     found = _observers(prepared)
-    if not states or not found or any(sig not in states for sig in found):
+    if not states or not found:
         return False
+    missing = [sig for sig in found if sig not in states]
+    if missing:
+        constants = {n.name for n in prepared.graph.nodes if n.op == "get_attr"}
+        if forward is None or not all(set(sig[2]) <= constants for sig in missing):
+            return False
+        forward()
     for sig, module in found.items():
-        module.load_state_dict(states[sig])
+        if sig in states:
+            module.load_state_dict(states[sig])
     return True
 
 

@@ -23,6 +23,9 @@ class Int8Plan:
     calibration_samples: int
     # modules the automatic fallback (edgekit.exporting.int8.mixed) kept fp32 on top of `exclude`
     fallback_fp32: tuple[str, ...] = ()
+    # int8 weights per channel (True) or per tensor (False); None: the target's scheme and
+    # the recipe decide (the .pte search tries per-tensor weights as another calibration)
+    per_channel: bool | None = None
 
     @property
     def fp32_modules(self) -> tuple[str, ...]:
