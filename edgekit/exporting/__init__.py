@@ -48,7 +48,7 @@ from edgekit.exporting.choose import (
 )
 from edgekit.exporting.int8 import mixed
 from edgekit.exporting.int8.qat import LEARNED
-from edgekit.exporting.prepare import Options, Prepared, prepare
+from edgekit.exporting.prepare import Options, Prepared, before_torch, prepare
 from edgekit.exporting.previous import keep_previous, notes
 from edgekit.exporting.report import build_report, manifest_entry, report_markdown
 from edgekit.exporting.timing import Laps
@@ -102,6 +102,7 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
             that no longer match training's, an operator a format cannot export, or an
             artifact that fails its check (unless allow_degraded).
     """
+    before_torch()  # huge pages (edgekit.exporting.prepare.TORCH_ENV)
     started = time.perf_counter()
     lap = Laps()
     opts = Options(**options)
