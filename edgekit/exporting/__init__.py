@@ -102,7 +102,7 @@ def export(run: str | Path, formats: list[str], **options) -> dict:
             that no longer match training's, an operator a format cannot export, or an
             artifact that fails its check (unless allow_degraded).
     """
-    before_torch()  # huge pages (edgekit.exporting.prepare.TORCH_ENV)
+    before_torch()  # huge pages, passive OpenMP (edgekit.exporting.prepare.TORCH_ENV)
     started = time.perf_counter()
     lap = Laps()
     opts = Options(**options)

@@ -25,8 +25,13 @@ from edgekit.rundir import RunDir
 # activations of hundreds of MB again and again, each 4 KB page a fault when first touched:
 # resnet18 at 224 px, PyTorch on the 360 held-out images, 3.4 M page faults and 8.0 s of
 # system time, 84 k and 4.2 s with huge pages (the kernel's THP must be madvise or always).
-HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"
-TORCH_ENV = {HUGE_PAGES: "1"}
+# OMP_WAIT_POLICY=PASSIVE: OpenMP's idle threads (PyTorch's intra-op pool) sleep at once
+# instead of spinning for a few ms after every parallel region (read when torch loads OpenMP).
+# Much of an export is Python between small torch ops (PT2E's HistogramObservers, the SQNR
+# passes), where the spinning thread burns a core doing nothing: resnet18's PT2E calibration
+# (256 images at 224 px) took 34.6 CPU-s spinning and 26.8 passive, on a shared machine.
+HUGE_PAGES, OPENMP_WAIT = "THP_MEM_ALLOC_ENABLE", "OMP_WAIT_POLICY"
+TORCH_ENV = {HUGE_PAGES: "1", OPENMP_WAIT: "PASSIVE"}
 
 
 @dataclass
