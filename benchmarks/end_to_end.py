@@ -215,6 +215,7 @@ def markdown(results: dict) -> str:
              "| model | path | model only b1 /s | model only b32 /s | prepare ms | predict DIR "
              "/s (share of b32) | serve 4 clients /s (share of b1) | serve mean batch |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    notes = []
     for name, r in results["models"].items():
         for path in ("exact", "fast"):
             e, g, mo = r[path], r[path]["goals"], r[path]["model_only"]
@@ -235,17 +236,17 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | before (exact, 1 decoder, no batching) | {b1:.0f} | "
                          f"{bb:.0f} | | {p:.0f} ({p / bb:.0%}) | {sv:.0f} ({sv / b1:.0%}) | - |")
         v = r.get("fast_verdict") or {}
-        if v:
-            lines += ["", f"{name}: the export allowed the fast path: {v['allowed']} "
+        if v:  # after the table, which a paragraph would cut in two
+            notes += ["", f"{name}: the export allowed the fast path: {v['allowed']} "
                           f"({v['drop_points']:+.2f} points, top-1 agreement "
                           f"{v.get('top1_agreement', 0):.2%}, max pixel diff "
                           f"{v['max_pixel_diff']:.0f}/255 on {v['samples']} held-out images)."]
             cv = v.get("opencv")
             if cv:
-                lines[-1] += (f" With OpenCV's resize: {cv['allowed']} ({cv['drop_points']:+.2f}"
+                notes[-1] += (f" With OpenCV's resize: {cv['allowed']} ({cv['drop_points']:+.2f}"
                               f" points, top-1 agreement {cv.get('top1_agreement', 0):.2%}, max "
                               f"pixel diff {cv['max_pixel_diff']:.0f}/255).")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + notes) + "\n"
 
 
 if __name__ == "__main__":
