@@ -249,9 +249,10 @@ def test_tune_needs_an_export_directory_with_references(export, tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_runs_a_chosen_candidate_with_the_exports_samples(export):
+def test_predict_runs_a_chosen_candidate_with_the_exports_samples(export, tiny_png):
     """Which file wins is the machine's call; a tuned.json that chose a candidate (here
     rewritten with valid checksums, as tune would write it) runs that candidate."""
+    from edgekit.machine import usable_cores
     from edgekit.tuned import digest
 
     edgekit("tune", export, *TUNE)
@@ -266,6 +267,17 @@ def test_predict_runs_a_chosen_candidate_with_the_exports_samples(export):
     assert "-> model.int8.qdq-u8s8-pc.onnx" in proc.stdout.splitlines()[0]
     proc = edgekit("predict", export, "--sample", "0", "--threads", "1")
     assert f"using {pick} with 1 thread(s)" in proc.stderr
+    # Many inputs: the tuned count is one call's best latency; the cores run in lanes instead.
+    photos = export.parent / "photos"
+    photos.mkdir()
+    for i in range(3):
+        shutil.copy(tiny_png, photos / f"{i}.png")
+    proc = edgekit("predict", export, photos)
+    lanes = usable_cores()  # 2 or more: the tuned.json above chose 2 threads
+    assert (f"using {pick} as tuned.json chose on this machine, in "
+            f"{lanes} lanes of 1 thread(s) over many inputs") in proc.stderr
+    assert len(proc.stdout.splitlines()) == 3
+    assert f"in {lanes} lanes" in proc.stderr.splitlines()[-1]
 
 
 @pytest.mark.slow

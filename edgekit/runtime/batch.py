@@ -278,10 +278,15 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
     from edgekit.tuned import export_dir, resolve
 
     samples = export_dir(artifact) / "samples.npz" if Path(artifact).is_dir() else None
+    asked = threads
     artifact, threads, chosen = resolve(artifact, threads)
-    # Many files: the cores in lanes where the backend allows it.
-    threads, lanes = lanes_for(artifact, threads, device) if inputs and not clip else (threads, 1)
-    chosen += f", {lanes} lanes of it over many inputs" if chosen and lanes > 1 else ""
+    # Many files: the cores in lanes where the backend allows it. A tuned thread count is one
+    # call's best latency; over many inputs lanes of one thread each (or of --threads) do more.
+    per, lanes = lanes_for(artifact, asked, device) if inputs and not clip else (threads, 1)
+    if lanes > 1:
+        threads = per
+        chosen = (f"{chosen.split(' with ', 1)[0]} as {chosen.split(' as ', 1)[1]}, in "
+                  f"{lanes} lanes of {per} thread(s) over many inputs") if chosen else ""
     runner = load(artifact, threads=threads, device=device, verify=verify)
     runner.exact_preprocessing = exact_preprocessing
     if runner.stateful:
