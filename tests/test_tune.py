@@ -274,8 +274,8 @@ def test_predict_runs_a_chosen_candidate_with_the_exports_samples(export, tiny_p
         shutil.copy(tiny_png, photos / f"{i}.png")
     proc = edgekit("predict", export, photos)
     lanes = usable_cores()  # 2 or more: the tuned.json above chose 2 threads
-    assert (f"using {pick} as tuned.json chose on this machine, in "
-            f"{lanes} lanes of 1 thread(s) over many inputs") in proc.stderr
+    assert (f"using {pick} with 2 thread(s), as tuned.json chose on this machine; over many "
+            f"inputs {lanes} lanes of 1 thread(s)") in proc.stderr
     assert len(proc.stdout.splitlines()) == 3
     assert f"in {lanes} lanes" in proc.stderr.splitlines()[-1]
 

@@ -285,8 +285,7 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
     per, lanes = lanes_for(artifact, asked, device) if inputs and not clip else (threads, 1)
     if lanes > 1:
         threads = per
-        chosen = (f"{chosen.split(' with ', 1)[0]} as {chosen.split(' as ', 1)[1]}, in "
-                  f"{lanes} lanes of {per} thread(s) over many inputs") if chosen else ""
+        chosen += f"; over many inputs {lanes} lanes of {per} thread(s)" if chosen else ""
     runner = load(artifact, threads=threads, device=device, verify=verify)
     runner.exact_preprocessing = exact_preprocessing
     if runner.stateful:
