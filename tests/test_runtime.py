@@ -398,7 +398,8 @@ def test_predict_warms_the_model_up_before_the_first_input(runner, folder, monke
         prepare(self, raw, media_type))[1])
     p = predict(runner.path, [folder], batch=4)
     assert events == ["warm", "example"]  # set up: no input read yet
-    assert [r["input"] for r in p.results] == events[2:] and len(events) == 12
+    inputs = [r["input"] for r in p.results]  # in input order; lanes read them in any order
+    assert sorted(events[2:]) == sorted(inputs) and len(inputs) == 10
 
 
 def test_batch_size_does_not_change_results(runner, folder):

@@ -275,17 +275,11 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
     from edgekit.runtime import video
 
     clip = video.video_input(inputs, camera, every, max_frames)
-    from edgekit.tuned import export_dir, resolve
+    from edgekit.tuned import export_dir
 
     samples = export_dir(artifact) / "samples.npz" if Path(artifact).is_dir() else None
-    asked = threads
-    artifact, threads, chosen = resolve(artifact, threads)
-    # Many files: the cores in lanes where the backend allows it. A tuned thread count is one
-    # call's best latency; over many inputs lanes of one thread each (or of --threads) do more.
-    per, lanes = lanes_for(artifact, asked, device) if inputs and not clip else (threads, 1)
-    if lanes > 1:
-        threads = per
-        chosen += f"; over many inputs {lanes} lanes of {per} thread(s)" if chosen else ""
+    artifact, threads, lanes, chosen = _cores(artifact, threads, device,
+                                              many=bool(inputs) and not clip)
     runner = load(artifact, threads=threads, device=device, verify=verify)
     runner.exact_preprocessing = exact_preprocessing
     if runner.stateful:
@@ -323,6 +317,22 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
     return Prediction(runner, len(files),
                       predict_files(runner, files, batch, k, skip_bad, stats,
                                     decode_workers(threads), lanes), stats, chosen=chosen)
+
+
+def _cores(artifact, threads: int | None, device: str, many: bool):
+    """(artifact, threads, lanes, what tuned.json chose) for predict: an export directory's
+    chosen file (edgekit.tuned.resolve); over many files the cores in lanes where the backend
+    allows it. A tuned thread count is one call's best latency: over many inputs lanes of one
+    thread each (or of --threads) do more."""
+    from edgekit.tuned import resolve
+
+    asked = threads
+    artifact, threads, chosen = resolve(artifact, threads)
+    per, lanes = lanes_for(artifact, asked, device) if many else (threads, 1)
+    if lanes > 1:
+        threads = per
+        chosen += f"; over many inputs {lanes} lanes of {per} thread(s)" if chosen else ""
+    return artifact, threads, lanes, chosen
 
 
 class ResultsCsv:
