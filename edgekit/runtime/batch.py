@@ -313,7 +313,8 @@ def predict(artifact: str | Path, inputs: list[str | Path], sample: int | None =
 
         return Prediction(runner, None, predict_rows(runner, files, batch, k, skip_bad, stats),
                           stats, total_bytes=sum(f.stat().st_size for f in files), chosen=chosen)
-    runner.warm_up()  # lazy imports and first-run allocations: loading's cost, not the run's
+    if len(files) > 1:  # lazy imports and first-run allocations: loading's cost, not the run's
+        runner.warm_up()  # (one input would pay them once either way)
     return Prediction(runner, len(files),
                       predict_files(runner, files, batch, k, skip_bad, stats,
                                     decode_workers(threads), lanes), stats, chosen=chosen)
