@@ -7,6 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: on a loaded machine (or a Pi) one slow example is not a failure.
+settings.register_profile("edgekit", deadline=None)
+settings.load_profile("edgekit")
 
 
 def edgekit(*args, check: bool = True, env: dict | None = None,

@@ -16,6 +16,8 @@ import pytest
 import yaml
 from conftest import edgekit
 
+from edgekit.benchmark.stats import overlap
+
 pytestmark = pytest.mark.slow
 
 
@@ -73,10 +75,9 @@ def test_local_export_tunes_every_candidate_and_says_which_is_fastest(tiny_run):
         assert len(c["timing"]["round_ms"]) == report["tuning"]["rounds"]
     chosen = [c for c in onnx if c["chosen"]]
     assert len(chosen) == 1 and chosen[0]["passed"]
-    fastest = min(c["latency_ms"] for c in onnx if c["passed"])
-    first = onnx[0]
-    # The target's first layout stays unless another one is more than 3% faster.
-    assert chosen[0]["latency_ms"] <= fastest * 1.03 or chosen[0] is first
+    fastest = min((c for c in onnx if c["passed"]), key=lambda c: c["latency_ms"])
+    # stats.pick: the fastest wins beyond the noise; within it, the target's order decides
+    assert chosen[0] is fastest or overlap(chosen[0]["timing"], fastest["timing"])
     rows = rows_of(tiny_run)
     assert rows["model.int8.onnx"]["layout"] == chosen[0]["layout"]
     assert rows["model.int8.onnx"]["latency_ms"] == chosen[0]["latency_ms"]
@@ -93,23 +94,19 @@ def test_local_export_tunes_every_candidate_and_says_which_is_fastest(tiny_run):
 
 
 def test_tuning_stays_within_its_budget(tiny_run):
-    import time
-
     from edgekit.benchmark.stats import ROUNDS
-    from edgekit.exporting.timing import time_artifacts
+    from edgekit.exporting.timing import MAX_RUNS, time_artifacts
 
     export = tiny_run / "export"
     with np.load(export / "samples.npz") as z:
         x = z["x"][:1]
     paths = [export / "model.onnx", export / "model.int8.onnx"]
-    t0 = time.perf_counter()
     got = time_artifacts(paths, x, threads=1, budget_s=1e-6)  # less than one call
-    assert time.perf_counter() - t0 < 5
     for p in paths:  # still one timed call a round, every round
         assert got[p]["runs_per_round"] == 1 and len(got[p]["round_ms"]) == ROUNDS
         assert got[p]["ms"] == pytest.approx(float(np.median(got[p]["round_ms"])), rel=1e-3)
-    roomy = time_artifacts(paths[:1], x, threads=1, budget_s=0.05)
-    assert 1 < roomy[paths[0]]["runs_per_round"] <= 200
+    roomy = time_artifacts(paths[:1], x, threads=1, budget_s=2.0)  # calls of well under 0.1 s
+    assert 1 < roomy[paths[0]]["runs_per_round"] <= MAX_RUNS
 
 
 @pytest.mark.parametrize("target, onnx_layout, engine", [

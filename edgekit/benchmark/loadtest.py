@@ -135,7 +135,8 @@ def served(artifact, *args: str, startup_timeout: float = 60.0,
             lines.put(line)
         lines.put(None)
 
-    threading.Thread(target=pump, daemon=True).start()
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     url = None
     end = time.monotonic() + startup_timeout
     while url is None and time.monotonic() < end:
@@ -162,6 +163,7 @@ def served(artifact, *args: str, startup_timeout: float = 60.0,
             proc.kill()
             proc.wait()
             code = None
+        reader.join(timeout=30)  # its last lines ("stopped after ...") are in `stderr` on return
         if code != 0:
             raise EdgekitError(f"edgekit serve did not stop cleanly on SIGTERM (exit {code}): "
                                f"{''.join(stderr).strip()[-500:]}")
