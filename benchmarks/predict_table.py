@@ -4,7 +4,7 @@ Trains the adult-tabular recipe briefly on a generated file in the UCI adult.dat
 (tests/uci_files.py), exports it to ONNX, writes a CSV of ROWS people (default 925,000, about
 100 MB, rows of the generated file repeated), then runs
 
-    /usr/bin/time -v edgekit predict model.onnx big.csv --out preds.csv
+    /usr/bin/time -v edgekit predict model.onnx big.csv --batch BATCH --out preds.csv  (BATCH 256)
 
 and reports the peak RSS, the wall time and how many predictions preds.csv holds.
 Goal: peak RSS under 300 MB with every row predicted.

@@ -1,6 +1,6 @@
 """What edgekit's timing harness (`edgekit.benchmark.measure`) adds over a bare timing loop.
 
-The harness times each call on its own (two clock reads and a store per call); a bare loop
+The harness times each call on its own (one clock read and a list store per call); a bare loop
 times N calls as a whole. Both run the same call - the fastest real one, lenet5 ONNX fp32 at
 batch 1, where a fixed per-call cost weighs most - in adjacent pairs of rounds (bare before
 the harness round, then after the next one, so order favours neither), and the overhead is
