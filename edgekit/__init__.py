@@ -2,8 +2,8 @@
 inference on a Raspberry Pi.
 
 The public API (edgekit.api) is imported on first use, so `import edgekit` stays fast and
-needs neither torch nor onnx: `edgekit.training`, `edgekit.import_model`, `edgekit.export`,
-`edgekit.load`, `edgekit.tuning`, `edgekit.benchmark`, and the `Run` and `Export` they return.
+needs neither torch nor onnx: `edgekit.train`, `edgekit.import_model`, `edgekit.export`,
+`edgekit.load`, `edgekit.tune`, `edgekit.bench`, and the `Run` and `Export` they return.
 """
 
 __version__ = "0.1.0"

@@ -7,9 +7,9 @@
     exp = edgekit.export(run, onnx=True, pte=True, int8=True)
     print(exp.chosen, exp.passed)            # what was published, and every check's verdict
     runner = edgekit.load(exp.path / "model.int8.onnx")
-    print(runner.predict(["photos/3/x.png"]))
+    print(runner.predict("photos/3/x.png"))   # predict_batch([...]) for several
 
-Both doors give a `Run`: `edgekit.training("lenet5")` (a recipe) and `edgekit.import_model(...)`
+Both doors give a `Run`: `edgekit.train("lenet5")` (a recipe) and `edgekit.import_model(...)`
 (a model edgekit did not train). Everything heavy is imported inside the functions, so
 `import edgekit` stays fast and torch-free.
 """
@@ -196,11 +196,15 @@ def export(run: Run | str | Path, *, target: str = "local", **options) -> Export
     return Export(RunDir(path).export, report)
 
 
-def load(path: str | Path, **options):
-    """The runtime's Runner for an artifact or a tuned export directory (edgekit.runtime.load)."""
+def load(path: str | Path | Export, threads: int | None = None, **options):
+    """The runtime's Runner for an artifact (edgekit.runtime.load), or for a tuned export
+    directory: the file and thread count its tuned.json chose (edgekit.tuned.resolve; `threads`
+    overrides the tuned count), as `edgekit predict EXPORT_DIR` runs it."""
     from edgekit.runtime import load as runtime_load
+    from edgekit.tuned import resolve
 
-    return runtime_load(Path(path), **options)
+    artifact, threads, _ = resolve(path.path if isinstance(path, Export) else Path(path), threads)
+    return runtime_load(artifact, threads=threads, **options)
 
 
 def tune(export_dir: str | Path | Export, threads: list[int] | None = None,

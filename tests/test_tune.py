@@ -137,6 +137,13 @@ def test_tune_writes_tuned_json_that_predict_and_serve_follow(export, tiny_png):
     assert f"-> {Path(choice['file']).name}" in proc.stdout
     # An artifact path still runs exactly that artifact.
     assert "using" not in edgekit("predict", export / "model.onnx", tiny_png).stderr
+    import edgekit as api  # the Python API follows tuned.json the same way
+
+    runner = api.load(export)
+    assert runner.path == export / choice["file"]
+    assert runner.predict(tiny_png)["label"] == json.loads(
+        edgekit("predict", export, tiny_png, "--json").stdout)["label"]
+    assert api.load(export / "model.onnx").path == export / "model.onnx"
     with served(export, "--workers", "1") as server, \
             urllib.request.urlopen(f"{server.url}/metadata", timeout=30) as r:
         meta = json.loads(r.read())

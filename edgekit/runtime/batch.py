@@ -87,7 +87,7 @@ def predict_files(runner: Runner, files: list[Path], batch: int = 32, k: int = 5
     """Yield {"input": path, **result} for each file, in order, `batch` files per inference.
 
     `workers` threads decode and prepare the files (Pillow and numpy release the GIL) while
-    the model runs on the batch before; at most two batches are decoded ahead, so memory
+    the model runs on the batch before; at most three batches are decoded ahead, so memory
     stays bounded whatever the number of files. With `lanes` > 1 (a runner that takes
     concurrent calls) each of `lanes` threads decodes a batch and runs it instead, at most
     one batch per lane ahead of the one being yielded.
